@@ -1,0 +1,1 @@
+"""Reading and writing files: checkpoints and model folders, videos."""
