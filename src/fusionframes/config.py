@@ -1,0 +1,202 @@
+"""Dataclass configs for every component, and the named presets.
+
+Field names of :class:`UNetConfig` and :class:`MoVQConfig` follow the constructor arguments of the
+official Kandinsky Video 1.0 code, so its configs (``official_unet_kwargs``, ``generator_params``)
+load without translation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
+    """Build a dataclass from a dict, rejecting unknown keys by name (typos fail loudly)."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{what}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    values = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            value = data[f.name]
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """The U-Net3D used for keyframes (``num_frames`` set) or interpolation (``interpolation=True``)."""
+
+    model_channels: int = 384
+    init_channels: int | None = 192
+    num_channels: int = 4
+    out_channels: int = 4
+    time_embed_dim: int = 1536
+    context_dim: int | None = 4096
+    groups: int = 32
+    head_dim: int = 64
+    expansion_ratio: int = 4
+    compression_ratio: int = 2
+    dim_mult: tuple[int, ...] = (1, 2, 4, 8)
+    num_blocks: tuple[int, ...] = (3, 3, 3, 3)
+    add_cross_attention: tuple[bool, ...] = (False, True, True, True)
+    add_self_attention: tuple[bool, ...] = (False, True, True, True)
+    num_frames: int | None = None
+    interpolation: bool = False
+
+    def __post_init__(self) -> None:
+        levels = len(self.dim_mult)
+        for name in ("num_blocks", "add_cross_attention", "add_self_attention"):
+            if len(getattr(self, name)) != levels:
+                raise ValueError(f"UNetConfig.{name}: needs {levels} entries (one per dim_mult level)")
+        if self.interpolation and self.num_frames is not None:
+            # The official constructor drops num_frames for interpolation models; mirror it.
+            object.__setattr__(self, "num_frames", None)
+
+    @property
+    def downsampling_factor(self) -> int:
+        """Spatial reduction of the latent inside the U-Net (2 per level but the last)."""
+        return 2 ** (len(self.dim_mult) - 1)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
+        return _from_dict(cls, data, "UNetConfig")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class MoVQConfig:
+    """MoVQ autoencoder (encoder + spatially conditioned decoder); names follow ``generator_params``."""
+
+    ch: int = 256
+    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (32,)
+    z_channels: int = 4
+    in_channels: int = 3
+    out_ch: int = 3
+    resolution: int = 256
+    dropout: float = 0.0
+    double_z: bool = False
+    norm_groups: int = 32
+
+    @property
+    def scale_factor(self) -> int:
+        """Pixels per latent cell along each side."""
+        return 2 ** (len(self.ch_mult) - 1)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MoVQConfig:
+        return _from_dict(cls, data, "MoVQConfig")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Text conditioning: T5 tokenizer/encoder plus the Linear+LayerNorm projection."""
+
+    encoder_dim: int = 4096
+    context_dim: int = 4096
+    max_length: int = 128
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TextConfig:
+        return _from_dict(cls, data, "TextConfig")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """Defaults a model folder suggests to the pipeline (users can override each per call)."""
+
+    num_inference_steps: int = 50
+    interpolation_steps: int | None = None
+    guidance_scale: float = 5.0
+    interpolation_guidance_scale: float = 0.25
+    width: int = 512
+    height: int = 512
+    fps: str = "low"
+    scheduler: str = "ddpm"
+    base_fps: float = 2.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SamplingDefaults:
+        return _from_dict(cls, data, "SamplingDefaults")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole text-to-video model: the four components and their sampling defaults."""
+
+    keyframe_unet: UNetConfig = field(default_factory=lambda: UNetConfig(num_frames=15))
+    interpolation_unet: UNetConfig = field(
+        default_factory=lambda: UNetConfig(num_channels=20, out_channels=12, interpolation=True)
+    )
+    movq: MoVQConfig = field(default_factory=MoVQConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+
+    @property
+    def pixel_multiple(self) -> int:
+        """Width/height must be multiples of this so every U-Net level divides evenly."""
+        return self.movq.scale_factor * max(
+            self.keyframe_unet.downsampling_factor, self.interpolation_unet.downsampling_factor
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "keyframe_unet": self.keyframe_unet.to_dict(),
+            "interpolation_unet": self.interpolation_unet.to_dict(),
+            "movq": self.movq.to_dict(),
+            "text": self.text.to_dict(),
+            "sampling": self.sampling.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        parts = {
+            "keyframe_unet": UNetConfig,
+            "interpolation_unet": UNetConfig,
+            "movq": MoVQConfig,
+            "text": TextConfig,
+            "sampling": SamplingDefaults,
+        }
+        unknown = sorted(set(data) - set(parts))
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown key(s) {unknown}; allowed: {sorted(parts)}")
+        return cls(**{k: parts[k].from_dict(v) for k, v in data.items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def kandinsky_video_1_0() -> ModelConfig:
+    """The released Kandinsky Video 1.0 sizes (keyframe U-Net ~4B parameters, Flan-UL2 text)."""
+    return ModelConfig(
+        sampling=SamplingDefaults(width=640, height=384, fps="medium", base_fps=2.0),
+    )
+
+
+PRESETS = {"kandinsky-video-1.0": kandinsky_video_1_0}
+
+
+def preset(name: str) -> ModelConfig:
+    """Look a named architecture up, with a message listing the known names."""
+    if name not in PRESETS:
+        raise ValueError(f"preset: unknown name {name!r}; allowed: {sorted(PRESETS)}")
+    return PRESETS[name]()
