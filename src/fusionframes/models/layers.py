@@ -36,7 +36,9 @@ class SinusoidalPosEmb(nn.Module):
 
 def embedding_mlp(in_dim: int, out_dim: int) -> nn.Sequential:
     """Scalar -> sinusoid -> Linear -> SiLU -> Linear, used for time, frame position and perturbation."""
-    return nn.Sequential(SinusoidalPosEmb(in_dim), nn.Linear(in_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+    return nn.Sequential(
+        SinusoidalPosEmb(in_dim), nn.Linear(in_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim)
+    )
 
 
 class ConditionalGroupNorm(nn.Module):
@@ -126,8 +128,11 @@ class TemporalAttention(nn.Module):
 
         def heads(proj: nn.Linear) -> torch.Tensor:
             # [B, T, N, H*D] -> [B*N, H, T, D]
-            return proj(x).view(b, t, n, self.num_heads, -1).permute(0, 2, 3, 1, 4).reshape(
-                b * n, self.num_heads, t, -1
+            return (
+                proj(x)
+                .view(b, t, n, self.num_heads, -1)
+                .permute(0, 2, 3, 1, 4)
+                .reshape(b * n, self.num_heads, t, -1)
             )
 
         out = F.scaled_dot_product_attention(heads(self.to_query), heads(self.to_key), heads(self.to_value))

@@ -28,7 +28,10 @@ class SpatialNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, zq: torch.Tensor | None = None) -> torch.Tensor:
         normed = F.group_norm(
-            x.float(), self.norm_layer.num_groups, self.norm_layer.weight.float(), self.norm_layer.bias.float(),
+            x.float(),
+            self.norm_layer.num_groups,
+            self.norm_layer.weight.float(),
+            self.norm_layer.bias.float(),
             self.norm_layer.eps,
         ).to(x.dtype)
         if not self.conditioned:

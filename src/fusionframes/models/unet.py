@@ -50,7 +50,9 @@ class ConvBlock(nn.Module):
         )
         self.projection = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
         self.down_sample = (
-            nn.Conv2d(out_channels, out_channels, kernel_size=2, stride=2) if resample == "down" else nn.Identity()
+            nn.Conv2d(out_channels, out_channels, kernel_size=2, stride=2)
+            if resample == "down"
+            else nn.Identity()
         )
         self.temporal = temporal
         if temporal:
@@ -62,7 +64,9 @@ class ConvBlock(nn.Module):
     def forward(self, x: torch.Tensor, embed: torch.Tensor, num_temporal_groups: int | None) -> torch.Tensor:
         x = self.projection(self.up_sample(self.activation(self.group_norm(x, embed))))
         if self.temporal and num_temporal_groups is not None:
-            mixed = channels_time_to_frames(self.temporal_projection(frames_to_channels_time(x, num_temporal_groups)))
+            mixed = channels_time_to_frames(
+                self.temporal_projection(frames_to_channels_time(x, num_temporal_groups))
+            )
             x = (1 - self.temporal_merge) * x + self.temporal_merge * mixed
         return self.down_sample(x)
 
@@ -88,16 +92,24 @@ class ResNetBlock(nn.Module):
             for (cin, cout), k, r in zip(pairs, (1, 3, 3, 1), resample, strict=True)
         )
         self.shortcut_up_sample = (
-            nn.ConvTranspose2d(in_channels, in_channels, kernel_size=2, stride=2) if "up" in resample else nn.Identity()
+            nn.ConvTranspose2d(in_channels, in_channels, kernel_size=2, stride=2)
+            if "up" in resample
+            else nn.Identity()
         )
         self.shortcut_projection = (
-            nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else nn.Identity()
+            nn.Conv2d(in_channels, out_channels, kernel_size=1)
+            if in_channels != out_channels
+            else nn.Identity()
         )
         self.shortcut_down_sample = (
-            nn.Conv2d(out_channels, out_channels, kernel_size=2, stride=2) if "down" in resample else nn.Identity()
+            nn.Conv2d(out_channels, out_channels, kernel_size=2, stride=2)
+            if "down" in resample
+            else nn.Identity()
         )
 
-    def forward(self, x: torch.Tensor, embed: torch.Tensor, num_temporal_groups: int | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, embed: torch.Tensor, num_temporal_groups: int | None = None
+    ) -> torch.Tensor:
         out = x
         for block in self.resnet_blocks:
             out = block(out, embed, num_temporal_groups)
@@ -128,7 +140,9 @@ class TemporalResNetBlock(nn.Module):
     def forward(self, x: torch.Tensor, embed: torch.Tensor, num_frames: int) -> torch.Tensor:
         out = x
         for norm, activation, conv in self.temporal_resnet_blocks:
-            out = channels_time_to_frames(conv(frames_to_channels_time(activation(norm(out, embed)), num_frames)))
+            out = channels_time_to_frames(
+                conv(frames_to_channels_time(activation(norm(out, embed)), num_frames))
+            )
         return x + out
 
 
@@ -136,7 +150,13 @@ class AttentionBlock(nn.Module):
     """Spatial self- or cross-attention followed by a 1x1-conv feed-forward, both residual."""
 
     def __init__(
-        self, channels: int, embed_dim: int, context_dim: int | None, groups: int, head_dim: int, expansion: int
+        self,
+        channels: int,
+        embed_dim: int,
+        context_dim: int | None,
+        groups: int,
+        head_dim: int,
+        expansion: int,
     ) -> None:
         super().__init__()
         self.in_norm = ConditionalGroupNorm(groups, channels, embed_dim)
@@ -247,8 +267,16 @@ def _attention_blocks(cfg: UNetConfig, channels: int, self_attention: bool) -> t
 class DownLevel(nn.Module):
     """Self/temporal attention, then ``num_blocks`` residual groups; the last may halve the size."""
 
-    def __init__(self, cfg: UNetConfig, cin: int, cout: int, context_dim, num_blocks: int, down: bool,
-                 self_attention: bool) -> None:
+    def __init__(
+        self,
+        cfg: UNetConfig,
+        cin: int,
+        cout: int,
+        context_dim,
+        num_blocks: int,
+        down: bool,
+        self_attention: bool,
+    ) -> None:
         super().__init__()
         self.self_attention_block, self.temporal_attention_block = _attention_blocks(cfg, cin, self_attention)
         self.resnet_attn_blocks = nn.ModuleList(
@@ -280,8 +308,17 @@ class DownLevel(nn.Module):
 class UpLevel(nn.Module):
     """Residual groups (the first may double the size), then temporal and self-attention."""
 
-    def __init__(self, cfg: UNetConfig, cin: int, skip: int, cout: int, context_dim, num_blocks: int, up: bool,
-                 self_attention: bool) -> None:
+    def __init__(
+        self,
+        cfg: UNetConfig,
+        cin: int,
+        skip: int,
+        cout: int,
+        context_dim,
+        num_blocks: int,
+        up: bool,
+        self_attention: bool,
+    ) -> None:
         super().__init__()
         channels = ([(cin + skip, cin)] + [(cin, cin)] * (num_blocks - 2) + [(cin, cout)])[:num_blocks]
         self.resnet_attn_blocks = nn.ModuleList(
@@ -297,7 +334,9 @@ class UpLevel(nn.Module):
             )
             for i, (c_in, c_out) in enumerate(channels)
         )
-        self.self_attention_block, self.temporal_attention_block = _attention_blocks(cfg, cout, self_attention)
+        self.self_attention_block, self.temporal_attention_block = _attention_blocks(
+            cfg, cout, self_attention
+        )
 
     def forward(self, x, embed, context, context_mask, temporal_embed, num_frames, num_temporal_groups):
         for in_res, attention, out_res, in_temporal, out_temporal in self.resnet_attn_blocks:
@@ -336,16 +375,29 @@ class UNet3D(nn.Module):
         levels = len(in_out)
         text_dims = [cfg.context_dim if cross else None for cross in cfg.add_cross_attention]
         self.down_samples = nn.ModuleList(
-            DownLevel(cfg, cin, cout, text_dims[i], cfg.num_blocks[i], i != levels - 1, cfg.add_self_attention[i])
+            DownLevel(
+                cfg, cin, cout, text_dims[i], cfg.num_blocks[i], i != levels - 1, cfg.add_self_attention[i]
+            )
             for i, (cin, cout) in enumerate(in_out)
         )
         skip_dims = [cout if i != levels - 1 else 0 for i, (_, cout) in enumerate(in_out)]
         self.up_samples = nn.ModuleList(
-            UpLevel(cfg, cout, skip_dims[i], cin, text_dims[i], cfg.num_blocks[i], j != 0, cfg.add_self_attention[i])
+            UpLevel(
+                cfg,
+                cout,
+                skip_dims[i],
+                cin,
+                text_dims[i],
+                cfg.num_blocks[i],
+                j != 0,
+                cfg.add_self_attention[i],
+            )
             for j, (i, (cin, cout)) in enumerate(reversed(list(enumerate(in_out))))
         )
         self.out_layer = nn.Sequential(
-            nn.GroupNorm(cfg.groups, init), nn.SiLU(), nn.Conv2d(init, cfg.out_channels, kernel_size=3, padding=1)
+            nn.GroupNorm(cfg.groups, init),
+            nn.SiLU(),
+            nn.Conv2d(init, cfg.out_channels, kernel_size=3, padding=1),
         )
 
     def forward(
@@ -403,6 +455,8 @@ class AttentionPooling(nn.Module):
         super().__init__()
         self.attention = Attention(context_dim, embed_dim, context_dim, head_dim)
 
-    def forward(self, embed: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, embed: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         pooled = self.attention(context.mean(dim=1, keepdim=True), context, context_mask)
         return embed + pooled.squeeze(1)
