@@ -371,7 +371,7 @@ class UNet3D(nn.Module):
 
         self.in_layer = nn.Conv2d(cfg.num_channels, init, kernel_size=3, padding=1)
         dims = [init, *(cfg.model_channels * m for m in cfg.dim_mult)]
-        in_out = list(zip(dims[:-1], dims[1:]))
+        in_out = list(zip(dims[:-1], dims[1:], strict=True))
         levels = len(in_out)
         text_dims = [cfg.context_dim if cross else None for cross in cfg.add_cross_attention]
         self.down_samples = nn.ModuleList(
