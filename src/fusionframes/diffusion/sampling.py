@@ -1,0 +1,97 @@
+"""Samplers. Each is a small function over a denoiser ``f(x, t_index) -> model output``.
+
+``prediction`` says what the network outputs: ``"epsilon"`` (keyframes) or ``"v"`` (interpolation).
+All arithmetic here is float32 whatever the network's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from fusionframes.diffusion.guidance import Denoiser
+from fusionframes.diffusion.schedule import DiffusionSchedule
+
+StepCallback = Callable[[int, int], None]
+
+
+def predict_x0(
+    schedule: DiffusionSchedule, x: torch.Tensor, t: torch.Tensor, output: torch.Tensor, prediction: str
+) -> torch.Tensor:
+    a = schedule.at("sqrt_alphas_cumprod", t, x.ndim)
+    s = schedule.at("sqrt_one_minus_alphas_cumprod", t, x.ndim)
+    if prediction == "v":
+        return a * x - s * output
+    if prediction == "epsilon":
+        return (x - s * output) / a
+    raise ValueError(f"prediction: unknown {prediction!r}; allowed: 'epsilon', 'v'")
+
+
+def threshold_x0(x0: torch.Tensor, percentile: float | None) -> torch.Tensor:
+    """Dynamic thresholding: clip to the per-sample ``percentile`` of |x0| (at least 1), rescale."""
+    if percentile is None:
+        return x0.clamp(-1.0, 1.0)
+    flat = x0.reshape(x0.shape[0], -1).abs()
+    limit = torch.quantile(flat, percentile, dim=-1).clamp(min=1.0)
+    limit = limit.reshape(-1, *([1] * (x0.ndim - 1)))
+    return x0.clamp(-limit, limit) / limit
+
+
+def posterior(
+    schedule: DiffusionSchedule, x: torch.Tensor, t: torch.Tensor, x0: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and log-variance of q(x_{t-1} | x_t, x_0)."""
+    mean = (
+        schedule.at("posterior_mean_coef1", t, x.ndim) * x0
+        + schedule.at("posterior_mean_coef2", t, x.ndim) * x
+    )
+    return mean, schedule.at("posterior_log_variance", t, x.ndim)
+
+
+def ddpm_mean_variance(
+    schedule: DiffusionSchedule,
+    denoise: Denoiser,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    prediction: str,
+    percentile: float | None = 0.98,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """p(x_{t-1} | x_t): the official ancestral step's mean and log-variance."""
+    output = denoise(x, t).float()
+    x0 = threshold_x0(predict_x0(schedule, x.float(), t, output, prediction), percentile)
+    return posterior(schedule, x.float(), t, x0)
+
+
+def randn(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str
+) -> torch.Tensor:
+    """Gaussian noise drawn on the generator's device, so a seed gives the same noise on any target."""
+    source = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=source, dtype=torch.float32).to(device)
+
+
+def sample_ddpm(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    schedule: DiffusionSchedule,
+    prediction: str,
+    generator: torch.Generator | None = None,
+    percentile: float | None = 0.98,
+    callback: StepCallback | None = None,
+    desc: str = "denoising",
+    disable: bool = False,
+) -> torch.Tensor:
+    """The official sampler: ancestral DDPM over every step of the schedule, last to first."""
+    steps = schedule.num_steps
+    for i, step in enumerate(tqdm(range(steps - 1, -1, -1), desc=desc, disable=disable, leave=False)):
+        t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
+        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, prediction, percentile)
+        if step > 0:
+            x = mean + torch.exp(0.5 * log_var) * randn(tuple(x.shape), generator, x.device)
+        else:
+            x = mean
+        if callback is not None:
+            callback(i + 1, steps)
+    return x
