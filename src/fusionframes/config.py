@@ -186,13 +186,65 @@ class ModelConfig:
 
 
 def kandinsky_video_1_0() -> ModelConfig:
-    """The released Kandinsky Video 1.0 sizes (keyframe U-Net ~4B parameters, Flan-UL2 text)."""
+    """The released Kandinsky Video 1.0 sizes (keyframe U-Net ~4B parameters, Flan-UL2 text).
+
+    15 keyframes at 1.875 fps span 8 s; fps "high" gives 16N-15 = 225 frames at 30 fps.
+    """
     return ModelConfig(
-        sampling=SamplingDefaults(width=640, height=384, fps="medium", base_fps=2.0),
+        sampling=SamplingDefaults(width=640, height=384, fps="medium", base_fps=1.875),
     )
 
 
-PRESETS = {"kandinsky-video-1.0": kandinsky_video_1_0}
+def small_config(
+    channels: int = 32,
+    context_dim: int = 64,
+    num_frames: int = 8,
+    levels: int = 3,
+    blocks: int = 1,
+    groups: int = 8,
+    head_dim: int = 32,
+    movq_channels: int = 32,
+    movq_levels: int = 4,
+    size: int = 128,
+) -> ModelConfig:
+    """A scaled-down FusionFrames model (same architecture, fewer channels) for CPUs and tests."""
+
+    def unet(**extra: Any) -> UNetConfig:
+        return UNetConfig(
+            model_channels=channels,
+            init_channels=channels,
+            time_embed_dim=channels * 4,
+            context_dim=context_dim,
+            groups=groups,
+            head_dim=head_dim,
+            expansion_ratio=2,
+            compression_ratio=2,
+            dim_mult=tuple(2**i for i in range(levels)),
+            num_blocks=(blocks,) * levels,
+            add_cross_attention=(False,) + (True,) * (levels - 1),
+            add_self_attention=(False,) + (True,) * (levels - 1),
+            **extra,
+        )
+
+    return ModelConfig(
+        keyframe_unet=unet(num_frames=num_frames),
+        interpolation_unet=unet(num_channels=20, out_channels=12, interpolation=True),
+        movq=MoVQConfig(
+            ch=movq_channels,
+            ch_mult=(1, 2, 2, 4)[:movq_levels],
+            num_res_blocks=1,
+            attn_resolutions=(),
+            resolution=size,
+            norm_groups=groups,
+        ),
+        text=TextConfig(encoder_dim=context_dim, context_dim=context_dim),
+        sampling=SamplingDefaults(
+            num_inference_steps=20, width=size, height=size, fps="medium", base_fps=1.0
+        ),
+    )
+
+
+PRESETS = {"kandinsky-video-1.0": kandinsky_video_1_0, "small": small_config}
 
 
 def preset(name: str) -> ModelConfig:

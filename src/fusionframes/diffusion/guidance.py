@@ -1,4 +1,4 @@
-"""Classifier-free guidance as a wrapper: the sampler calls a plain denoiser ``f(x, t) -> output``."""
+"""Classifier-free guidance as a wrapper around a plain denoiser ``f(x, model_time) -> output``."""
 
 from __future__ import annotations
 

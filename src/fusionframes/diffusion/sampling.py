@@ -1,4 +1,7 @@
-"""Samplers. Each is a small function over a denoiser ``f(x, t_index) -> model output``.
+"""Samplers. Each is a small function over a denoiser ``f(x, model_time) -> model output``.
+
+``model_time`` is what the network sees: the step index times ``1000 // steps`` for the official
+DDPM, so networks always work on the 0..1000 range whatever the number of steps.
 
 ``prediction`` says what the network outputs: ``"epsilon"`` (keyframes) or ``"v"`` (interpolation).
 All arithmetic here is float32 whatever the network's dtype.
@@ -59,7 +62,7 @@ def ddpm_mean_variance(
     percentile: float | None = 0.98,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """p(x_{t-1} | x_t): the official ancestral step's mean and log-variance."""
-    output = denoise(x, t).float()
+    output = denoise(x, t * schedule.time_scale).float()
     x0 = threshold_x0(predict_x0(schedule, x.float(), t, output, prediction), percentile)
     return posterior(schedule, x.float(), t, x0)
 

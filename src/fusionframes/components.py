@@ -1,0 +1,74 @@
+"""The parts of one text-to-video model, held together so loaders, pipelines and training share them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fusionframes.config import ModelConfig
+from fusionframes.models import MoVQ, UNet3D
+from fusionframes.text.conditioning import TextProjection
+
+
+@dataclass
+class ModelComponents:
+    """Networks and learned embeddings of a model; the text encoder is referenced, loaded on demand.
+
+    ``text_encoder`` is a folder or Hub id of a T5-family checkpoint (tokenizer + ``T5EncoderModel``).
+    ``vocabulary`` is the set of words the model saw in training (empty when unknown).
+    """
+
+    config: ModelConfig
+    keyframe_unet: UNet3D
+    keyframe_null: torch.Tensor
+    interpolation_unet: UNet3D
+    interpolation_null: torch.Tensor
+    movq: MoVQ
+    projection: TextProjection
+    text_encoder: str | Path
+    name: str = "unnamed"
+    vocabulary: frozenset[str] = field(default_factory=frozenset)
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {
+            "keyframe_unet": self.keyframe_unet,
+            "interpolation_unet": self.interpolation_unet,
+            "movq": self.movq,
+            "text_projection": self.projection,
+        }
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ModelComponents:
+        """Move networks in place; the projection and null embeddings stay float32 (tiny, sensitive)."""
+        for key, module in self.networks().items():
+            keep_fp32 = key == "text_projection"
+            module.to(device=device, dtype=None if keep_fp32 else dtype)
+        self.keyframe_null = self.keyframe_null.to(device=device, dtype=torch.float32)
+        self.interpolation_null = self.interpolation_null.to(device=device, dtype=torch.float32)
+        return self
+
+    def eval(self) -> ModelComponents:
+        for module in self.networks().values():
+            module.eval().requires_grad_(False)
+        return self
+
+
+def build_components(
+    config: ModelConfig, text_encoder: str | Path, name: str = "unnamed", device: str | torch.device = "cpu"
+) -> ModelComponents:
+    """Fresh (randomly initialised) networks for ``config``; ``device='meta'`` allocates nothing."""
+    with torch.device(device):
+        return ModelComponents(
+            config=config,
+            keyframe_unet=UNet3D(config.keyframe_unet),
+            keyframe_null=torch.randn(config.keyframe_unet.context_dim or config.text.context_dim) * 0.02,
+            interpolation_unet=UNet3D(config.interpolation_unet),
+            interpolation_null=torch.randn(config.interpolation_unet.context_dim or config.text.context_dim)
+            * 0.02,
+            movq=MoVQ(config.movq),
+            projection=TextProjection(config.text.encoder_dim, config.text.context_dim),
+            text_encoder=text_encoder,
+            name=name,
+        )
