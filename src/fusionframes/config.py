@@ -55,6 +55,9 @@ class UNetConfig:
         for name in ("num_blocks", "add_cross_attention", "add_self_attention"):
             if len(getattr(self, name)) != levels:
                 raise ValueError(f"UNetConfig.{name}: needs {levels} entries (one per dim_mult level)")
+        if min(self.num_blocks) < 2:
+            # The released up-level layout (first group takes the skip, last changes width) needs two.
+            raise ValueError(f"UNetConfig.num_blocks: every level needs >= 2 blocks, got {self.num_blocks}")
         if self.interpolation and self.num_frames is not None:
             # The official constructor drops num_frames for interpolation models; mirror it.
             object.__setattr__(self, "num_frames", None)
@@ -200,7 +203,7 @@ def small_config(
     context_dim: int = 64,
     num_frames: int = 8,
     levels: int = 3,
-    blocks: int = 1,
+    blocks: int = 2,
     groups: int = 8,
     head_dim: int = 32,
     movq_channels: int = 32,

@@ -81,9 +81,22 @@ class TextConditioner(nn.Module):
     ) -> TextConditioner:
         """Load a T5 tokenizer and encoder from a folder or Hub id (e.g. ``google/flan-ul2``)."""
         from transformers import AutoTokenizer, T5EncoderModel
+        from transformers.utils import logging as hf_logging
 
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        encoder = T5EncoderModel.from_pretrained(str(path), dtype=dtype)
+        quiet = hf_logging.is_progress_bar_enabled()
+        if quiet:
+            hf_logging.disable_progress_bar()  # a bar per tiny load is noise next to ours
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            encoder = T5EncoderModel.from_pretrained(str(path), dtype=dtype)
+        except OSError as error:
+            raise FileNotFoundError(
+                f"text encoder: cannot load {path!s} ({str(error).splitlines()[0][:160]}); pass a local "
+                "T5 folder (e.g. a downloaded google/flan-ul2) or connect to the Hugging Face Hub"
+            ) from error
+        finally:
+            if quiet:
+                hf_logging.enable_progress_bar()
         encoder.eval().requires_grad_(False)
         return cls(tokenizer, encoder, projection, max_length)
 

@@ -1,0 +1,437 @@
+"""Prompt -> video: text encoding, keyframes, interpolation passes, chunked decoding.
+
+Every option is validated by :func:`validate_settings` against the model's config before any weights
+are loaded, so a typo costs milliseconds, not a model load.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fusionframes.components import ModelComponents
+from fusionframes.config import ModelConfig
+from fusionframes.diffusion.sampling import sample_ddpm
+from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.pipelines.stages import decode_latents, generate_keyframes, interpolate_pass
+from fusionframes.runtime import check_finite, finite_number, resolve_device, resolve_dtype
+from fusionframes.text.conditioning import TextConditioner, null_context
+from fusionframes.text.tokenizer import words
+
+logger = logging.getLogger(__name__)
+
+FPS_PASSES = {"low": 0, "medium": 1, "high": 2}
+PASS_SKIP_FRAMES = (3, 1)  # the skip-frames code the interpolation U-Net gets in pass 1 and pass 2
+OUTPUT_TYPES = ("pil", "np", "pt")
+SAMPLERS = {"ddpm": sample_ddpm}
+MIN_SIZE, MAX_SIZE = 64, 2048
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+class GenerationCancelled(RuntimeError):
+    """Raised from a progress callback to stop generation between denoising steps."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything that determines a video; stored as its metadata so a result can be re-made."""
+
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    fps: str
+    num_inference_steps: int
+    interpolation_steps: int
+    guidance_scale: float
+    interpolation_guidance_scale: float
+    seed: int | None  # None: the caller passed its own torch.Generator
+    num_keyframes: int
+    scheduler: str = "ddpm"
+    decode_chunk_size: int = 4
+
+    @property
+    def num_frames(self) -> int:
+        """N, 4N-3 or 16N-15 frames for fps low, medium, high."""
+        n = self.num_keyframes
+        for _ in range(FPS_PASSES[self.fps]):
+            n = 4 * n - 3
+        return n
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError(f"{name}: must be an integer, got {value!r}")
+    return int(value)
+
+
+def validate_size(value: Any, name: str, multiple: int) -> int:
+    value = _int(value, name)
+    if not MIN_SIZE <= value <= MAX_SIZE or value % multiple:
+        raise ValueError(
+            f"{name}: {value} is not allowed; use a multiple of {multiple} between {MIN_SIZE} and {MAX_SIZE}"
+        )
+    return value
+
+
+def validate_settings(
+    config: ModelConfig,
+    prompt: str,
+    negative_prompt: str | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    fps: str | None = None,
+    num_inference_steps: int | None = None,
+    interpolation_steps: int | None = None,
+    guidance_scale: float | None = None,
+    interpolation_guidance_scale: float | None = None,
+    seed: int | None = None,
+    num_keyframes: int | None = None,
+    scheduler: str | None = None,
+    decode_chunk_size: int = 4,
+    draw_seed: bool = True,
+) -> GenerationSettings:
+    """Check every option against ``config`` and fill the gaps from the model's sampling defaults.
+
+    Without a ``seed`` one is drawn at random (``draw_seed``) and recorded, so any result can be re-made.
+    """
+    defaults = config.sampling
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("prompt: must be a non-empty string")
+    if negative_prompt is not None and not isinstance(negative_prompt, str):
+        raise ValueError(f"negative_prompt: must be a string or None, got {type(negative_prompt).__name__}")
+    if negative_prompt is not None and not negative_prompt.strip():
+        negative_prompt = None
+    fps = fps or defaults.fps
+    if fps not in FPS_PASSES:
+        raise ValueError(f"fps: unknown {fps!r}; allowed: {', '.join(FPS_PASSES)}")
+    steps = _int(
+        num_inference_steps if num_inference_steps is not None else defaults.num_inference_steps,
+        "num_inference_steps",
+    )
+    if steps < 1:
+        raise ValueError(f"num_inference_steps: must be >= 1, got {steps}")
+    interp_steps = interpolation_steps if interpolation_steps is not None else defaults.interpolation_steps
+    interp_steps = _int(interp_steps if interp_steps is not None else steps, "interpolation_steps")
+    if interp_steps < 1:
+        raise ValueError(f"interpolation_steps: must be >= 1, got {interp_steps}")
+    scheduler = scheduler or defaults.scheduler
+    if scheduler not in SAMPLERS:
+        raise ValueError(f"scheduler: unknown {scheduler!r}; allowed: {', '.join(SAMPLERS)}")
+    keyframes = _int(
+        num_keyframes if num_keyframes is not None else config.keyframe_unet.num_frames, "num_keyframes"
+    )
+    if keyframes < 2:
+        raise ValueError(f"num_keyframes: must be >= 2, got {keyframes}")
+    if seed is None and draw_seed:
+        seed = secrets.randbelow(2**31)
+    if seed is not None:
+        seed = _int(seed, "seed")
+        if not 0 <= seed < 2**63:
+            raise ValueError(f"seed: must be between 0 and 2**63 - 1, got {seed}")
+    return GenerationSettings(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        width=validate_size(width if width is not None else defaults.width, "width", config.pixel_multiple),
+        height=validate_size(
+            height if height is not None else defaults.height, "height", config.pixel_multiple
+        ),
+        fps=fps,
+        num_inference_steps=steps,
+        interpolation_steps=interp_steps,
+        guidance_scale=finite_number(
+            guidance_scale if guidance_scale is not None else defaults.guidance_scale, "guidance_scale", 0.0
+        ),
+        interpolation_guidance_scale=finite_number(
+            interpolation_guidance_scale
+            if interpolation_guidance_scale is not None
+            else defaults.interpolation_guidance_scale,
+            "interpolation_guidance_scale",
+            0.0,
+        ),
+        seed=seed,
+        num_keyframes=keyframes,
+        scheduler=scheduler,
+        decode_chunk_size=_int(decode_chunk_size, "decode_chunk_size"),
+    )
+
+
+@dataclass
+class VideoOutput:
+    """Frames plus what is needed to play and reproduce them."""
+
+    frames: Any  # list[PIL.Image] | np.ndarray [T, H, W, 3] uint8 | torch.Tensor [T, 3, H, W] in [0, 1]
+    fps: float
+    keyframe_indices: list[int]
+    settings: GenerationSettings
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return len(self.frames) / self.fps
+
+    def metadata(self) -> dict[str, Any]:
+        return {**self.settings.to_dict(), "playback_fps": self.fps, "generator": "fusionframes"}
+
+    def save(self, path: str | Path) -> Path:
+        from fusionframes.io.video import write_video
+
+        return write_video(self.frames, path, fps=self.fps, metadata=self.metadata())
+
+
+def to_output_type(video: torch.Tensor, output_type: str):
+    """``[T, 3, H, W]`` float in [0, 1] -> the requested representation."""
+    if output_type == "pt":
+        return video.cpu()
+    array = (video.permute(0, 2, 3, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
+    if output_type == "np":
+        return array
+    from PIL import Image
+
+    return [Image.fromarray(frame) for frame in array]
+
+
+class TextToVideoPipeline:
+    """Text-to-video with any FusionFrames model (the built-in one, a folder, or the released weights)."""
+
+    def __init__(
+        self,
+        components: ModelComponents,
+        device: str | torch.device | None = "cpu",
+        dtype: str = "auto",
+        text_conditioner: TextConditioner | None = None,
+        release_text_encoder: bool = False,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = resolve_dtype(dtype, self.device)
+        logger.info("precision: %s (%s)", self.precision.dtype, self.precision.reason)
+        self.components = components.to(self.device, self.precision.dtype).eval()
+        self.config = components.config
+        self.text = text_conditioner
+        self.release_text_encoder = release_text_encoder
+        self._warned_words: set[str] = set()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path | None = None,
+        device: str | torch.device | None = "cpu",
+        dtype: str = "auto",
+        cache_dir: str | Path | None = None,
+        **kwargs: Any,
+    ) -> TextToVideoPipeline:
+        """``model``: None/"builtin", "kandinsky-video-1.0" (Hub), or a model folder."""
+        from fusionframes.io.checkpoints import load_model
+
+        resolve_device(device)
+        resolve_dtype(dtype, resolve_device(device))
+        return cls(load_model(model, cache_dir=cache_dir), device=device, dtype=dtype, **kwargs)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.precision.dtype
+
+    # -- text ------------------------------------------------------------------------------------
+
+    def _text_conditioner(self) -> TextConditioner:
+        if self.text is None:
+            text_dtype = self.dtype if self.dtype != torch.float16 else torch.float32
+            if self.device.type == "cuda" and self.dtype == torch.float16 and torch.cuda.is_bf16_supported():
+                text_dtype = torch.bfloat16  # T5 overflows in float16
+            self.text = TextConditioner.from_pretrained(
+                self.components.text_encoder,
+                self.components.projection,
+                max_length=self.config.text.max_length,
+                dtype=text_dtype,
+            )
+            self.text.encoder.to(self.device)
+        return self.text
+
+    def warn_unknown_words(self, prompt: str) -> set[str]:
+        """Models trained on a small vocabulary say which prompt words they never saw (once per word)."""
+        vocabulary = self.components.vocabulary
+        if not vocabulary:
+            return set()
+        unknown = words(prompt) - vocabulary
+        new = unknown - self._warned_words
+        if new:
+            self._warned_words |= new
+            warnings.warn(
+                f"prompt: the model {self.components.name!r} never saw the word(s) {sorted(new)} "
+                "in training; "
+                "they will be ignored or misread (`fusionframes models` lists its vocabulary)",
+                stacklevel=3,
+            )
+        return unknown
+
+    @torch.no_grad()
+    def encode_prompts(
+        self, prompt: str, negative_prompt: str | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Context for the prompt and for the unconditional branch (negative prompt or null embedding).
+
+        Prompt and negative prompt are encoded in one batch so both are trimmed to the same length;
+        each keeps its own attention mask.
+        """
+        text = self._text_conditioner()
+        prompts = [prompt] if negative_prompt is None else [prompt, negative_prompt]
+        context, mask = text(prompts)
+        if self.release_text_encoder:
+            self.text = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        if negative_prompt is not None:
+            return context[:1], mask[:1], context[1:], mask[1:]
+        uncond, uncond_mask = null_context(self.components.keyframe_null, 1, context.shape[1])
+        return context, mask, uncond, uncond_mask
+
+    # -- generation ------------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        prompt: str,
+        negative_prompt: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        fps: str | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        interpolation_guidance_scale: float | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        interpolation_steps: int | None = None,
+        num_keyframes: int | None = None,
+        scheduler: str | None = None,
+        decode_chunk_size: int = 4,
+        callback: ProgressCallback | None = None,
+        progress: bool = True,
+    ) -> VideoOutput:
+        """Generate one video. ``generator`` wins over ``seed``; with neither, a random seed is drawn
+        and recorded in ``output.settings.seed`` so the result can be reproduced."""
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type: unknown {output_type!r}; allowed: {', '.join(OUTPUT_TYPES)}")
+        settings = validate_settings(
+            self.config,
+            prompt,
+            negative_prompt,
+            width,
+            height,
+            fps,
+            num_inference_steps,
+            interpolation_steps,
+            guidance_scale,
+            interpolation_guidance_scale,
+            seed,
+            num_keyframes,
+            scheduler,
+            decode_chunk_size,
+            draw_seed=generator is None,
+        )
+        if generator is None:
+            generator = torch.Generator("cpu").manual_seed(settings.seed)
+        return self.generate(settings, generator, output_type, callback, progress)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        settings: GenerationSettings,
+        generator: torch.Generator,
+        output_type: str = "pil",
+        callback: ProgressCallback | None = None,
+        progress: bool = True,
+    ) -> VideoOutput:
+        import time
+
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        self.warn_unknown_words(settings.prompt)
+        context, mask, uncond, uncond_mask = self.encode_prompts(settings.prompt, settings.negative_prompt)
+        timings["text"] = time.perf_counter() - start
+
+        def report(stage: str) -> Callable[[int, int], None] | None:
+            if callback is None:
+                return None
+            return lambda step, total: callback(stage, step, total)
+
+        if callback is not None:
+            callback("keyframes", 0, settings.num_inference_steps)
+        factor = self.config.movq.scale_factor
+        latent_shape = (
+            self.config.keyframe_unet.num_channels,
+            settings.height // factor,
+            settings.width // factor,
+        )
+        sampler = SAMPLERS[settings.scheduler]
+        start = time.perf_counter()
+        latents = generate_keyframes(
+            self.components.keyframe_unet,
+            context,
+            mask,
+            uncond,
+            uncond_mask,
+            latent_shape,
+            settings.num_keyframes,
+            DiffusionSchedule.cosine(settings.num_inference_steps),
+            settings.guidance_scale,
+            generator,
+            sampler,
+            report("keyframes"),
+            progress,
+        )
+        check_finite(latents, "keyframes")
+        timings["keyframes"] = time.perf_counter() - start
+
+        interp_schedule = DiffusionSchedule.cosine(settings.interpolation_steps)
+        for index in range(FPS_PASSES[settings.fps]):
+            stage = f"interpolation {index + 1}"
+            if callback is not None:
+                callback(stage, 0, settings.interpolation_steps)
+            start = time.perf_counter()
+            latents = interpolate_pass(
+                self.components.interpolation_unet,
+                self.components.interpolation_null,
+                latents,
+                PASS_SKIP_FRAMES[index],
+                interp_schedule,
+                settings.interpolation_guidance_scale,
+                generator,
+                sampler,
+                report(stage),
+                progress,
+                desc=stage,
+            )
+            check_finite(latents, stage)
+            timings[stage] = time.perf_counter() - start
+
+        if callback is not None:
+            callback("decoding", 0, 1)
+        start = time.perf_counter()
+        video = decode_latents(self.components.movq, latents, settings.decode_chunk_size, progress)
+        check_finite(video, "decoding")
+        timings["decoding"] = time.perf_counter() - start
+        if callback is not None:
+            callback("decoding", 1, 1)
+
+        stride = 4 ** FPS_PASSES[settings.fps]
+        return VideoOutput(
+            frames=to_output_type(video, output_type),
+            fps=self.config.sampling.base_fps * stride,
+            keyframe_indices=list(range(0, video.shape[0], stride)),
+            settings=settings,
+            timings=timings,
+        )
