@@ -1,0 +1,199 @@
+"""Command line: argument parsing and validation only; the work happens in the package API.
+
+Every option is checked before any model is loaded, and errors are one line naming the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(ValueError):
+    """A bad option value; printed as one line and exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# generate
+
+
+def add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="make a video from a prompt", description="Text to video.")
+    p.add_argument("prompt", help="what the video shows")
+    p.add_argument(
+        "-o", "--output", default="video.mp4", help="output file: .mp4, .gif, .webp, or DIR/ for PNGs"
+    )
+    p.add_argument("--negative", default=None, help="negative prompt (what to avoid)")
+    p.add_argument(
+        "--fps", default=None, help="low (keyframes) | medium (4N-3 frames) | high (16N-15 frames)"
+    )
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="denoising steps for keyframes")
+    p.add_argument("--interpolation-steps", type=int, default=None, help="denoising steps per interpolation")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (>= 0)")
+    p.add_argument("--interpolation-guidance", type=float, default=None, help="interpolation guidance (>= 0)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
+    p.add_argument("--sampler", default=None, help="denoising sampler (default: the model's)")
+    p.add_argument("--model", default=None, help="builtin (default) | kandinsky-video-1.0 | a model folder")
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | mps | auto")
+    p.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
+    p.add_argument("--decode-chunk", type=int, default=4, help="frames decoded at once (memory vs speed)")
+    p.set_defaults(handler=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from fusionframes.io.checkpoints import model_config_for
+    from fusionframes.io.video import validate_output_path
+    from fusionframes.pipelines.text_to_video import validate_settings
+    from fusionframes.runtime import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    precision = resolve_dtype(args.dtype, device)
+    output = validate_output_path(args.output)
+    config = model_config_for(args.model)
+    settings = validate_settings(
+        config,
+        args.prompt,
+        args.negative,
+        args.width,
+        args.height,
+        args.fps,
+        args.steps,
+        args.interpolation_steps,
+        args.guidance,
+        args.interpolation_guidance,
+        args.seed,
+        scheduler=args.sampler,
+        decode_chunk_size=args.decode_chunk,
+    )
+    logging.getLogger(__name__).info("precision %s: %s", precision.dtype, precision.reason)
+
+    import torch
+
+    from fusionframes.pipelines.text_to_video import TextToVideoPipeline
+
+    pipe = TextToVideoPipeline.from_pretrained(
+        args.model, device=device, dtype=args.dtype, release_text_encoder=True
+    )
+    generator = torch.Generator("cpu").manual_seed(settings.seed)
+    video = pipe.generate(settings, generator, output_type="np")
+    path = video.save(output)
+    print(
+        f"wrote {path} ({len(video.frames)} frames, {video.settings.width}x{video.settings.height}, "
+        f"{video.fps:g} fps, seed {settings.seed})"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# models / convert
+
+
+def add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the models this install can use")
+    p.add_argument("--device", default="auto", help="device to report the automatic precision for")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from fusionframes.io.checkpoints import list_models
+    from fusionframes.runtime import resolve_device, resolve_dtype
+
+    rows = list_models()
+    device = resolve_device(args.device)
+    precision = resolve_dtype("auto", device)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "models": rows,
+                    "device": str(device),
+                    "auto_dtype": str(precision.dtype),
+                    "auto_dtype_reason": precision.reason,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    for row in rows:
+        status = "ready" if row["available"] else "not downloaded"
+        print(f"{row['name']}  [{status}]  {row['source']}")
+        if row.get("description"):
+            print(f"    {row['description']}")
+        if row.get("parameters"):
+            print(f"    parameters: {row['parameters']:,}; files: {row['size_bytes'] / 2**20:.1f} MiB")
+        if row.get("vocabulary"):
+            print(f"    knows {len(row['vocabulary'])} words: {' '.join(row['vocabulary'])}")
+    print(f"device {device}: automatic precision {precision.dtype} ({precision.reason})")
+    return 0
+
+
+def add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="turn the released .pt files into a model folder (safetensors)")
+    p.add_argument("--keyframe-weights", default=None, help="kandinsky_video.pt (default: from the Hub)")
+    p.add_argument("--interpolation-weights", default=None, help="kandinsky_video_interpolation.pt")
+    p.add_argument("--movq-weights", default=None, help="movq.pt")
+    p.add_argument("--text-encoder", default=None, help="T5 folder or Hub id (default google/flan-ul2)")
+    p.add_argument("--copy-text-encoder", action="store_true", help="copy a local T5 folder into the output")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.set_defaults(handler=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from fusionframes.io.checkpoints import load_official, resolve_official_files, write_model_folder
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"out: parent folder does not exist: {out.parent}")
+    if args.copy_text_encoder and not (args.text_encoder and Path(args.text_encoder).is_dir()):
+        raise UsageError("copy-text-encoder: needs --text-encoder pointing at a local T5 folder")
+    files = resolve_official_files(
+        args.keyframe_weights, args.interpolation_weights, args.movq_weights, args.text_encoder
+    )
+    components = load_official(files)
+    text_dir = Path(args.text_encoder) if args.copy_text_encoder else None
+    if text_dir is None and args.text_encoder and Path(args.text_encoder).is_dir():
+        components.text_encoder = str(Path(args.text_encoder).resolve())
+    write_model_folder(components, out, text_encoder_dir=text_dir)
+    print(f"wrote model folder {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_models, add_convert]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fusionframes", description="Text-to-video with Kandinsky Video.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log choices (precision, devices)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+        print(f"fusionframes {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
