@@ -436,16 +436,27 @@ class UNet3D(nn.Module):
                 raise ValueError("temporal_positions: required by a keyframe (video) U-Net")
 
         x = self.in_layer(x)
+        args = (embed, context, context_mask, temporal_embed, num_frames, num_temporal_groups)
         skips = []
         for i, level in enumerate(self.down_samples):
-            x = level(x, embed, context, context_mask, temporal_embed, num_frames, num_temporal_groups)
+            x = self._run_level(level, x, args)
             if i != len(self.down_samples) - 1:
                 skips.append(x)
         for i, level in enumerate(self.up_samples):
             if i != 0:
                 x = torch.cat([x, skips.pop()], dim=1)
-            x = level(x, embed, context, context_mask, temporal_embed, num_frames, num_temporal_groups)
+            x = self._run_level(level, x, args)
         return self.out_layer(x)
+
+    gradient_checkpointing: bool = False
+
+    def _run_level(self, level: nn.Module, x: torch.Tensor, args: tuple) -> torch.Tensor:
+        """Run one level; under gradient checkpointing its activations are recomputed in backward."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(level, x, *args, use_reentrant=False)
+        return level(x, *args)
 
 
 class AttentionPooling(nn.Module):

@@ -1,0 +1,188 @@
+"""Training configuration: one dataclass per run, read from YAML or JSON with strict key checking."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+STAGES = ("movq", "keyframes", "interpolation")
+PRECISIONS = ("float32", "bfloat16", "float16", "auto")
+PARALLEL = ("ddp", "fsdp")
+
+
+@dataclass
+class TextEncoderSpec:
+    """A small T5 made from the training captions (built-in model) when no pretrained one is given."""
+
+    vocab_size: int = 256
+    d_model: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    d_ff: int = 128
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; ``stage`` picks the network and objective."""
+
+    stage: str = "keyframes"
+    # model: a preset name ("small", "kandinsky-video-1.0"), a dict of ModelConfig, or taken from init_from
+    model: str | dict | None = "small"
+    model_overrides: dict = field(default_factory=dict)  # kwargs for the "small" preset
+    init_from: str | None = None  # a model folder to start from (e.g. the previous stage's output)
+    text_encoder: str | None = None  # pretrained T5 folder/Hub id; None -> train a small one (below)
+    new_text_encoder: TextEncoderSpec = field(default_factory=TextEncoderSpec)
+    train_text_encoder: bool = True  # only for a small T5; a pretrained T5 stays frozen
+
+    # data
+    size: int = 128
+    clip_frames: int = 29  # frames read per clip
+    num_keyframes: int = 8
+    keyframe_stride: int = 4
+    interpolation_strides: dict = field(default_factory=lambda: {"3": 1, "1": 1})  # skip code -> stride
+    batch_size: int = 4
+    num_workers: int = 1
+
+    # optimisation
+    max_steps: int = 1000
+    learning_rate: float = 2e-4
+    text_learning_rate: float | None = None
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    grad_accumulation: int = 1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    precision: str = "float32"
+    gradient_checkpointing: bool = False
+    freeze_spatial: bool = False  # keyframes: train temporal layers only (start from an image model)
+    text_dropout: float = 0.1
+    keyframe_dropout: float = 0.1  # interpolation: drop the neighbouring keyframes (for guidance)
+    diffusion_steps: int = 1000
+    movq_latent_weight: float = 0.01  # keeps MoVQ latents near unit scale for the diffusion models
+
+    # bookkeeping
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    sample_every: int = 0  # 0 = no periodic sample videos
+    sample_prompts: list = field(default_factory=lambda: ["a red circle moving right on a gray background"])
+    parallel: str = "ddp"
+
+    def __post_init__(self) -> None:
+        check = _Checker()
+        check.choice("stage", self.stage, STAGES)
+        check.choice("precision", self.precision, PRECISIONS)
+        check.choice("parallel", self.parallel, PARALLEL)
+        for name in (
+            "max_steps",
+            "batch_size",
+            "grad_accumulation",
+            "log_every",
+            "checkpoint_every",
+            "num_keyframes",
+            "keyframe_stride",
+            "size",
+            "clip_frames",
+            "diffusion_steps",
+        ):
+            check.positive(name, getattr(self, name))
+        if not (0.0 < self.learning_rate <= 1.0) or not math.isfinite(self.learning_rate):
+            raise ValueError(f"learning_rate: must be in (0, 1], got {self.learning_rate}")
+        if self.text_learning_rate is not None and not 0.0 < self.text_learning_rate <= 1.0:
+            raise ValueError(f"text_learning_rate: must be in (0, 1], got {self.text_learning_rate}")
+        for name in ("text_dropout", "keyframe_dropout", "min_lr_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if self.warmup_steps < 0 or self.grad_clip < 0:
+            raise ValueError("warmup_steps and grad_clip: must be >= 0")
+        need = (self.num_keyframes - 1) * self.keyframe_stride + 1
+        if self.stage == "keyframes" and need > self.clip_frames:
+            raise ValueError(
+                f"clip_frames: {self.clip_frames} frames cannot hold {self.num_keyframes} keyframes at "
+                f"stride {self.keyframe_stride} (needs {need})"
+            )
+        for code, stride in self.interpolation_strides.items():
+            if str(code) not in {str(i) for i in range(20)} or int(stride) < 1:
+                raise ValueError(f"interpolation_strides: bad entry {code!r}: {stride!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Checker:
+    def choice(self, name: str, value: Any, allowed: tuple[str, ...]) -> None:
+        if value not in allowed:
+            raise ValueError(f"{name}: unknown {value!r}; allowed: {', '.join(allowed)}")
+
+    def positive(self, name: str, value: Any) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Type-check one field (ints are accepted for floats; nested dataclasses from dicts)."""
+    text = str(hint)
+    if hint is TextEncoderSpec:
+        if not isinstance(value, dict):
+            raise ValueError(f"{name}: must be a mapping, got {type(value).__name__}")
+        return _build(TextEncoderSpec, value, prefix=f"{name}.")
+    allowed: list[type] = []
+    for token, kind in (
+        ("int", int),
+        ("float", float),
+        ("str", str),
+        ("bool", bool),
+        ("dict", dict),
+        ("list", list),
+    ):
+        if token in text:
+            allowed.append(kind)
+    if "None" in text and value is None:
+        return None
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value) if int not in allowed else value
+    if bool in allowed and isinstance(value, bool):
+        return value
+    if isinstance(value, bool) and bool not in allowed:
+        raise ValueError(f"{name}: expected {text}, got a boolean {value!r}")
+    if not any(isinstance(value, kind) for kind in allowed):
+        raise ValueError(f"{name}: expected {text}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"config: unknown key(s) {[prefix + k for k in unknown]}; allowed: {sorted(names)}")
+    return cls(**{k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()})
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    return _build(TrainConfig, data)
+
+
+def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read a YAML/JSON config; ``overrides`` (e.g. from the command line) win over the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config: file not found: {path}")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"config: {path} must hold a mapping of keys to values")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return config_from_dict(data)

@@ -1,0 +1,153 @@
+"""Training objectives as modules, so DDP/FSDP wrap exactly what is trained.
+
+Each ``forward(batch, generator)`` returns a scalar loss. The diffusion objectives use the same
+cosine schedule and time scaling as inference, so a trained model samples with the unchanged pipeline.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.models import MoVQ, UNet3D
+from fusionframes.pipelines.stages import temporal_positions
+from fusionframes.text.conditioning import TextProjection, project_text
+
+
+def _uniform(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device="cpu").to(device)
+
+
+def _normal(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device="cpu").to(device)
+
+
+def _timesteps(n: int, steps: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.randint(0, steps, (n,), generator=generator, device="cpu").to(device)
+
+
+class MoVQObjective(nn.Module):
+    """Reconstruction (L1 + MSE) of single frames; a small penalty keeps latents near unit scale."""
+
+    def __init__(self, movq: MoVQ, latent_weight: float = 0.01) -> None:
+        super().__init__()
+        self.movq = movq
+        self.latent_weight = latent_weight
+
+    def forward(self, frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        latents = self.movq.encode(frames)
+        recon = self.movq.decode(latents).float()
+        target = frames.float()
+        scale = latents.float().pow(2).mean()
+        return F.l1_loss(recon, target) + F.mse_loss(recon, target) + self.latent_weight * (scale - 1.0) ** 2
+
+
+class TextEncoding(nn.Module):
+    """T5 encoder + projection + null embedding; trainable for the small built-in encoder."""
+
+    def __init__(self, encoder: nn.Module | None, projection: TextProjection, null: torch.Tensor) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projection = projection
+        self.null_embedding = nn.Parameter(null.clone().float())
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return project_text(self.projection, hidden.float(), attention_mask)
+
+    def drop(
+        self, context: torch.Tensor, mask: torch.Tensor, drop: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Replace the rows flagged in ``drop`` by the null context (what the unconditional branch sees)."""
+        null = torch.zeros_like(context)
+        null[:, 0] = self.null_embedding.to(context.dtype)
+        null_mask = torch.zeros_like(mask)
+        null_mask[:, 0] = 1
+        keep = ~drop
+        context = torch.where(keep[:, None, None], context, null)
+        mask = torch.where(keep[:, None], mask, null_mask)
+        return context, mask
+
+
+class KeyframeObjective(nn.Module):
+    """Epsilon prediction on F keyframe latents per video, with text dropout to the null embedding."""
+
+    def __init__(self, unet: UNet3D, text: TextEncoding, steps: int, text_dropout: float) -> None:
+        super().__init__()
+        self.unet = unet
+        self.text = text
+        self.schedule = DiffusionSchedule.cosine(steps)
+        self.text_dropout = text_dropout
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """``latents`` ``[B, F, C, h, w]``; token ids ``[B, L]``."""
+        b, f = latents.shape[:2]
+        device = latents.device
+        context, mask = self.text(input_ids, attention_mask)
+        context, mask = self.text.drop(context, mask, _uniform(b, generator, device) < self.text_dropout)
+        t = _timesteps(b, self.schedule.num_steps, generator, device)
+        noise = _normal(tuple(latents.shape), generator, device)
+        x0 = latents.flatten(0, 1)
+        frame_t = t.repeat_interleave(f)
+        x_t = self.schedule.add_noise(x0, noise.flatten(0, 1), frame_t)
+        out = self.unet(
+            x_t,
+            frame_t * self.schedule.time_scale,
+            context.repeat_interleave(f, 0),
+            mask.repeat_interleave(f, 0).bool(),
+            temporal_positions(f, device).repeat(b),
+            num_frames=f,
+        )
+        return F.mse_loss(out.float(), noise.flatten(0, 1))
+
+
+class InterpolationObjective(nn.Module):
+    """v-prediction of the three middle latents of (left, 3 middle, right) groups.
+
+    The groups of one clip are consecutive rows so the temporal convolutions see their neighbours,
+    exactly as at inference; conditioning is the null text, and the neighbouring keyframes are
+    zeroed with probability ``keyframe_dropout`` (the unconditional branch of guidance).
+    """
+
+    def __init__(self, unet: UNet3D, null: torch.Tensor, steps: int, keyframe_dropout: float) -> None:
+        super().__init__()
+        self.unet = unet
+        self.null_embedding = nn.Parameter(null.clone().float())
+        self.schedule = DiffusionSchedule.cosine(steps)
+        self.keyframe_dropout = keyframe_dropout
+
+    def forward(self, groups: torch.Tensor, skip_frames: int, generator: torch.Generator) -> torch.Tensor:
+        """``groups`` ``[B, G, 5, C, h, w]``: B clips, G consecutive groups each."""
+        b, g, _, c, h, w = groups.shape
+        device = groups.device
+        rows = groups.reshape(b * g, 5, c, h, w)
+        left, middle, right = rows[:, 0], rows[:, 1:4].reshape(b * g, 3 * c, h, w), rows[:, 4]
+        drop = (_uniform(b, generator, device) < self.keyframe_dropout).repeat_interleave(g)
+        left = torch.where(drop[:, None, None, None], torch.zeros_like(left), left)
+        right = torch.where(drop[:, None, None, None], torch.zeros_like(right), right)
+        t = _timesteps(b, self.schedule.num_steps, generator, device).repeat_interleave(g)
+        noise = _normal(tuple(middle.shape), generator, device)
+        x_t = self.schedule.add_noise(middle, noise, t)
+        context = torch.zeros(b * g, 2, self.null_embedding.shape[0], device=device)
+        context = context + F.pad(self.null_embedding[None, None], (0, 0, 0, 1))
+        mask = torch.zeros(b * g, 2, dtype=torch.bool, device=device)
+        mask[:, 0] = True
+        out = self.unet(
+            torch.cat([left, x_t, right], dim=1),
+            t * self.schedule.time_scale,
+            context,
+            mask,
+            skip_frames=torch.full((b * g,), skip_frames, dtype=torch.int32, device=device),
+            num_temporal_groups=g,
+        )
+        return F.mse_loss(out.float(), self.schedule.velocity(middle, noise, t))
