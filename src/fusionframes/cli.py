@@ -168,8 +168,88 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# data / train
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate, add_models, add_convert]
+
+def add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="make training data")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser(
+        "synth", help="write the synthetic captioned-video world as WebDataset shards"
+    )
+    synth.add_argument("--out", required=True, help="folder for the shards (created)")
+    synth.add_argument("--videos", type=int, default=1000)
+    synth.add_argument("--size", type=int, default=128)
+    synth.add_argument("--frames", type=int, default=29)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--shard-size", type=int, default=1000, help="clips per tar shard")
+    synth.set_defaults(handler=run_data_synth)
+
+
+def run_data_synth(args: argparse.Namespace) -> int:
+    for name in ("videos", "size", "frames", "shard_size"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
+    if args.size < 32:
+        raise UsageError(f"size: must be >= 32 pixels, got {args.size}")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"out: parent folder does not exist: {out.parent}")
+    from fusionframes.training.synth import write_shards
+
+    shards = write_shards(
+        out, args.videos, size=args.size, frames=args.frames, seed=args.seed, shard_size=args.shard_size
+    )
+    print(f"wrote {args.videos} clips in {len(shards)} shard(s) to {out}")
+    return 0
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a stage: movq | keyframes | interpolation")
+    p.add_argument("stage", choices=["movq", "keyframes", "interpolation"])
+    p.add_argument("--config", required=True, help="YAML or JSON training config")
+    p.add_argument("--data", required=True, help="WebDataset shards folder, or videos + captions.csv/jsonl")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, final model/)")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--init", default=None, help="start from this model folder (overrides the config)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from fusionframes.training.config import load_train_config
+
+    cfg = load_train_config(args.config, stage=args.stage, max_steps=args.max_steps, init_from=args.init)
+    data = Path(args.data)
+    if not data.exists():
+        raise FileNotFoundError(f"data: folder not found: {data}")
+    if not data.is_dir() or not any(data.iterdir()):
+        raise UsageError(f"data: {data} is empty or not a folder")
+    if args.resume:
+        from fusionframes.training.state import latest_checkpoint
+
+        if latest_checkpoint(Path(args.out)) is None:
+            raise FileNotFoundError(f"resume: no complete checkpoint under {Path(args.out) / 'checkpoints'}")
+    from fusionframes.training.loop import train
+
+    summary = train(cfg, data, args.out, resume=args.resume)
+    if summary["history"]:
+        print(
+            f"trained {cfg.stage} to step {summary['history'][-1][0] + 1}; "
+            f"model in {Path(args.out) / 'model'}"
+        )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_generate,
+    add_models,
+    add_convert,
+    add_data,
+    add_train,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
