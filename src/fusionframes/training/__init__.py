@@ -1,0 +1,1 @@
+"""Training: configuration, captioned-video datasets and the training loops."""
