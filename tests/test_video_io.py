@@ -154,6 +154,11 @@ def test_bad_extension(tmp_path: Path, name: str) -> None:
     assert listing(tmp_path) == set()
 
 
+def test_folder_name_with_extension_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="must not end in an extension"):
+        validate_output_path(str(tmp_path / "run.v2") + "/")
+
+
 def test_missing_parent_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="output: folder .*does not exist"):
         validate_output_path(tmp_path / "nope" / "clip.mp4")

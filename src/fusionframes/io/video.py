@@ -78,6 +78,11 @@ def validate_output_path(path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"output: path is empty; allowed: {ALLOWED_FORMATS_TEXT}")
     p = Path(raw).expanduser()
     fmt = output_format(raw)
+    if fmt == PNG_FRAMES and p.suffix:  # once the trailing "/" is dropped (Path) it would read as a file
+        raise ValueError(
+            f"output: folder name '{p.name}' must not end in an extension like '{p.suffix}'; "
+            f"allowed: {ALLOWED_FORMATS_TEXT}"
+        )
     if fmt not in SUPPORTED_FORMATS:
         raise ValueError(
             f"output: extension '{p.suffix}' is not a known format; allowed: {ALLOWED_FORMATS_TEXT}"
