@@ -143,6 +143,7 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--movq-weights", default=None, help="movq.pt")
     p.add_argument("--text-encoder", default=None, help="T5 folder or Hub id (default google/flan-ul2)")
     p.add_argument("--copy-text-encoder", action="store_true", help="copy a local T5 folder into the output")
+    p.add_argument("--config", default=None, help="ModelConfig JSON for non-release sizes (default: 1.0)")
     p.add_argument("--out", required=True, help="model folder to write")
     p.set_defaults(handler=run_convert)
 
@@ -158,7 +159,12 @@ def run_convert(args: argparse.Namespace) -> int:
     files = resolve_official_files(
         args.keyframe_weights, args.interpolation_weights, args.movq_weights, args.text_encoder
     )
-    components = load_official(files)
+    config = None
+    if args.config:
+        from fusionframes.config import ModelConfig
+
+        config = ModelConfig.from_dict(json.loads(Path(args.config).read_text()))
+    components = load_official(files, config)
     text_dir = Path(args.text_encoder) if args.copy_text_encoder else None
     if text_dir is None and args.text_encoder and Path(args.text_encoder).is_dir():
         components.text_encoder = str(Path(args.text_encoder).resolve())

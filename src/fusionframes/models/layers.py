@@ -29,9 +29,11 @@ class SinusoidalPosEmb(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
+        # Not saved; follows module.to(dtype) so the features match the following Linear's dtype.
+        self.register_buffer("dtype_probe", torch.zeros(0), persistent=False)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        return sinusoidal_embedding(positions, self.dim)
+        return sinusoidal_embedding(positions, self.dim).to(self.dtype_probe.dtype)
 
 
 def embedding_mlp(in_dim: int, out_dim: int) -> nn.Sequential:
