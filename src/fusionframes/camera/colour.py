@@ -5,9 +5,9 @@ new frame's per-channel histogram to the reference frame's pulls it back without
 Images are RGB tensors ``[B, 3, H, W]`` or ``[3, H, W]`` with values in ``[0, 1]``.
 
 Modes: ``lab`` matches L*, a*, b* (CIE 1976, sRGB D65) - separates brightness from colour, the usual
-choice; ``hsv`` matches saturation and value and rotates hue by the saturation-weighted circular mean
-difference (hue is an angle: rank-matching it would send reds across the 0/1 seam); ``rgb`` matches
-the three channels directly; ``None`` turns matching off.
+choice; ``hsv`` matches saturation, value and hue, the last on the circle (:func:`match_hue`; matching
+hue as a plain number would send reds across the 0/1 seam); ``rgb`` matches the three channels
+directly; ``None`` turns matching off.
 """
 
 from __future__ import annotations
@@ -124,14 +124,22 @@ def match_histogram(source: torch.Tensor, reference: torch.Tensor) -> torch.Tens
     return (ref[lo] + (ref[hi] - ref[lo]) * frac).reshape(source.shape)
 
 
-def _hue_shift(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Difference of saturation-weighted circular mean hues (reference - source), in turns."""
+def _circular_mean(hsv: torch.Tensor) -> torch.Tensor:
+    """Saturation-weighted mean hue in turns (grey pixels have no meaningful hue)."""
+    angle = hsv[0] * 2 * math.pi
+    return torch.atan2((hsv[1] * torch.sin(angle)).sum(), (hsv[1] * torch.cos(angle)).sum()) / (2 * math.pi)
 
-    def mean_angle(hsv: torch.Tensor) -> torch.Tensor:
-        angle = hsv[0] * 2 * math.pi
-        return torch.atan2((hsv[1] * torch.sin(angle)).sum(), (hsv[1] * torch.cos(angle)).sum())
 
-    return (mean_angle(reference) - mean_angle(source)) / (2 * math.pi)
+def match_hue(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Matches the hue distributions of two ``[3, H, W]`` HSV images on the circle.
+
+    Each distribution is cut opposite its own circular mean, so it is unwrapped into one interval
+    without splitting its bulk; the unwrapped hues are rank-matched and wrapped back.
+    """
+    mu_src, mu_ref = _circular_mean(source), _circular_mean(reference)
+    unwrapped_src = (source[0] - mu_src + 0.5) % 1.0 - 0.5
+    unwrapped_ref = (reference[0] - mu_ref + 0.5) % 1.0 - 0.5
+    return (match_histogram(unwrapped_src, unwrapped_ref) + mu_ref) % 1.0
 
 
 def _match_one(image: torch.Tensor, reference: torch.Tensor, mode: str) -> torch.Tensor:
@@ -142,7 +150,7 @@ def _match_one(image: torch.Tensor, reference: torch.Tensor, mode: str) -> torch
         src, ref = rgb_to_lab(image), rgb_to_lab(reference)
         return lab_to_rgb(torch.stack([match_histogram(src[c], ref[c]) for c in range(3)]))
     src, ref = rgb_to_hsv(image), rgb_to_hsv(reference)
-    hue = (src[0] + _hue_shift(src, ref)) % 1.0
+    hue = match_hue(src, ref)
     return hsv_to_rgb(torch.stack([hue, match_histogram(src[1], ref[1]), match_histogram(src[2], ref[2])]))
 
 
