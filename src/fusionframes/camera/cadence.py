@@ -36,9 +36,10 @@ def chain_source_coords(
     *,
     depth: torch.Tensor | float | None = None,
     fov_deg: float = DEFAULT_FOV_DEG,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """For each pixel after all ``motions``, its position before the first (``[B or 1, H, W, 2]``)."""
-    coords = pixel_grid(height, width)
+    coords = pixel_grid(height, width, device=device)
     for motion in reversed(motions):
         coords = source_coords(motion, coords, height, width, depth=depth, fov_deg=fov_deg)
     return coords
@@ -51,9 +52,10 @@ def chain_target_coords(
     *,
     depth: torch.Tensor | float | None = None,
     fov_deg: float = DEFAULT_FOV_DEG,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """For each pixel before the first of ``motions``, where it is after the last."""
-    coords = pixel_grid(height, width)
+    coords = pixel_grid(height, width, device=device)
     for motion in motions:
         coords = target_coords(motion, coords, height, width, depth=depth, fov_deg=fov_deg)
     return coords
@@ -96,8 +98,8 @@ def blend_cadence(
     cadence = len(motions)
     frames = []
     for j in range(1, cadence):
-        back = chain_source_coords(motions[:j], h, w, depth=d, fov_deg=fov_deg)
-        ahead = chain_target_coords(motions[j:], h, w, depth=d, fov_deg=fov_deg)
+        back = chain_source_coords(motions[:j], h, w, depth=d, fov_deg=fov_deg, device=prev.device)
+        ahead = chain_target_coords(motions[j:], h, w, depth=d, fov_deg=fov_deg, device=prev.device)
         from_prev = sample(prev, back, border=border, interpolation=interpolation)
         from_next = sample(nxt, ahead, border=border, interpolation=interpolation)
         weight = j / cadence

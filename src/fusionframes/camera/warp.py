@@ -54,7 +54,11 @@ class CameraMotion:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, int | float | np.number) or not math.isfinite(float(value)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float | np.number)
+                or not math.isfinite(value)
+            ):
                 raise ValueError(f"{f.name}: must be a finite number, got {value!r}")
             object.__setattr__(self, f.name, float(value))
         if self.zoom <= 0:
@@ -163,7 +167,9 @@ class _Pose:
         return cls(rotation, offset, f, motion.zoom, ((width - 1) / 2, (height - 1) / 2))
 
 
-def pixel_grid(height: int, width: int, *, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+def pixel_grid(
+    height: int, width: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Pixel-centre coordinates ``[1, H, W, 2]`` as ``(x, y)``."""
     ys, xs = torch.meshgrid(
         torch.arange(height, dtype=dtype, device=device),
@@ -344,7 +350,7 @@ def prepare_depth(depth: torch.Tensor | float | None, image: torch.Tensor) -> to
         if not isinstance(depth, int | float) or not math.isfinite(depth) or depth <= 0:
             raise ValueError(f"depth: must be a positive number or a depth tensor, got {depth!r}")
         return float(depth)
-    d = depth.to(torch.float32 if image.dtype != torch.float64 else image.dtype)
+    d = depth.to(device=image.device, dtype=torch.float64 if image.dtype == torch.float64 else torch.float32)
     while d.dim() < 4:
         d = d[None]
     if d.shape[1] != 1 or d.shape[0] not in (1, image.shape[0]):
