@@ -236,7 +236,16 @@ def load_text_encoder(components: ModelComponents):
 
 
 def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.Module, Any]:
-    """The trained module for the stage (and the tokenizer for the keyframe stage)."""
+    """The trained module for the stage (and the tokenizer for the keyframe stage).
+
+    Loaded components come frozen (inference mode); only what this stage trains is unfrozen here.
+    """
+    for module in components.networks().values():
+        module.requires_grad_(False)
+    trained = {"movq": [components.movq], "interpolation": [components.interpolation_unet],
+               "keyframes": [components.keyframe_unet, components.projection]}[cfg.stage]
+    for module in trained:
+        module.requires_grad_(True)
     if cfg.stage == "movq":
         return MoVQObjective(components.movq, cfg.movq_latent_weight), None
     if cfg.stage == "interpolation":
@@ -505,7 +514,8 @@ def _save(run_dir, step, cfg, components, objective, ema, optimizer, scheduler, 
         model_state = get_model_state_dict(objective)
         optim_state = get_optimizer_state_dict(objective, optimizer)
     else:
-        model_state = objective.state_dict()
+        # Clones: the EMA swap below writes into the parameters these tensors alias.
+        model_state = {k: v.detach().clone() for k, v in objective.state_dict().items()}
         optim_state = optimizer.state_dict()
     if not world.is_main:
         world.barrier()

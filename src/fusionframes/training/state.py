@@ -27,7 +27,7 @@ def flatten_tensors(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Te
 
     def walk(value: Any, key: str) -> Any:
         if isinstance(value, torch.Tensor):
-            tensors[key] = value.detach().cpu().contiguous()
+            tensors[key] = value.detach().cpu().clone()  # clone: tied weights must not share storage
             return {"__tensor__": key}
         if isinstance(value, dict):
             return {
