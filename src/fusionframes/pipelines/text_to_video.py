@@ -19,7 +19,7 @@ import torch
 
 from fusionframes.components import ModelComponents
 from fusionframes.config import ModelConfig
-from fusionframes.diffusion.sampling import sample_ddpm
+from fusionframes.diffusion.samplers import SAMPLERS
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.pipelines.stages import decode_latents, generate_keyframes, interpolate_pass
 from fusionframes.runtime import check_finite, finite_number, resolve_device, resolve_dtype
@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 FPS_PASSES = {"low": 0, "medium": 1, "high": 2}
 PASS_SKIP_FRAMES = (3, 1)  # the skip-frames code the interpolation U-Net gets in pass 1 and pass 2
 OUTPUT_TYPES = ("pil", "np", "pt")
-SAMPLERS = {"ddpm": sample_ddpm}
 MIN_SIZE, MAX_SIZE = 64, 2048
 
 ProgressCallback = Callable[[str, int, int], None]

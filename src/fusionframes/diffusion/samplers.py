@@ -1,0 +1,98 @@
+"""The sampler registry: the official ancestral DDPM plus fast multistep solvers from diffusers.
+
+Every sampler has the signature of :func:`fusionframes.diffusion.sampling.sample_ddpm`. The diffusers
+schedulers are configured to the models' training schedule (1000-step cosine, i.e. diffusers'
+``squaredcos_cap_v2``), their prediction type (epsilon or v) and the official dynamic thresholding
+(per-sample 0.98 quantile of |x0|, at least 1, no upper cap), so they drive the same networks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from fusionframes.diffusion.guidance import Denoiser
+from fusionframes.diffusion.sampling import StepCallback, sample_ddpm
+from fusionframes.diffusion.schedule import DiffusionSchedule
+
+TRAIN_STEPS = 1000
+
+
+def _diffusers_scheduler(name: str, prediction: str, percentile: float | None):
+    import diffusers
+
+    common: dict[str, Any] = {
+        "num_train_timesteps": TRAIN_STEPS,
+        "beta_schedule": "squaredcos_cap_v2",
+        "prediction_type": "epsilon" if prediction == "epsilon" else "v_prediction",
+        "thresholding": percentile is not None,
+        "dynamic_thresholding_ratio": percentile if percentile is not None else 0.995,
+        "sample_max_value": float("inf"),
+        "timestep_spacing": "trailing",
+    }
+    if name == "ddim":
+        return diffusers.DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
+    if name == "dpm++2m":
+        return diffusers.DPMSolverMultistepScheduler(
+            **common,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            lower_order_final=True,
+            lambda_min_clipped=-5.1,
+        )
+    if name == "unipc":
+        return diffusers.UniPCMultistepScheduler(**common, solver_order=2, lower_order_final=True)
+    raise ValueError(f"scheduler: unknown {name!r}; allowed: {', '.join(SAMPLERS)}")
+
+
+def diffusers_sampler(name: str) -> Callable[..., torch.Tensor]:
+    """Wrap a diffusers scheduler as a sampler over our denoiser; ``schedule.num_steps`` sets the steps."""
+
+    def sample(
+        denoise: Denoiser,
+        x: torch.Tensor,
+        schedule: DiffusionSchedule,
+        prediction: str,
+        generator: torch.Generator | None = None,
+        percentile: float | None = 0.98,
+        callback: StepCallback | None = None,
+        desc: str = "denoising",
+        disable: bool = False,
+    ) -> torch.Tensor:
+        scheduler = _diffusers_scheduler(name, prediction, percentile)
+        scheduler.set_timesteps(schedule.num_steps, device=x.device)
+        import inspect
+
+        extra = (
+            {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+        )
+        x = x.float() * scheduler.init_noise_sigma
+        steps = len(scheduler.timesteps)
+        for i, t in enumerate(tqdm(scheduler.timesteps, desc=desc, disable=disable, leave=False)):
+            model_input = scheduler.scale_model_input(x, t)
+            time = torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
+            output = denoise(model_input, time).float()
+            x = scheduler.step(output, t, x, **extra).prev_sample
+            if callback is not None:
+                callback(i + 1, steps)
+        return x
+
+    sample.__name__ = f"sample_{name.replace('+', 'p')}"
+    return sample
+
+
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
+    "ddpm": sample_ddpm,
+    "ddim": diffusers_sampler("ddim"),
+    "dpm++2m": diffusers_sampler("dpm++2m"),
+    "unipc": diffusers_sampler("unipc"),
+}
+
+
+def get_sampler(name: str) -> Callable[..., torch.Tensor]:
+    if name not in SAMPLERS:
+        raise ValueError(f"scheduler: unknown {name!r}; allowed: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
