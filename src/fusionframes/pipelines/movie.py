@@ -525,6 +525,7 @@ def render_movie(
     t2v = pipeline.t2v if isinstance(pipeline, AnimationPipeline) else pipeline
     animator = pipeline if isinstance(pipeline, AnimationPipeline) else AnimationPipeline(t2v)
     clips: list[torch.Tensor] = []
+    scene_settings: list[dict[str, Any]] = []
     anchor: torch.Tensor | None = None
     timings: dict[str, float] = {}
     for index in tqdm(range(plan.num_scenes), desc="scenes", unit="scene", disable=not progress):
@@ -541,7 +542,9 @@ def render_movie(
             scene = plan.animations[index]
             if plan.continued(index):
                 scene = with_image(scene, clips[-1][-1:], f"last frame of scene {index}")
-            clip = animator.render(scene, scene_gen, "pt", report, progress).frames
+            rendered = animator.render(scene, scene_gen, "pt", report, progress)
+            clip = rendered.frames
+            scene_settings.append(rendered.settings)
         else:
             if report is not None:
                 report("text-to-video", 0, 1)
@@ -553,13 +556,14 @@ def render_movie(
             ).cpu()
             if report is not None:
                 report("text-to-video", 1, 1)
+            scene_settings.append(plan.t2v[index].to_dict())
         clips.append(clip[skip:] if skip else clip)
         timings[stage] = time.perf_counter() - start
     video, starts = join_scenes(clips, plan.crossfade_frames)
     return MovieOutput(
         frames=to_output_type(video, output_type),
         fps=plan.fps,
-        settings={**plan.settings(), "model": t2v.components.name},
+        settings={**plan.settings(), "scenes": scene_settings, "model": t2v.components.name},
         scene_starts=starts,
         scene_lengths=[clip.shape[0] for clip in clips],
         timings=timings,
