@@ -1,0 +1,310 @@
+"""Command line for animation mode and mini-movies: ``fusionframes animate`` and ``fusionframes movie``.
+
+``add_animate``/``add_movie`` register the subcommands (the main CLI lists them in its commands);
+every option is checked, and the image and depth files read, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+SCHEDULE_FLAGS = {  # CLI flag -> custom_motion parameter
+    "zoom": "zoom",
+    "angle": "angle",
+    "translation_x": "translation_x",
+    "translation_y": "translation_y",
+    "translation_z": "translation_z",
+    "rotation_x": "rotation_3d_x",
+    "rotation_y": "rotation_3d_y",
+    "rotation_z": "rotation_3d_z",
+}
+
+
+def _float_or_schedule(text: str) -> float | str:
+    """``--strength 0.5`` is a constant; anything else is a keyframe schedule (checked later)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--steps", type=int, default=None, help="denoising schedule (default: see docs/animation.md)"
+    )
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (>= 0)")
+    p.add_argument("--negative", default=None, help="negative prompt (what to avoid)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
+    p.add_argument("--width", type=int, default=None, help="frame width (default: the model's)")
+    p.add_argument("--height", type=int, default=None, help="frame height (default: the model's)")
+    p.add_argument("--model", default=None, help="builtin (default) | kandinsky-video-1.0 | a model folder")
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | mps | auto")
+    p.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
+
+
+def _add_animation_options(p: argparse.ArgumentParser, fps_help: str) -> None:
+    from fusionframes.camera import PRESET_NAMES
+    from fusionframes.pipelines import animation as a
+
+    p.add_argument("--image", default=None, help="init picture (default: the first frame is made from text)")
+    p.add_argument(
+        "--motion",
+        default=None,
+        help=f"camera preset, 'a+b' combination, or 'custom' (default {a.DEFAULT_MOTION}); presets: "
+        + ", ".join(PRESET_NAMES),
+    )
+    for flag in SCHEDULE_FLAGS:
+        p.add_argument(
+            "--" + flag.replace("_", "-"), default=None, metavar="SCHED", help="custom motion schedule"
+        )
+    p.add_argument("--interpolation", default="linear", help="custom schedules: linear | smooth")
+    p.add_argument("--fps", default=None, help=fps_help)
+    p.add_argument(
+        "--strength",
+        type=_float_or_schedule,
+        default=a.DEFAULT_STRENGTH,
+        help=f"redraw strength 0..1 or a schedule like '0:(0.6), 48:(0.4)' (default {a.DEFAULT_STRENGTH})",
+    )
+    p.add_argument(
+        "--cadence",
+        type=int,
+        default=a.DEFAULT_CADENCE,
+        help=f"redraw every K-th frame (default {a.DEFAULT_CADENCE})",
+    )
+    p.add_argument("--border", default=a.DEFAULT_BORDER, help="reflect | replicate | wrap | zeros")
+    p.add_argument("--colour-coherence", default=a.DEFAULT_COLOUR, help="lab | hsv | rgb | none")
+    p.add_argument("--noise", type=float, default=a.DEFAULT_NOISE, help="grain added before each redraw")
+    p.add_argument("--depth", default=None, help="grayscale depth picture (white = near) for 3D moves")
+
+
+def motion_from_args(args: argparse.Namespace) -> Any:
+    """``--motion`` plus the schedule flags -> a preset name or a dict of custom schedules."""
+    from fusionframes.pipelines.animation import DEFAULT_MOTION
+
+    schedules = {
+        SCHEDULE_FLAGS[flag]: getattr(args, flag)
+        for flag in SCHEDULE_FLAGS
+        if getattr(args, flag) is not None
+    }
+    motion = args.motion
+    if motion is None:
+        motion = "custom" if schedules else DEFAULT_MOTION
+    if motion == "custom":
+        if not schedules:
+            raise ValueError(
+                "motion: 'custom' needs at least one schedule, e.g. --zoom '0:(1.02)' or --angle '0:(1)'"
+            )
+        if args.interpolation not in ("linear", "smooth"):
+            raise ValueError(f"interpolation: unknown {args.interpolation!r}; allowed: linear, smooth")
+        return {**schedules, "interpolation": args.interpolation}
+    if schedules:
+        flag = next(iter(f for f in SCHEDULE_FLAGS if getattr(args, f) is not None))
+        raise ValueError(f"{flag.replace('_', '-')}: schedules need --motion custom, not --motion {motion}")
+    return motion
+
+
+def _number_fps(text: str | None, default: float) -> float:
+    if text is None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"fps: must be a number of frames per second, got {text!r}") from None
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Device, output path and model config: the checks shared by both commands (no loading)."""
+    from fusionframes.io.checkpoints import model_config_for
+    from fusionframes.io.video import validate_output_path
+    from fusionframes.runtime import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    resolve_dtype(args.dtype, device)
+    args.output = validate_output_path(args.output)
+    return device, model_config_for(args.model)
+
+
+# ---------------------------------------------------------------------------------------------
+# animate
+
+
+def add_animate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "animate",
+        help="camera animation: warp a picture frame by frame and let the model redraw it",
+        description="Animation mode: a virtual camera moves through a picture the model keeps redrawing.",
+    )
+    p.add_argument("prompt", help="what the animation shows")
+    p.add_argument("-o", "--output", default="animation.mp4", help=".mp4, .gif, .webp, or DIR/ for PNGs")
+    p.add_argument("--seconds", type=float, default=4.0, help="length in seconds (default 4)")
+    _add_animation_options(p, "frames per second (default 24)")
+    _add_model_options(p)
+    p.set_defaults(handler=run_animate)
+
+
+def run_animate(args: argparse.Namespace) -> int:
+    from fusionframes.pipelines.animation import DEFAULT_FPS, validate_animation
+
+    device, config = _prepare(args)
+    plan = validate_animation(
+        config,
+        args.prompt,
+        image=args.image,
+        motion=motion_from_args(args),
+        seconds=args.seconds,
+        fps=_number_fps(args.fps, DEFAULT_FPS),
+        width=args.width,
+        height=args.height,
+        strength=args.strength,
+        cadence=args.cadence,
+        border=args.border,
+        colour_coherence=args.colour_coherence,
+        noise=args.noise,
+        depth=args.depth,
+        steps=args.steps,
+        guidance_scale=args.guidance,
+        seed=args.seed,
+        negative_prompt=args.negative,
+    )
+
+    import torch
+
+    from fusionframes.pipelines.animation import AnimationPipeline
+
+    pipe = AnimationPipeline.from_pretrained(
+        args.model, device=device, dtype=args.dtype, release_text_encoder=True
+    )
+    video = pipe.render(plan, torch.Generator("cpu").manual_seed(plan.seed), output_type="np")
+    path = video.save(args.output)
+    print(
+        f"wrote {path} ({len(video.frames)} frames, {plan.width}x{plan.height}, {video.fps:g} fps, "
+        f"seed {plan.seed}, {video.timings['total']:.1f} s)"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# movie
+
+
+def parse_durations(text: str | None) -> list[float] | None:
+    """``"4,4,6"`` -> ``[4.0, 4.0, 6.0]`` (checked against the scenes later)."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"durations: expected seconds separated by commas such as 4,4,6; got {text!r}"
+        ) from None
+
+
+def add_movie(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "movie",
+        help="a mini-movie: one scene per prompt, joined by cuts, crossfades or continuation",
+        description="Render several scenes and join them into one video.",
+    )
+    p.add_argument("scenes", nargs="+", help="one prompt per scene")
+    p.add_argument("-o", "--output", default="movie.mp4", help=".mp4, .gif, .webp, or DIR/ for PNGs")
+    p.add_argument("--durations", default=None, help="seconds per scene, comma separated (default 4 each)")
+    p.add_argument("--mode", default="t2v", help="t2v (text-to-video scenes) | animate (camera animation)")
+    p.add_argument("--transition", default="cut", help="cut | crossfade | continue")
+    p.add_argument("--crossfade-frames", type=int, default=None, help="frames blended per crossfade")
+    p.add_argument("--interpolation-steps", type=int, default=None, help="t2v mode: steps per interpolation")
+    p.add_argument("--sampler", default=None, help="t2v mode: denoising sampler (default: the model's)")
+    _add_animation_options(p, "t2v mode: low | medium | high; animate mode: frames per second (default 24)")
+    _add_model_options(p)
+    p.set_defaults(handler=run_movie)
+
+
+def run_movie(args: argparse.Namespace) -> int:
+    from fusionframes.pipelines.animation import DEFAULT_FPS
+    from fusionframes.pipelines.movie import MODES, validate_movie
+
+    device, config = _prepare(args)
+    if args.mode not in MODES:
+        raise ValueError(f"mode: unknown {args.mode!r}; allowed: {', '.join(MODES)}")
+    animate = args.mode == "animate"
+    options: dict[str, Any] = {
+        "fps": _number_fps(args.fps, DEFAULT_FPS) if animate else args.fps,
+        "width": args.width,
+        "height": args.height,
+        "steps": args.steps,
+        "guidance_scale": args.guidance,
+        "seed": args.seed,
+        "negative_prompt": args.negative,
+    }
+    if animate:
+        options |= {
+            "image": args.image,
+            "motion": motion_from_args(args),
+            "strength": args.strength,
+            "cadence": args.cadence,
+            "border": args.border,
+            "colour_coherence": args.colour_coherence,
+            "noise": args.noise,
+            "depth": args.depth,
+        }
+    else:
+        if args.motion is not None or any(getattr(args, flag) is not None for flag in SCHEDULE_FLAGS):
+            raise ValueError("motion: camera moves need --mode animate")
+        options |= {
+            "image": args.image,
+            "depth": args.depth,
+            "interpolation_steps": args.interpolation_steps,
+            "scheduler": args.sampler,
+        }
+    plan = validate_movie(
+        config,
+        args.scenes,
+        parse_durations(args.durations),
+        args.mode,
+        args.transition,
+        args.crossfade_frames,
+        **options,
+    )
+
+    from fusionframes.pipelines.animation import AnimationPipeline
+    from fusionframes.pipelines.movie import render_movie
+
+    pipe = AnimationPipeline.from_pretrained(args.model, device=device, dtype=args.dtype)
+    movie = render_movie(pipe, plan, output_type="np")
+    path = movie.save(args.output)
+    print(
+        f"wrote {path} ({len(movie.frames)} frames in {plan.num_scenes} scene(s), {movie.fps:g} fps, "
+        f"seed {plan.seed})"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with just these two commands (the main ``fusionframes`` CLI registers them too)."""
+    parser = argparse.ArgumentParser(prog="fusionframes", description="Animation mode and mini-movies.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_animate(sub)
+    add_movie(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fusionframes.cli_animation animate ...``: one-line errors, exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+        print(f"fusionframes {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
