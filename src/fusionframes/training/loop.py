@@ -316,7 +316,7 @@ def wrap_parallel(objective: nn.Module, cfg: TrainConfig, world: World) -> nn.Mo
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [world.device.index] if world.device.type == "cuda" else None
-    return DistributedDataParallel(objective, device_ids=ids, find_unused_parameters=True)
+    return DistributedDataParallel(objective, device_ids=ids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,6 +481,7 @@ def train(
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
+    world.barrier()  # every rank returns only once the final model folder exists
     if writer is not None:
         writer.close()
     return {"history": history, "run_dir": str(run_dir), "world_size": world.size}

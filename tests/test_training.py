@@ -1,0 +1,408 @@
+"""Training: every stage learns on a small set, resume after SIGKILL replays the same losses,
+two-process torchrun (gloo) keeps ranks identical, and bad data/configs fail clearly."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fusionframes.io.checkpoints import load_model_folder
+from fusionframes.io.video import write_video
+from fusionframes.training.config import config_from_dict, load_train_config
+from fusionframes.training.loop import train
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 200, 60)}
+TINY_MODEL = {
+    "channels": 8,
+    "context_dim": 16,
+    "num_frames": 4,
+    "levels": 2,
+    "groups": 4,
+    "head_dim": 8,
+    "movq_channels": 8,
+    "movq_levels": 3,
+    "size": 32,
+}
+BASE = {
+    "model": "small",
+    "model_overrides": TINY_MODEL,
+    "size": 32,
+    "clip_frames": 17,
+    "num_keyframes": 4,
+    "keyframe_stride": 4,
+    "batch_size": 4,
+    "num_workers": 0,
+    "warmup_steps": 10,
+    "checkpoint_every": 1000,
+    "new_text_encoder": {"vocab_size": 40, "d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32},
+    "ema_decay": 0.9,
+}
+
+
+def make_clips(root: Path, count: int = 12, frames: int = 17) -> Path:
+    """Squares of three colours sliding left or right on gray, with captions (WebVid-style CSV)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        name = list(COLOURS)[i % 3]
+        direction = 1 if (i // 3) % 2 else -1
+        video = np.full((frames, 32, 32, 3), 128, np.uint8)
+        for t in range(frames):
+            x = 16 + direction * (t - frames // 2)
+            video[t, 12:20, max(0, x - 4) : x + 4] = COLOURS[name]
+        write_video(video, root / f"clip{i}.mp4", fps=8)
+        word = "right" if direction > 0 else "left"
+        rows.append({"video": f"clip{i}.mp4", "caption": f"a {name} square moving {word}"})
+    with open(root / "captions.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["video", "caption"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    return make_clips(tmp_path_factory.mktemp("clips"))
+
+
+@pytest.fixture(scope="module")
+def movq_run(clips, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("movq")
+    cfg = config_from_dict({**BASE, "stage": "movq", "max_steps": 150, "learning_rate": 2e-3})
+    train(cfg, clips, out, progress=False)
+    return out
+
+
+def losses(run: Path) -> list[float]:
+    with open(run / "loss.csv") as handle:
+        return [float(row["loss"]) for row in csv.DictReader(handle)]
+
+
+def falls(values: list[float], window: int, factor: float) -> bool:
+    return np.mean(values[-window:]) < factor * np.mean(values[:window])
+
+
+def test_movq_reconstruction_loss_falls(movq_run: Path) -> None:
+    assert falls(losses(movq_run), 15, 0.5)
+    assert (movq_run / "model" / "model_index.json").is_file()
+
+
+def test_keyframe_loss_falls(clips, movq_run, tmp_path) -> None:
+    cfg = config_from_dict(
+        {
+            **BASE,
+            "stage": "keyframes",
+            "max_steps": 200,
+            "learning_rate": 2e-3,
+            "init_from": str(movq_run / "model"),
+        }
+    )
+    train(cfg, clips, tmp_path, progress=False)
+    assert falls(losses(tmp_path), 40, 0.88)
+    model = load_model_folder(tmp_path / "model")
+    assert {"red", "square", "left"} <= model.vocabulary
+
+
+def test_interpolation_loss_falls(clips, movq_run, tmp_path) -> None:
+    cfg = config_from_dict(
+        {
+            **BASE,
+            "stage": "interpolation",
+            "max_steps": 200,
+            "learning_rate": 2e-3,
+            "init_from": str(movq_run / "model"),
+            "interpolation_strides": {"3": 1, "1": 1},
+        }
+    )
+    train(cfg, clips, tmp_path, progress=False)
+    assert falls(losses(tmp_path), 40, 0.88)
+
+
+def _cli(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fusionframes.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kwargs,
+    )
+
+
+def test_sigkill_then_resume_replays_losses(clips, movq_run, tmp_path) -> None:
+    config = tmp_path / "kf.json"
+    config.write_text(
+        json.dumps(
+            {**BASE, "stage": "keyframes", "checkpoint_every": 5, "init_from": str(movq_run / "model")}
+        )
+    )
+    full = tmp_path / "full"
+    assert (
+        _cli(
+            [
+                "train",
+                "keyframes",
+                "--config",
+                str(config),
+                "--data",
+                str(clips),
+                "--out",
+                str(full),
+                "--max-steps",
+                "16",
+            ]
+        ).wait(timeout=300)
+        == 0
+    )
+
+    broken = tmp_path / "broken"
+    proc = _cli(
+        [
+            "train",
+            "keyframes",
+            "--config",
+            str(config),
+            "--data",
+            str(clips),
+            "--out",
+            str(broken),
+            "--max-steps",
+            "16",
+        ]
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not (broken / "checkpoints" / "step-00000010").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-run, possibly while writing the next checkpoint
+    proc.wait()
+    assert (
+        _cli(
+            [
+                "train",
+                "keyframes",
+                "--config",
+                str(config),
+                "--data",
+                str(clips),
+                "--out",
+                str(broken),
+                "--max-steps",
+                "16",
+                "--resume",
+            ]
+        ).wait(timeout=300)
+        == 0
+    )
+    np.testing.assert_allclose(losses(broken), losses(full), rtol=1e-5)
+    assert len(losses(broken)) == 16
+
+
+def test_torchrun_two_ranks_stay_identical(clips, movq_run, tmp_path) -> None:
+    config = tmp_path / "interp.json"
+    config.write_text(
+        json.dumps(
+            {
+                **BASE,
+                "stage": "interpolation",
+                "checkpoint_every": 3,
+                "init_from": str(movq_run / "model"),
+                "batch_size": 2,
+            }
+        )
+    )
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import sys, torch, torch.distributed as dist\n"
+        "from fusionframes.training.config import load_train_config\n"
+        "from fusionframes.training.loop import train\n"
+        "cfg = load_train_config(sys.argv[1], max_steps=3)\n"
+        "train(cfg, sys.argv[2], sys.argv[3], progress=False)\n"
+        "from fusionframes.io.checkpoints import load_model_folder\n"
+        "unet = load_model_folder(sys.argv[3] + '/model').interpolation_unet\n"
+        "flat = torch.cat([p.detach().flatten() for p in unet.parameters()])\n"
+        "gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]\n"
+        "dist.all_gather(gathered, flat)\n"
+        "assert torch.equal(gathered[0], gathered[1]), 'ranks differ'\n"
+        "print('RANKS_IDENTICAL', dist.get_rank())\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            str(script),
+            str(config),
+            str(clips),
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.stdout.count("RANKS_IDENTICAL") == 2
+
+
+def test_live_weights_identical_across_ranks_during_ddp(clips, movq_run, tmp_path) -> None:
+    """The gradients are averaged: raw (non-EMA) weights match bit for bit after a few steps."""
+    script = tmp_path / "raw.py"
+    script.write_text(
+        "import sys, torch, torch.distributed as dist\n"
+        "from fusionframes.training.config import config_from_dict\n"
+        "from fusionframes.training import loop\n"
+        "import json\n"
+        "cfg = config_from_dict(json.loads(sys.argv[1]))\n"
+        "loop.train(cfg, sys.argv[2], sys.argv[3], progress=False)\n"
+        "from fusionframes.training.state import latest_checkpoint, read_checkpoint_state\n"
+        "from pathlib import Path\n"
+        "state = read_checkpoint_state(latest_checkpoint(Path(sys.argv[3])))['objective']\n"
+        "flat = torch.cat([v.flatten().float() for v in state.values()])\n"
+        "gathered = [torch.zeros_like(flat) for _ in range(2)]\n"
+        "dist.all_gather(gathered, flat)\n"
+        "assert torch.equal(gathered[0], gathered[1])\n"
+        "print('OK')\n"
+    )
+    cfg = {
+        **BASE,
+        "stage": "interpolation",
+        "max_steps": 2,
+        "batch_size": 2,
+        "init_from": str(movq_run / "model"),
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            str(script),
+            json.dumps(cfg),
+            str(clips),
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_bad_data_is_skipped_and_counted(tmp_path) -> None:
+    root = make_clips(tmp_path / "data", count=3)
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "corrupt.mp4").write_bytes(b"not a video at all" * 100)
+    write_video(np.zeros((5, 32, 32, 3), np.uint8), root / "short.mp4", fps=8)
+    with open(root / "captions.csv", "a", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerows(
+            [
+                ["empty.mp4", "an empty clip"],
+                ["corrupt.mp4", "a corrupt clip"],
+                ["short.mp4", "a short clip"],
+                ["clip0.mp4", ""],
+            ]
+        )
+    from fusionframes.training.data import make_dataset
+
+    dataset = make_dataset(root, num_frames=17, size=32)
+    items = [item for item in dataset]
+    assert len(items) >= 3
+    reasons = dict(dataset.skipped)
+    assert sum(reasons.values()) >= 3, reasons
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"learning_rate": 5.0}, "learning_rate: must be in (0, 1]"),
+        ({"learning_rate": -1e-4}, "learning_rate: must be in (0, 1]"),
+        ({"lerning_rate": 1e-4}, "unknown key(s) ['lerning_rate']"),
+        ({"batch_size": "four"}, "batch_size: expected int"),
+        ({"stage": "vae"}, "stage: unknown 'vae'"),
+        ({"new_text_encoder": {"d_modle": 8}}, "new_text_encoder.d_modle"),
+        ({"clip_frames": 8, "stage": "keyframes"}, "clip_frames: 8 frames cannot hold 8 keyframes"),
+    ],
+)
+def test_bad_configs(data: dict, message: str, tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError) as error:
+        load_train_config(path)
+    assert message in str(error.value)
+
+
+def test_cli_errors(tmp_path, capsys) -> None:
+    from fusionframes import cli
+
+    config = tmp_path / "c.json"
+    config.write_text("{}")
+    (tmp_path / "empty").mkdir()
+    assert (
+        cli.main(
+            [
+                "train",
+                "keyframes",
+                "--config",
+                str(config),
+                "--data",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "data: folder not found" in capsys.readouterr().err
+    assert (
+        cli.main(
+            [
+                "train",
+                "keyframes",
+                "--config",
+                str(config),
+                "--data",
+                str(tmp_path / "empty"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "is empty" in capsys.readouterr().err
+    make_clips(tmp_path / "d", count=1)
+    assert (
+        cli.main(
+            [
+                "train",
+                "keyframes",
+                "--config",
+                str(config),
+                "--data",
+                str(tmp_path / "d"),
+                "--out",
+                str(tmp_path / "o"),
+                "--resume",
+            ]
+        )
+        == 2
+    )
+    assert "resume: no complete checkpoint" in capsys.readouterr().err
+    assert torch.get_num_threads() >= 1
