@@ -1,0 +1,477 @@
+"""The job queue: a SQLite database (WAL mode) plus an ``outputs/`` folder inside the data dir.
+
+Why SQLite: jobs and their settings must survive a crash or restart, queued jobs must keep their
+order, and several worker threads claim jobs concurrently. One connection guarded by a lock is enough
+for one server process; a lock file keeps a second server off the same data dir.
+
+Job life: ``queued -> running -> done | failed | cancelled``. A job found ``running`` when the store
+opens belonged to a server that died; :meth:`JobStore.recover` puts it back in the queue at its
+original place (the queue is ordered by the insertion sequence, never by time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+ACTIVE = (QUEUED, RUNNING)
+FINAL = (DONE, FAILED, CANCELLED)
+FORMATS = ("mp4", "gif", "webp")
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+JOB_ID_PATTERN = "^[0-9a-f]{32}$"
+MAX_ATTEMPTS = 3  # a job that killed the server this many times is failed, not retried forever
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    mode TEXT NOT NULL,
+    status TEXT NOT NULL,
+    params TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    formats TEXT NOT NULL,
+    model TEXT,
+    num_frames INTEGER,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    stage TEXT,
+    progress TEXT,
+    error TEXT,
+    result TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class QueueFull(RuntimeError):
+    """More active jobs than the server allows (HTTP 429)."""
+
+
+class QuotaExceeded(RuntimeError):
+    """The outputs folder is over its disk quota (HTTP 507)."""
+
+
+class JobConflict(RuntimeError):
+    """The job is in a state that does not allow the operation (HTTP 409)."""
+
+
+class DataDirBusy(RuntimeError):
+    """Another server process holds the data dir."""
+
+
+@dataclass
+class Job:
+    """One row of the ``jobs`` table, JSON columns decoded."""
+
+    seq: int
+    id: str
+    mode: str
+    status: str
+    params: dict[str, Any]
+    settings: dict[str, Any]
+    formats: list[str]
+    model: str | None
+    num_frames: int | None
+    created: float
+    started: float | None
+    finished: float | None
+    stage: str | None
+    progress: dict[str, Any] | None
+    error: str | None
+    result: dict[str, Any] | None
+    cancel_requested: bool
+    attempts: int
+    idempotency_key: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        data = dict(row)
+        for name in ("params", "settings", "formats", "progress", "result"):
+            data[name] = json.loads(data[name]) if data[name] is not None else None
+        data["cancel_requested"] = bool(data["cancel_requested"])
+        return cls(**data)
+
+
+def new_job_id() -> str:
+    """Random, unguessable, and safe to use as a file name (32 lowercase hex digits)."""
+    return uuid.uuid4().hex
+
+
+def valid_job_id(job_id: str) -> bool:
+    return isinstance(job_id, str) and JOB_ID.fullmatch(job_id) is not None
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``server.lock``: the kernel drops it when the process dies."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "server.lock"
+        self._file: Any = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; one server per data dir is up to the user
+            return
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the life of the server
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise DataDirBusy(
+                f"data-dir: {self.path.parent} is in use by another fusionframes server; "
+                "stop it or give another --data-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class JobStore:
+    """Jobs in ``<data_dir>/jobs.sqlite3``, their videos in ``<data_dir>/outputs/<id>.<format>``."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], lock: bool = True) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.outputs = self.data_dir / "outputs"
+        self.outputs.mkdir(exist_ok=True)
+        self._dir_lock = DataDirLock(self.data_dir)
+        if lock:
+            self._dir_lock.acquire()
+        self._lock = threading.RLock()
+        self._live: dict[str, dict[str, Any]] = {}  # per-step progress of running jobs (not persisted)
+        self._db = sqlite3.connect(
+            self.data_dir / "jobs.sqlite3", check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a job accepted with 201 must survive a power cut
+        self._db.executescript(SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+        self._dir_lock.release()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- startup -------------------------------------------------------------------------------------
+
+    def recover(self) -> dict[str, int]:
+        """After a crash: re-queue jobs that were running, finish pending cancels, drop temp files."""
+        with self._transaction() as db:
+            failed = db.execute(
+                "UPDATE jobs SET status=?, finished=?, error=? WHERE status=? AND attempts>=?",
+                (
+                    FAILED,
+                    time.time(),
+                    "the server stopped during this job too many times",
+                    RUNNING,
+                    MAX_ATTEMPTS,
+                ),
+            ).rowcount
+            requeued = db.execute(
+                "UPDATE jobs SET status=?, started=NULL, stage=NULL, progress=NULL "
+                "WHERE status=? AND cancel_requested=0",
+                (QUEUED, RUNNING),
+            ).rowcount
+            cancelled = db.execute(
+                "UPDATE jobs SET status=?, finished=? WHERE status IN (?, ?) AND cancel_requested=1",
+                (CANCELLED, time.time(), QUEUED, RUNNING),
+            ).rowcount
+        removed = self._remove_temp_files()
+        return {"requeued": requeued, "cancelled": cancelled, "failed": failed, "temp_files_removed": removed}
+
+    def _remove_temp_files(self) -> int:
+        """``write_video`` writes ``.<name>.tmp-*`` first; a crash can leave one behind."""
+        count = 0
+        for entry in self.outputs.iterdir():
+            if entry.name.startswith(".") and ".tmp-" in entry.name and entry.is_file():
+                entry.unlink(missing_ok=True)
+                count += 1
+        return count
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row["value"]) if row else default
+
+    # -- creating and reading ------------------------------------------------------------------------
+
+    def create(
+        self,
+        mode: str,
+        params: dict[str, Any],
+        settings: dict[str, Any],
+        formats: list[str],
+        *,
+        model: str | None = None,
+        num_frames: int | None = None,
+        max_active: int | None = None,
+        quota_bytes: int | None = None,
+        idempotency_key: str | None = None,
+        progress: dict[str, Any] | None = None,
+    ) -> tuple[Job, bool]:
+        """Queue a job; returns ``(job, created)``. A repeated ``idempotency_key`` returns the first job.
+
+        The queue-length and quota checks run in the same transaction as the insert, so concurrent
+        requests cannot overshoot the limits.
+        """
+        with self._transaction() as db:
+            if idempotency_key is not None:
+                row = db.execute("SELECT * FROM jobs WHERE idempotency_key=?", (idempotency_key,)).fetchone()
+                if row is not None:
+                    return Job.from_row(row), False
+            if max_active is not None:
+                active = db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE status IN (?, ?)", (QUEUED, RUNNING)
+                ).fetchone()[0]
+                if active >= max_active:
+                    raise QueueFull(
+                        f"queue is full: {active} jobs are queued or running (limit {max_active}); "
+                        "try again when some have finished"
+                    )
+            if quota_bytes is not None:
+                used = self.disk_usage()
+                if used >= quota_bytes:
+                    raise QuotaExceeded(
+                        f"disk quota exceeded: outputs use {used / 2**20:.2f} MiB of "
+                        f"{quota_bytes / 2**20:.2f} MiB; delete old jobs (DELETE /api/jobs/{{id}})"
+                    )
+            job_id = new_job_id()
+            db.execute(
+                "INSERT INTO jobs (id, mode, status, params, settings, formats, model, num_frames, created, "
+                "idempotency_key, progress) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    mode,
+                    QUEUED,
+                    _dumps(params),
+                    _dumps(settings),
+                    _dumps(formats),
+                    model,
+                    num_frames,
+                    time.time(),
+                    idempotency_key,
+                    _dumps(progress),
+                ),
+            )
+            return Job.from_row(db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()), True
+
+    def get(self, job_id: str) -> Job | None:
+        if not valid_job_id(job_id):
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            job = Job.from_row(row) if row else None
+            if job is not None and job.status == RUNNING and job.id in self._live:
+                job.progress = self._live[job.id]
+                job.stage = job.progress.get("stage")
+        return job
+
+    def list_jobs(self, limit: int = 50, offset: int = 0, status: str | None = None) -> tuple[list[Job], int]:
+        """Newest first (the gallery order); ``status`` filters."""
+        where, args = ("WHERE status=?", (status,)) if status else ("", ())
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
+            rows = self._db.execute(
+                f"SELECT seq, id FROM jobs {where} ORDER BY seq DESC LIMIT ? OFFSET ?", (*args, limit, offset)
+            ).fetchall()
+            jobs = [self.get(row["id"]) for row in rows]
+        return [job for job in jobs if job is not None], total
+
+    def queue_position(self, job: Job) -> int | None:
+        """1 for the next job to run, 2 for the one after, ...; None unless queued."""
+        if job.status != QUEUED:
+            return None
+        with self._lock:
+            ahead = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE status=? AND seq<?", (QUEUED, job.seq)
+            ).fetchone()[0]
+        return ahead + 1
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
+        counts = {status: 0 for status in (QUEUED, RUNNING, DONE, FAILED, CANCELLED)}
+        counts.update({row["status"]: row["n"] for row in rows})
+        return counts
+
+    def mean_duration(self, last: int = 20) -> float | None:
+        """Average run time of the last finished jobs, for queue ETAs."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT AVG(finished - started) FROM (SELECT finished, started FROM jobs "
+                "WHERE status=? AND started IS NOT NULL ORDER BY seq DESC LIMIT ?)",
+                (DONE, last),
+            ).fetchone()
+        return row[0]
+
+    # -- the worker side -----------------------------------------------------------------------------
+
+    def claim(self) -> Job | None:
+        """Take the oldest queued job (lowest sequence number) and mark it running."""
+        with self._transaction() as db:
+            row = db.execute("SELECT id FROM jobs WHERE status=? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET status=?, started=?, attempts=attempts+1, stage=NULL, progress=NULL "
+                "WHERE id=?",
+                (RUNNING, time.time(), row["id"]),
+            )
+            return Job.from_row(db.execute("SELECT * FROM jobs WHERE id=?", (row["id"],)).fetchone())
+
+    def set_progress(self, job_id: str, progress: dict[str, Any], persist: bool) -> None:
+        """Live progress for status requests; written to the database only when ``persist`` (stage
+        changes), so per-step updates cost no disk writes."""
+        with self._lock:
+            self._live[job_id] = progress
+            if persist:
+                self._db.execute(
+                    "UPDATE jobs SET stage=?, progress=? WHERE id=? AND status=?",
+                    (progress.get("stage"), _dumps(progress), job_id, RUNNING),
+                )
+
+    def _end(self, job_id: str, status: str, **columns: Any) -> bool:
+        """Leave ``running``; the last live progress is kept, so a cancelled job shows where it stopped."""
+        with self._transaction() as db:
+            progress = columns.get("progress") or self._live.get(job_id)
+            if progress is not None:
+                columns.update(progress=progress, stage=progress.get("stage"))
+            sets = ", ".join(f"{name}=?" for name in ("status", "finished", *columns))
+            values = [
+                status,
+                time.time(),
+                *(_dumps(v) if isinstance(v, dict) else v for v in columns.values()),
+            ]
+            updated = db.execute(
+                f"UPDATE jobs SET {sets} WHERE id=? AND status=?", (*values, job_id, RUNNING)
+            ).rowcount
+            self._live.pop(job_id, None)
+        return updated == 1
+
+    def finish(self, job_id: str, result: dict[str, Any], progress: dict[str, Any]) -> bool:
+        """Mark done (only after the output files are in place); False if the job was deleted."""
+        return self._end(job_id, DONE, result=result, progress=progress)
+
+    def fail(self, job_id: str, error: str) -> bool:
+        return self._end(job_id, FAILED, error=error)
+
+    def mark_cancelled(self, job_id: str) -> bool:
+        return self._end(job_id, CANCELLED, error=None)
+
+    def requeue(self, job_id: str) -> None:
+        """Back to the queue at its original place (the server is shutting down mid-job)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET status=?, started=NULL, stage=NULL, progress=NULL, attempts=attempts-1 "
+                "WHERE id=? AND status=?",
+                (QUEUED, job_id, RUNNING),
+            )
+            self._live.pop(job_id, None)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return bool(row and row[0])
+
+    # -- cancelling and deleting ---------------------------------------------------------------------
+
+    def request_cancel(self, job_id: str) -> Job:
+        """A queued job is cancelled at once; a running one is flagged (the worker stops it)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            if row["status"] in FINAL:
+                raise JobConflict(f"job {job_id} is already {row['status']}; nothing to cancel")
+            if row["status"] == QUEUED:
+                db.execute(
+                    "UPDATE jobs SET status=?, finished=?, cancel_requested=1 WHERE id=?",
+                    (CANCELLED, time.time(), job_id),
+                )
+            else:
+                db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+        job = self.get(job_id)
+        assert job is not None
+        return job
+
+    def delete(self, job_id: str) -> None:
+        """Remove a finished or queued job and every file it owns."""
+        with self._transaction() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            if row["status"] == RUNNING:
+                raise JobConflict(f"job {job_id} is running; cancel it first")
+            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+        self.remove_files(job_id)
+
+    # -- files ---------------------------------------------------------------------------------------
+
+    def output_path(self, job_id: str, fmt: str) -> Path:
+        """``outputs/<id>.<fmt>``, refusing anything that would resolve outside ``outputs/``."""
+        if not valid_job_id(job_id) or fmt not in (*FORMATS, "json"):
+            raise ValueError(f"not a job file: {job_id!r}.{fmt!r}")
+        path = (self.outputs / f"{job_id}.{fmt}").resolve()
+        if path.parent != self.outputs:
+            raise ValueError(f"not a job file: {job_id!r}.{fmt!r}")
+        return path
+
+    def remove_files(self, job_id: str) -> None:
+        for fmt in (*FORMATS, "json"):
+            self.output_path(job_id, fmt).unlink(missing_ok=True)
+        for entry in self.outputs.glob(f".{job_id}.*"):  # temp files of an interrupted write
+            entry.unlink(missing_ok=True)
+
+    def disk_usage(self) -> int:
+        """Bytes under ``outputs/`` (temp files included: they are on disk too)."""
+        total = 0
+        with os.scandir(self.outputs) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+        return total
