@@ -67,7 +67,7 @@ MAX_FPS = 60.0
 DEFAULT_MOTION = "zoom_in"
 DEFAULT_STRENGTH = 0.45
 DEFAULT_CADENCE = 3  # redraw every 3rd frame: cross-fades stay invisible, a third of the model calls
-DEFAULT_REDRAW_STEPS = 12  # schedule for redraws: strength 0.45 runs round(0.45 * 12) = 5 steps
+DEFAULT_REDRAW_STEPS = 9  # schedule for redraws: strength 0.45 runs round(0.45 * 9) = 4 steps
 DEFAULT_NOISE = 0.02
 DEFAULT_BORDER = "reflect"
 DEFAULT_COLOUR = "lab"
