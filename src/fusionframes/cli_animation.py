@@ -21,6 +21,16 @@ SCHEDULE_FLAGS = {  # CLI flag -> custom_motion parameter
     "rotation_y": "rotation_3d_y",
     "rotation_z": "rotation_3d_z",
 }
+SCHEDULE_HELP = {
+    "zoom": "scale per frame, e.g. '0:(1.02)' (> 1 zooms in)",
+    "angle": "degrees per frame, counter-clockwise on screen",
+    "translation_x": "pixels per frame; > 0 moves the content right",
+    "translation_y": "pixels per frame; > 0 moves the content down",
+    "translation_z": "depth units per frame; > 0 moves the camera forward",
+    "rotation_x": "degrees per frame; > 0 tilts the camera up",
+    "rotation_y": "degrees per frame; > 0 turns the camera left",
+    "rotation_z": "degrees per frame; > 0 rolls the camera clockwise",
+}
 
 
 def _float_or_schedule(text: str) -> float | str:
@@ -58,7 +68,10 @@ def _add_animation_options(p: argparse.ArgumentParser, fps_help: str) -> None:
     )
     for flag in SCHEDULE_FLAGS:
         p.add_argument(
-            "--" + flag.replace("_", "-"), default=None, metavar="SCHED", help="custom motion schedule"
+            "--" + flag.replace("_", "-"),
+            default=None,
+            metavar="SCHED",
+            help=f"custom: {SCHEDULE_HELP[flag]}",
         )
     p.add_argument("--interpolation", default="linear", help="custom schedules: linear | smooth")
     p.add_argument("--fps", default=None, help=fps_help)
@@ -78,6 +91,7 @@ def _add_animation_options(p: argparse.ArgumentParser, fps_help: str) -> None:
     p.add_argument("--colour-coherence", default=a.DEFAULT_COLOUR, help="lab | hsv | rgb | none")
     p.add_argument("--noise", type=float, default=a.DEFAULT_NOISE, help="grain added before each redraw")
     p.add_argument("--depth", default=None, help="grayscale depth picture (white = near) for 3D moves")
+    p.add_argument("--fov", type=float, default=40.0, help="horizontal field of view in degrees for 3D moves")
 
 
 def motion_from_args(args: argparse.Namespace) -> Any:
@@ -168,6 +182,7 @@ def run_animate(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance,
         seed=args.seed,
         negative_prompt=args.negative,
+        fov_deg=args.fov,
     )
 
     import torch
@@ -248,6 +263,7 @@ def run_movie(args: argparse.Namespace) -> int:
             "colour_coherence": args.colour_coherence,
             "noise": args.noise,
             "depth": args.depth,
+            "fov_deg": args.fov,
         }
     else:
         if args.motion is not None or any(getattr(args, flag) is not None for flag in SCHEDULE_FLAGS):

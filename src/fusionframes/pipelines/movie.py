@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fusionframes.camera import DEFAULT_FOV_DEG
 from fusionframes.config import ModelConfig
 from fusionframes.diffusion.samplers import SAMPLERS
 from fusionframes.diffusion.sampling import ddpm_mean_variance, randn
@@ -190,6 +191,7 @@ def validate_movie(
     colour_coherence: str | None = DEFAULT_COLOUR,
     noise: float = DEFAULT_NOISE,
     depth: Any = None,
+    fov_deg: float = DEFAULT_FOV_DEG,
     interpolation_steps: int | None = None,
     interpolation_guidance_scale: float | None = None,
     scheduler: str | None = None,
@@ -222,6 +224,7 @@ def validate_movie(
             "steps": steps,
             "guidance_scale": guidance_scale,
             "negative_prompt": negative_prompt,
+            "fov_deg": fov_deg,
         }
         plans = _animation_plans(
             config, scenes, durations, transition, fps, motion, seed, image, depth, shared
