@@ -17,7 +17,7 @@ from fusionframes.io.checkpoints import read_folder_config
 from fusionframes.io.video import read_metadata, read_video
 from fusionframes.pipelines.animation import AnimationPipeline, segments, validate_animation
 from fusionframes.pipelines.img2img import ImageToImagePipeline, denoise_steps, load_image
-from fusionframes.pipelines.text_to_video import TextToVideoPipeline
+from fusionframes.pipelines.text_to_video import GenerationCancelled, TextToVideoPipeline
 
 FAST = {"steps": 2, "progress": False, "output_type": "pt"}
 
@@ -176,6 +176,19 @@ def test_strength_schedule_and_prompt_schedule(pipe, monkeypatch) -> None:
     assert out.keyframe_indices == [4, 5, 6, 7]  # frames 1..3 have strength 0: pure warps
     assert set(used) == {"a red circle", "a blue square"}
     assert out.settings["prompt"] == {"0": "a red circle", "4": "a blue square"}
+
+
+def test_callback_reports_frames_and_can_cancel(pipe: AnimationPipeline) -> None:
+    seen: list[tuple[str, int, int]] = []
+
+    def stop_at_frame_four(stage: str, step: int, total: int) -> None:
+        seen.append((stage, step, total))
+        if stage == "frames" and step >= 4:
+            raise GenerationCancelled("stop")
+
+    with pytest.raises(GenerationCancelled):
+        pipe("a red circle", seconds=1, fps=8, cadence=2, seed=0, callback=stop_at_frame_four, **FAST)
+    assert ("first frame", 2, 2) in seen and ("frames", 1, 8) in seen and seen[-1] == ("frames", 5, 8)
 
 
 def test_denoise_steps_follow_strength() -> None:
