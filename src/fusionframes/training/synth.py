@@ -293,6 +293,46 @@ def sample_scene(rng: np.random.Generator, holdout_ok: bool = False, two_objects
         return Scene(objects=objects, background=background, gradient=gradient, camera_pan=pan)
 
 
+_SPEC_SIZES = {"small": 0.19, "large": 0.28, None: 0.23}
+_LAYOUTS = (
+    [(0.0, 1.0, 0.0, 1.0)],
+    [(0.0, 0.5, 0.0, 1.0), (0.5, 1.0, 0.0, 1.0)],
+    [(0.0, 1.0, 0.0, 0.5), (0.0, 1.0, 0.5, 1.0)],
+    [(0.0, 1.0, 0.0, 1.0), (0.0, 1.0, 0.0, 1.0)],
+)
+
+
+def scene_from_spec(spec: dict, rng: np.random.Generator) -> Scene:
+    """A renderable scene showing a parsed prompt (the evaluator's oracle): unsaid speed is "slowly", an
+    unsaid background one the contrast rule allows; objects shrink until their paths fit the frame."""
+    if not isinstance(spec, dict) or not spec.get("objects"):
+        raise ValueError("spec: expected a parse_prompt() dict with at least one object")
+    colours = [o["colour"] for o in spec["objects"]]
+    background = spec.get("background")
+    if background is None:
+        background = str(
+            rng.choice([b for b in BACKGROUNDS if all(allowed_background(c, b) for c in colours)])
+        )
+    pan = spec.get("camera_pan")
+    for shrink in (1.0, 0.85, 0.7, 0.55):
+        for layout in _LAYOUTS:
+            if len(layout) != len(colours):
+                continue
+            objects = [
+                ObjectSpec(
+                    o["colour"],
+                    o["shape"],
+                    o["motion"],
+                    o.get("speed") or "slowly",
+                    _SPEC_SIZES[o.get("size")] * shrink * (0.85 if len(colours) == 2 else 1.0),
+                )
+                for o in spec["objects"]
+            ]
+            if all(_place(o, rng, r, pan) for o, r in zip(objects, layout, strict=True)):
+                return Scene(objects, background, bool(spec.get("gradient")), pan)
+    raise ValueError("spec: the objects' paths do not fit in the frame together")
+
+
 # ---------------------------------------------------------------------------------------------
 # Rendering
 
@@ -328,16 +368,28 @@ def _object_geometry(
     return (x + pan_offset(scene, tau)) * size, y * size, obj.size * scale * size / 2, angle
 
 
-def _object_alpha(shape: str, cx: float, cy: float, radius: float, angle: float, size: int) -> np.ndarray:
-    """Anti-aliased coverage ``[H, W]`` in 0..1: drawn at ``SUPERSAMPLE``x, then box-filtered down."""
-    s = SUPERSAMPLE
-    mask = Image.new("L", (size * s, size * s), 0)
+def _object_alpha(
+    shape: str, cx: float, cy: float, radius: float, angle: float, size: int
+) -> tuple[np.ndarray, slice, slice]:
+    """Anti-aliased coverage in 0..1 of the object's window (rows, cols slices of the frame).
+
+    Drawn at ``SUPERSAMPLE``x then box-filtered down; only the window around the object is drawn, shifted
+    by whole pixels, so the result equals drawing the full frame.
+    """
+    s, reach = SUPERSAMPLE, radius * SHAPE_EXTENT[shape] + 2
+    x0, y0 = max(int(math.floor(cx - reach)), 0), max(int(math.floor(cy - reach)), 0)
+    x1, y1 = min(int(math.ceil(cx + reach)), size), min(int(math.ceil(cy + reach)), size)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0)), slice(0, 0), slice(0, 0)
+    mask = Image.new("L", ((x1 - x0) * s, (y1 - y0) * s), 0)
     draw = ImageDraw.Draw(mask)
+    lx, ly = cx - x0, cy - y0
     if shape == "circle":
-        draw.ellipse([(cx - radius) * s, (cy - radius) * s, (cx + radius) * s, (cy + radius) * s], fill=255)
+        draw.ellipse([(lx - radius) * s, (ly - radius) * s, (lx + radius) * s, (ly + radius) * s], fill=255)
     else:
-        draw.polygon([(px * s, py * s) for px, py in shape_outline(shape, cx, cy, radius, angle)], fill=255)
-    return np.asarray(mask.resize((size, size), Image.BOX), np.float64) / 255.0
+        draw.polygon([(px * s, py * s) for px, py in shape_outline(shape, lx, ly, radius, angle)], fill=255)
+    alpha = np.asarray(mask.resize((x1 - x0, y1 - y0), Image.BOX), np.float64) / 255.0
+    return alpha, slice(y0, y1), slice(x0, x1)
 
 
 def _background_image(scene: Scene, size: int, tau: float) -> np.ndarray:
@@ -349,12 +401,13 @@ def _background_image(scene: Scene, size: int, tau: float) -> np.ndarray:
     return image
 
 
-def render_frame(scene: Scene, size: int, tau: float) -> np.ndarray:
-    """One frame ``[H, W, 3]`` uint8 at normalised time ``tau``."""
-    image = _background_image(scene, size, tau)
+def render_frame(scene: Scene, size: int, tau: float, background: np.ndarray | None = None) -> np.ndarray:
+    """One frame ``[H, W, 3]`` uint8 at normalised time ``tau`` (``background``: a precomputed one)."""
+    image = (background if background is not None else _background_image(scene, size, tau)).copy()
     for obj in scene.objects:
-        alpha = _object_alpha(obj.shape, *_object_geometry(scene, obj, size, tau), size)[..., None]
-        image = image * (1 - alpha) + np.array(PALETTE[obj.colour], float) * alpha
+        alpha, rows, cols = _object_alpha(obj.shape, *_object_geometry(scene, obj, size, tau), size)
+        a = alpha[..., None]
+        image[rows, cols] = image[rows, cols] * (1 - a) + np.array(PALETTE[obj.colour], float) * a
     return np.clip(image.round(), 0, 255).astype(np.uint8)
 
 
@@ -368,7 +421,8 @@ def _check_clip_args(size: int, frames: int) -> None:
 def render_clip(scene: Scene, size: int = 128, frames: int = 16) -> np.ndarray:
     """``[T, H, W, 3]`` uint8 spanning normalised time 0..1 (the same motion at any frame count)."""
     _check_clip_args(size, frames)
-    return np.stack([render_frame(scene, size, t / (frames - 1)) for t in range(frames)])
+    still = None if scene.camera_pan else _background_image(scene, size, 0.0)
+    return np.stack([render_frame(scene, size, t / (frames - 1), still) for t in range(frames)])
 
 
 def _box(shape: str, cx: float, cy: float, radius: float, angle: float) -> list[float]:
