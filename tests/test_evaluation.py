@@ -101,7 +101,7 @@ def test_evaluate_scores_an_oracle_reports_unparsed_and_splits_held_out(tmp_path
     rows = report["rows"]
     assert [r["split"] for r in rows] == ["training"] * 4 + ["unparsed"] + ["held_out"] * 2
     assert rows[0]["seed"] == 5 and "scores" not in rows[4]
-    assert Image.open(report["contact_sheet"]).size[0] > 8 * 96
+    assert Image.open(report["contact_sheet"]).size[0] > 3 * 96
 
 
 def test_evaluate_catches_a_wrong_generator():

@@ -262,12 +262,18 @@ def contact_sheet(
     rows_of_frames: Sequence[np.ndarray], labels: Sequence[str], path: str | Path, columns: int = 8
 ) -> Path:
     """A PNG grid: one row of (at most ``columns``) frames per clip, its caption above it."""
+    if not isinstance(columns, int) or columns < 1:
+        raise ValueError(f"columns: must be an int >= 1, got {columns!r}")
     if len(rows_of_frames) != len(labels) or not rows_of_frames:
         raise ValueError(
             f"labels: need one label per row of frames ({len(rows_of_frames)} rows, {len(labels)} labels)"
         )
-    rows = [check_frames(r, "rows_of_frames") if r.shape[0] > 1 else r for r in rows_of_frames]
+    rows = [np.asarray(r) for r in rows_of_frames]
+    for r in rows:
+        if r.dtype != np.uint8 or r.ndim != 4 or r.shape[-1] != 3 or not len(r):
+            raise ValueError(f"rows_of_frames: each row must be uint8 [K, H, W, 3], got {r.dtype} {r.shape}")
     tile_h, tile_w = rows[0].shape[1:3]
+    columns = min(columns, max(len(r) for r in rows))
     font = ImageFont.load_default()
     chars = max(20, columns * tile_w // 7)
     wrapped = [textwrap.wrap(str(label), chars) or [""] for label in labels]
