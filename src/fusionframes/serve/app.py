@@ -94,6 +94,7 @@ class Context:
     store: JobStore
     pool: WorkerPool
     modes: dict[str, tuple[bool, str | None]]
+    model_name: str = "builtin"
 
 
 def context(request: Request) -> Context:
@@ -384,7 +385,7 @@ def create_job(
             prepared.params,
             prepared.settings,
             formats,
-            model=str(ctx.config.model or "builtin"),
+            model=ctx.model_name,
             num_frames=prepared.num_frames,
             max_active=ctx.config.max_queue,
             quota_bytes=ctx.config.quota_bytes,
@@ -555,7 +556,8 @@ def models(ctx: Ctx) -> ModelsInfo:
 
     config = ctx.model_config
     current = {
-        "name": str(ctx.config.model or "builtin"),
+        "name": ctx.model_name,
+        "source": str(ctx.config.model or "builtin"),
         "pixel_multiple": config.pixel_multiple,
         "num_keyframes": config.keyframe_unet.num_frames,
         "defaults": asdict(config.sampling),
@@ -604,7 +606,7 @@ def health(ctx: Ctx, response: Response) -> Health:
     return Health(
         status=status,
         version=__version__,
-        model=str(ctx.config.model or "builtin"),
+        model=ctx.model_name,
         workers=[WorkerInfo(index=s.index, state=s.state, job=s.job, error=s.error) for s in states],
         jobs=ctx.store.counts(),
         disk_used_bytes=ctx.store.disk_usage(),
@@ -723,6 +725,17 @@ def cookie_value(header: str, name: str) -> str | None:
 # ---------------------------------------------------------------------------------------------- the app
 
 
+def model_label(model: str | None) -> str:
+    """The name a model folder gives itself (its manifest), else what was passed to ``--model``."""
+    from fusionframes.io.checkpoints import read_manifest, resolve_model_source
+
+    try:
+        source = resolve_model_source(model)
+        return str(read_manifest(source).get("name") or model) if isinstance(source, Path) else str(source)
+    except (OSError, ValueError):
+        return str(model or "builtin")
+
+
 def mode_availability() -> dict[str, tuple[bool, str | None]]:
     return {mode: RUNNERS[mode].available() for mode in MODES}
 
@@ -743,7 +756,7 @@ def create_app(
         recovered = store.recover()
         if any(recovered.values()):
             logger.warning("recovered after an unclean stop: %s", json.dumps(recovered))
-        store.set_meta("model", str(config.model or "builtin"))
+        store.set_meta("model", str(config.model or "builtin"))  # what the last run served
         pool = WorkerPool(
             store,
             model_config,
@@ -755,7 +768,9 @@ def create_app(
             pool_loader,
             config.threads,
         )
-        app.state.context = Context(config, model_config, store, pool, mode_availability())
+        app.state.context = Context(
+            config, model_config, store, pool, mode_availability(), model_label(config.model)
+        )
         pool.start()
         try:
             yield

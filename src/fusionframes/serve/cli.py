@@ -15,9 +15,14 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fusionframes.serve.jobs import JobStore
 
 MIN_PUBLIC_TOKEN = 16  # characters; a token that guards a network-reachable server must not be guessable
 TOKEN_ENV = "FUSIONFRAMES_TOKEN"
+TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 class ServeUsageError(ValueError):
@@ -88,8 +93,10 @@ def check_options(args: argparse.Namespace) -> None:
         raise ServeUsageError(f"max-size: must be >= 64 pixels, got {args.max_size}")
     if args.quota_mb is not None and not args.quota_mb > 0:
         raise ServeUsageError(f"quota-mb: must be > 0, got {args.quota_mb}")
-    if args.token is not None and not args.token.strip():
-        raise ServeUsageError("token: must not be empty")
+    if args.token is not None and not TOKEN_CHARS.fullmatch(args.token):
+        raise ServeUsageError(
+            "token: use letters, digits and - _ . ~ only (it travels in URLs, headers and a cookie)"
+        )
     if not is_loopback(args.host):
         if args.token is None:
             raise ServeUsageError(
@@ -117,25 +124,34 @@ class RedactTokens(logging.Filter):
         return True
 
 
+def open_store(data_dir: Path) -> JobStore:
+    """The job store, locked for this process (stdlib only, so a busy data dir fails at once)."""
+    from fusionframes.serve.jobs import DataDirBusy, JobStore
+
+    try:
+        return JobStore(data_dir)
+    except DataDirBusy as error:
+        raise ServeUsageError(str(error)) from None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     check_options(args)
-    data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
-    from fusionframes.io.checkpoints import model_config_for
-    from fusionframes.runtime import resolve_device, resolve_dtype
+    store = open_store(Path(args.data_dir).expanduser() if args.data_dir else default_data_dir())
+    try:
+        from fusionframes.io.checkpoints import model_config_for
+        from fusionframes.runtime import resolve_device, resolve_dtype
 
-    model_config = model_config_for(args.model)  # a missing model fails here, before binding the port
-    resolve_dtype(args.dtype, resolve_device(args.device))
+        model_config = model_config_for(args.model)  # a missing model fails before the port is bound
+        resolve_dtype(args.dtype, resolve_device(args.device))
+    except BaseException:
+        store.close()
+        raise
 
     import uvicorn
 
     from fusionframes.serve.app import ServeConfig, create_app
-    from fusionframes.serve.jobs import DataDirBusy, JobStore
     from fusionframes.serve.worker import Limits
 
-    try:
-        store = JobStore(data_dir)
-    except DataDirBusy as error:
-        raise ServeUsageError(str(error)) from None
     config = ServeConfig(
         data_dir=store.data_dir,
         model=args.model,

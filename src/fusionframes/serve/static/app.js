@@ -410,6 +410,7 @@
       }
       for (const id of [...queueItems.keys()]) if (!seen.has(id)) dropQueueItem(id);
       renderGallery(data.jobs);
+      showQueueCount(data.counts.queued + data.counts.running);
     } catch (error) {
       $("server-status").textContent = error.message;
     }
@@ -419,6 +420,12 @@
   function scheduleRefresh(delay) {
     clearTimeout(refreshTimer);
     refreshTimer = setTimeout(refresh, delay);
+  }
+
+  let serverLine = "";
+
+  function showQueueCount(count) {
+    if (serverLine) $("server-status").textContent = `${serverLine} · ${count} in queue`;
   }
 
   async function health() {
@@ -434,8 +441,8 @@
       }
     }
     const statusText = { ok: "ready", loading: "loading the model…", error: "model failed to load" };
-    const queued = data.jobs.queued + data.jobs.running;
-    $("server-status").textContent = `${statusText[data.status]} · ${data.model} · ${queued} in queue`;
+    serverLine = `${statusText[data.status]} · model ${data.model}`;
+    showQueueCount(data.jobs.queued + data.jobs.running);
     $("server-status").dataset.status = data.status;
     setTimeout(health, data.status === "ok" ? 10000 : 2000);
   }
