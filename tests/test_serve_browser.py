@@ -1,0 +1,117 @@
+"""The page in a real headless Chromium (Playwright): submit a prompt, watch it finish, play the video.
+
+Skips when Playwright or a Chromium binary is missing. Set ``FUSIONFRAMES_CHROMIUM`` to a browser
+binary to choose one; ``FUSIONFRAMES_SCREENSHOT=1`` also writes docs/images/serve.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_serve import TOKEN, ServerProcess
+
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "serve.png"
+PROMPT = 'a red circle moving right <img src=x onerror="alert(1)">'
+
+
+def chromium_binary() -> str | None:
+    """A system Chromium if there is one; None lets Playwright use its own download."""
+    if os.environ.get("FUSIONFRAMES_CHROMIUM"):
+        return os.environ["FUSIONFRAMES_CHROMIUM"]
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(executable_path=chromium_binary(), args=["--no-sandbox"])
+        except Exception as error:  # no bundled browser and none on PATH
+            pytest.skip(f"no Chromium for Playwright ({str(error).splitlines()[0]})")
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def page_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    data = tmp_path_factory.mktemp("browser") / "data"
+    proc = ServerProcess(tiny_model_dir, data, token=TOKEN).start().wait_ready()
+    yield proc
+    proc.stop()
+
+
+def poll(page: Any, expression: str, timeout: float = 90.0) -> Any:
+    """``page.wait_for_function`` evaluates strings with eval, which the page's CSP forbids."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {expression}")
+
+
+def test_page_submits_plays_and_escapes(browser: Any, page_server: ServerProcess) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+
+    page.goto(f"{page_server.url}/?token={TOKEN}")
+    page.wait_for_selector('#server-status[data-status="ok"]', timeout=30_000)
+    assert "token=" not in page.url  # taken out of the address bar
+
+    page.fill("#prompt", PROMPT)
+    page.fill("#steps", "2")
+    page.fill("#seed", "5")
+    page.select_option("#fps", "medium")
+    page.click("#submit")
+    page.wait_for_selector("#queue li", timeout=10_000)
+
+    poll(page, "document.querySelector('#player').dataset.job")
+    poll(page, "document.querySelector('#player').readyState >= 2")
+    job_id = page.evaluate("document.querySelector('#player').dataset.job")
+    with page_server.client() as client:
+        result = client.get(f"/api/jobs/{job_id}").json()["result"]
+    duration = page.evaluate("document.querySelector('#player').duration")
+    assert duration == pytest.approx(result["num_frames"] / result["fps"], abs=0.05)
+    assert page.evaluate("document.querySelector('#player').videoWidth") == 64
+    assert PROMPT in page.text_content("#player-caption")
+
+    page.wait_for_selector(f'#gallery .card[data-job="{job_id}"]')
+    assert PROMPT == page.text_content(f'#gallery .card[data-job="{job_id}"] .prompt')
+    assert page.locator("main img").count() == 0  # the prompt's <img> stayed text
+    assert page.get_attribute("#download", "href").startswith(f"/api/jobs/{job_id}/video")
+
+    if os.environ.get("FUSIONFRAMES_SCREENSHOT") == "1":
+        take_screenshot(page)
+    assert not problems, problems
+    context.close()
+
+
+def take_screenshot(page: Any) -> None:
+    """The docs picture: a finished video, a second one, and a job in progress in the queue."""
+    page.fill("#prompt", "a blue square moving left on a white background")
+    page.fill("#seed", "8")
+    page.click("#submit")
+    poll(page, "document.querySelectorAll('#gallery .card').length >= 2")
+    page.fill("#prompt", "two stars, a green one falling and a yellow one rising")
+    page.fill("#steps", "400")
+    page.click("#submit")
+    poll(page, "[...document.querySelectorAll('#queue progress')].some(p => p.value > 0.02)")
+    page.evaluate("document.querySelector('#player').pause()")
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.click("#queue button")  # cancel the long job
