@@ -277,6 +277,41 @@ def test_refuses_a_busy_data_dir(server: ServerProcess) -> None:
     assert "in use by another fusionframes server" in result.stderr
 
 
+# ---------------------------------------------------------------------------------------------- job store
+
+
+def test_store_requeues_running_jobs_in_order_and_gives_up_after_three_crashes(tmp_path: Path) -> None:
+    from fusionframes.serve.jobs import JobStore
+
+    store = JobStore(tmp_path)
+    ids = [store.create("t2v", {"prompt": str(i)}, {}, ["mp4"])[0].id for i in range(3)]
+    for attempt in (1, 2, 3):
+        claimed = store.claim()
+        assert (claimed.id, claimed.attempts) == (ids[0], attempt)  # the interrupted job goes first
+        store.close()  # the server dies while the job runs
+        store = JobStore(tmp_path)
+        recovered = store.recover()
+        assert (recovered["requeued"], recovered["failed"]) == ((1, 0) if attempt < 3 else (0, 1))
+    assert store.get(ids[0]).status == "failed"
+    assert [store.claim().id, store.claim().id, store.claim()] == [ids[1], ids[2], None]
+    store.close()
+
+
+def test_store_paths_stay_inside_outputs_and_one_server_per_dir(tmp_path: Path) -> None:
+    from fusionframes.serve.jobs import DataDirBusy, JobStore
+
+    store = JobStore(tmp_path)
+    with pytest.raises(DataDirBusy):
+        JobStore(tmp_path)
+    good = "0" * 32
+    assert store.output_path(good, "mp4") == tmp_path.resolve() / "outputs" / f"{good}.mp4"
+    for job_id, fmt in (("../" + "0" * 29, "mp4"), ("A" * 32, "mp4"), (good, "../mp4"), (good, "sqlite3")):
+        with pytest.raises(ValueError):
+            store.output_path(job_id, fmt)
+    assert store.get("../jobs") is None
+    store.close()
+
+
 # ---------------------------------------------------------------------------------------------- auth, schema
 
 
@@ -393,8 +428,20 @@ def test_animate_and_movie_jobs(server: ServerProcess, api: httpx.Client) -> Non
         durations=[2, 3],
         transition="cut",
     )
+    animated_movie = submit(
+        api,
+        mode="movie",
+        prompt=None,
+        scenes=["a red circle", "a blue square"],
+        durations=[0.5, 0.5],
+        scene_mode="animate",
+        fps=4,
+        motion=["pan_left", "zoom_in"],
+        transition="continue",
+    )
     assert movie["stages"][0]["name"] == "scene 1/2: text-to-video"
-    for job, frames in ((animate, 4), (movie, 5)):
+    assert animated_movie["settings"]["scenes"][1]["motion"] == "zoom_in"
+    for job, frames in ((animate, 4), (movie, 5), (animated_movie, 4)):
         done = wait_for(api, job["id"])
         assert done["result"]["num_frames"] == frames
         decoded, _ = read_video(server.data_dir / "outputs" / f"{job['id']}.mp4")

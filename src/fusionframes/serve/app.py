@@ -161,8 +161,12 @@ class JobRequest(BaseModel):
     num_keyframes: int | None = Field(None, ge=2, le=64, description="t2v: keyframes (default: the model's)")
     scheduler: Short | None = Field(None, description="t2v: sampler (default: the model's)")
     seconds: Seconds | None = Field(None, description="animate: length in seconds")
-    motion: Short | dict[Short, Short | float] | None = Field(
-        None, description="animate: camera preset ('zoom_in', 'pan_left+zoom_in') or custom schedules"
+    motion: (
+        Short | dict[Short, Short | float] | Annotated[list[Short], Field(max_length=MAX_SCENES)] | None
+    ) = Field(
+        None,
+        description="animate: camera preset ('zoom_in', 'pan_left+zoom_in') or custom schedules "
+        "{'zoom': '0:(1.02)'}; movie: one of those, or a list with one preset per scene",
     )
     strength: (
         Annotated[float, Field(ge=0, le=1)] | Annotated[str, StringConstraints(max_length=MAX_PROMPT)] | None
