@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "TextToVideoPipeline": "fusionframes.pipelines.text_to_video",
     "VideoOutput": "fusionframes.pipelines.text_to_video",
+    "AnimationPipeline": "fusionframes.pipelines.animation",
+    "make_movie": "fusionframes.pipelines.movie",
     "get_T2V_pipeline": "fusionframes.compat",
     "load_model": "fusionframes.io.checkpoints",
     "write_video": "fusionframes.io.video",
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from fusionframes.compat import get_T2V_pipeline
     from fusionframes.io.checkpoints import load_model
     from fusionframes.io.video import write_video
+    from fusionframes.pipelines.animation import AnimationPipeline
+    from fusionframes.pipelines.movie import make_movie
     from fusionframes.pipelines.text_to_video import TextToVideoPipeline, VideoOutput
 
 

@@ -12,6 +12,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fusionframes.cli_animation import add_animate, add_movie
+from fusionframes.evaluation.cli import add_eval
+from fusionframes.serve.cli import add_serve
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -186,7 +190,7 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", required=True, help="folder for the shards (created)")
     synth.add_argument("--videos", type=int, default=1000)
     synth.add_argument("--size", type=int, default=128)
-    synth.add_argument("--frames", type=int, default=29)
+    synth.add_argument("--frames", type=int, default=29, help="frames per clip (29 = 8 keyframes 4 apart)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--shard-size", type=int, default=1000, help="clips per tar shard")
     synth.set_defaults(handler=run_data_synth)
@@ -255,6 +259,10 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_convert,
     add_data,
     add_train,
+    add_animate,
+    add_movie,
+    add_serve,
+    add_eval,
 ]
 
 

@@ -46,8 +46,10 @@ class DiffusionSchedule:
         acp = torch.cumprod(alphas, dim=0)
         acp_prev = torch.cat([torch.ones(1, dtype=betas.dtype), acp[:-1]])
         variance = betas * (1.0 - acp_prev) / (1.0 - acp)
-        # Step 0 has zero variance; its log is clipped to step 1's value (never used for noise).
-        log_variance = torch.log(torch.cat([variance[1:2], variance[1:]]))
+        # Step 0 has zero variance; its log is clipped to step 1's value (never used for noise). A
+        # one-step schedule has no step 1: a tiny floor keeps the log finite.
+        first = variance[1:2] if len(variance) > 1 else variance[:1].clamp_min(1e-20)
+        log_variance = torch.log(torch.cat([first, variance[1:]]))
         return cls(
             betas=betas,
             alphas_cumprod=acp,

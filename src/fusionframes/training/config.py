@@ -146,6 +146,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             allowed.append(kind)
     if "None" in text and value is None:
         return None
+    text = " or ".join(kind.__name__ for kind in allowed) + (" or null" if "None" in text else "")
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value) if int not in allowed else value
     if bool in allowed and isinstance(value, bool):

@@ -8,6 +8,7 @@ checkpoint therefore replays exactly the steps an uninterrupted run would have t
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -113,14 +114,49 @@ def load_clips(data: str | Path, cfg: TrainConfig, world: World) -> list[dict]:
     return clips
 
 
+def latent_frame_step(cfg: TrainConfig) -> int:
+    """Keyframe windows start on multiples of the stride, so that stage encodes only every stride-th frame."""
+    return cfg.keyframe_stride if cfg.stage == "keyframes" else 1
+
+
 @torch.no_grad()
-def encode_clips(movq: nn.Module, clips: list[dict], device: torch.device, show: bool) -> list[torch.Tensor]:
-    """MoVQ latents of every frame of every clip, computed once per stage (the MoVQ is frozen)."""
+def encode_clips(
+    movq: nn.Module, clips: list[dict], device: torch.device, show: bool, frame_step: int = 1
+) -> list[torch.Tensor]:
+    """MoVQ latents of every ``frame_step``-th frame of every clip, once per stage (the MoVQ is frozen)."""
     movq.eval()
     latents = []
     for clip in tqdm(clips, desc="encoding latents", disable=not show, leave=False):
-        frames = clip["video"].to(device, torch.float32)
-        latents.append(torch.cat([movq.encode(chunk).cpu() for chunk in frames.split(16)]))
+        frames = clip["video"][::frame_step].to(device, torch.float32)
+        latents.append(torch.cat([movq.encode(chunk).cpu() for chunk in frames.split(32)]))
+    return latents
+
+
+def cached_latents(
+    path: Path, movq: nn.Module, clips: list[dict], device: torch.device, show: bool, frame_step: int
+) -> list[torch.Tensor]:
+    """Latents from ``path`` when it was written for this MoVQ, clip list and frame step; else encode and save.
+
+    Encoding is the slow part of starting a diffusion stage on a CPU; a resumed run skips it.
+    """
+    from safetensors.torch import load_file, safe_open, save_file
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(movq.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    digest.update(json.dumps([c["caption"] for c in clips]).encode())
+    key = f"{digest.hexdigest()}-{frame_step}"
+    if path.is_file():
+        with safe_open(str(path), "pt") as handle:
+            same = (handle.metadata() or {}).get("key") == key
+        if same:
+            loaded = load_file(str(path))
+            return [loaded[f"clip{i}"] for i in range(len(clips))]
+    latents = encode_clips(movq, clips, device, show, frame_step)
+    tmp = path.with_suffix(".tmp")
+    save_file({f"clip{i}": lat.contiguous() for i, lat in enumerate(latents)}, str(tmp), metadata={"key": key})
+    os.replace(tmp, path)
     return latents
 
 
@@ -155,12 +191,12 @@ def movq_batch(clips: list[dict], idx: list[int], gen: torch.Generator, device: 
 def keyframe_batch(
     latents: list[torch.Tensor], idx: list[int], cfg: TrainConfig, gen: torch.Generator, device: torch.device
 ) -> torch.Tensor:
-    span = (cfg.num_keyframes - 1) * cfg.keyframe_stride + 1
+    """``[B, F, C, h, w]`` keyframe windows; ``latents`` hold every ``keyframe_stride``-th frame."""
     out = []
     for i in idx:
         lat = latents[i]
-        start = int(torch.randint(0, lat.shape[0] - span + 1, (1,), generator=gen))
-        out.append(lat[start : start + span : cfg.keyframe_stride])
+        start = int(torch.randint(0, lat.shape[0] - cfg.num_keyframes + 1, (1,), generator=gen))
+        out.append(lat[start : start + cfg.num_keyframes])
     return torch.stack(out).to(device, torch.float32)
 
 
@@ -382,7 +418,9 @@ def train(
     latents = None
     if cfg.stage != "movq":
         movq = components.movq.to(world.device)
-        latents = encode_clips(movq, clips, world.device, world.is_main and progress)
+        show = world.is_main and progress
+        cache = run_dir / f"latents-rank{world.rank}.safetensors"
+        latents = cached_latents(cache, movq, clips, world.device, show, latent_frame_step(cfg))
         components.movq.cpu()
     tokens = None
     if tokenizer is not None:
