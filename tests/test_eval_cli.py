@@ -53,7 +53,9 @@ def test_eval_synthetic_writes_summary_and_sheet(tiny_model_dir: Path, tmp_path:
         (["--steps", "0"], "num_inference_steps"),
     ],
 )
-def test_eval_synthetic_bad_options(extra, message, tiny_model_dir: Path, tmp_path: Path, capsys, monkeypatch):
+def test_eval_synthetic_bad_options(
+    extra, message, tiny_model_dir: Path, tmp_path: Path, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     code = cli.main(["eval", "synthetic", "--model", str(tiny_model_dir), *extra])
     assert code == 2

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from fusionframes.compat import get_T2V_pipeline
     from fusionframes.io.checkpoints import load_model
     from fusionframes.io.video import write_video
-    from fusionframes.pipelines.animation import AnimationPipeline
-    from fusionframes.pipelines.movie import make_movie
+    from fusionframes.pipelines.animation import AnimationPipeline as AnimationPipeline
+    from fusionframes.pipelines.movie import make_movie as make_movie
     from fusionframes.pipelines.text_to_video import TextToVideoPipeline, VideoOutput
 
 

@@ -251,6 +251,47 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_assemble(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("assemble", help="join a keyframe run and an interpolation run into one model folder")
+    p.add_argument("--keyframes", required=True, help="model folder of the keyframe stage")
+    p.add_argument("--interpolation", required=True, help="model folder of the interpolation stage")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--name", default="fusionframes-model", help="model name stored in the manifest")
+    p.add_argument(
+        "--sampling", default=None, help="JSON sampling defaults, e.g. '{\"num_inference_steps\": 20}'"
+    )
+    p.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
+    p.set_defaults(handler=run_assemble)
+
+
+def run_assemble(args: argparse.Namespace) -> int:
+    sampling = None
+    if args.sampling is not None:
+        try:
+            sampling = json.loads(args.sampling)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"sampling: not valid JSON ({error})") from None
+        if not isinstance(sampling, dict):
+            raise UsageError("sampling: must be a JSON object")
+    for name in ("keyframes", "interpolation"):
+        if not Path(getattr(args, name)).is_dir():
+            raise FileNotFoundError(f"{name}: model folder not found: {getattr(args, name)}")
+    import torch
+
+    from fusionframes.training.assemble import assemble_model
+
+    path = assemble_model(
+        args.keyframes,
+        args.interpolation,
+        args.out,
+        args.name,
+        sampling,
+        torch.float16 if args.half else torch.float32,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -259,6 +300,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_convert,
     add_data,
     add_train,
+    add_assemble,
     add_animate,
     add_movie,
     add_serve,

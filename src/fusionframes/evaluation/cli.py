@@ -1,4 +1,4 @@
-"""``fusionframes eval synthetic``: generate one video per prompt and score it with the classic-vision analyser.
+"""``fusionframes eval synthetic``: generate a video per prompt and score it with classic vision.
 
 Options and the prompts file are checked before the model is loaded; the JSON summary and the contact
 sheet are written atomically once every prompt is done.
@@ -22,7 +22,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     eval_sub = p.add_subparsers(dest="eval_command", required=True)
     s = eval_sub.add_parser(
         "synthetic",
-        help="score generated videos of the synthetic shapes world (colour, shape, motion, background, count)",
+        help="score videos of the synthetic shapes world (colour, shape, motion, background, count)",
         description="Generate a video per prompt and score it with colour segmentation and centroid tracks.",
     )
     s.add_argument("--model", default=None, help="builtin (default) | a model folder")
@@ -92,7 +92,9 @@ def format_summary(result: dict) -> str:
             cells.append(f"{'-' if value is None else f'{value:.1f}%':>11}")
         smooth = summary.get("smoothness_px")
         lines.append(
-            f"{split:<10}{summary['prompts']:>4}  " + "".join(cells) + f"{'-' if smooth is None else f'{smooth:.2f}':>11}"
+            f"{split:<10}{summary['prompts']:>4}  "
+            + "".join(cells)
+            + f"{'-' if smooth is None else f'{smooth:.2f}':>11}"
         )
     if result["unparsed"]:
         lines.append(f"outside the grammar (not generated): {len(result['unparsed'])}")

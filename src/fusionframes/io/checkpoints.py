@@ -205,8 +205,13 @@ def _atomic_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+def _state(module: nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """CPU tensors for saving; floating-point ones in ``dtype`` (loading casts back to float32)."""
+    out = {}
+    for key, value in module.state_dict().items():
+        value = value.detach().to("cpu")
+        out[key] = (value.to(dtype) if value.is_floating_point() else value).contiguous()
+    return out
 
 
 def write_model_folder(
@@ -214,8 +219,11 @@ def write_model_folder(
     path: str | Path,
     text_encoder_dir: str | Path | None = None,
     metadata: dict | None = None,
+    weights_dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Write ``components`` as a model folder, atomically (a temp folder renamed into place).
+
+    ``weights_dtype`` float16 halves the folder (the shipped built-in model uses it to stay small).
 
     ``text_encoder_dir``: a local T5 folder to copy in; without it the manifest references
     ``components.text_encoder`` (e.g. a Hub id), which is how converted official models stay small.
@@ -235,7 +243,7 @@ def write_model_folder(
         for name, (module, part_config) in parts.items():
             (tmp / name).mkdir()
             _atomic_json(tmp / name / "config.json", part_config)
-            save_file(_state(module), str(tmp / name / "model.safetensors"))
+            save_file(_state(module, weights_dtype), str(tmp / name / "model.safetensors"))
         save_file(
             {"null_embedding": components.keyframe_null.detach().float().cpu().contiguous()},
             str(tmp / "keyframe_unet" / "null_embedding.safetensors"),

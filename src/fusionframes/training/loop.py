@@ -135,7 +135,7 @@ def encode_clips(
 def cached_latents(
     path: Path, movq: nn.Module, clips: list[dict], device: torch.device, show: bool, frame_step: int
 ) -> list[torch.Tensor]:
-    """Latents from ``path`` when it was written for this MoVQ, clip list and frame step; else encode and save.
+    """Latents from ``path`` if written for this MoVQ, clip list and frame step; else encode and save.
 
     Encoding is the slow part of starting a diffusion stage on a CPU; a resumed run skips it.
     """
@@ -155,7 +155,9 @@ def cached_latents(
             return [loaded[f"clip{i}"] for i in range(len(clips))]
     latents = encode_clips(movq, clips, device, show, frame_step)
     tmp = path.with_suffix(".tmp")
-    save_file({f"clip{i}": lat.contiguous() for i, lat in enumerate(latents)}, str(tmp), metadata={"key": key})
+    save_file(
+        {f"clip{i}": lat.contiguous() for i, lat in enumerate(latents)}, str(tmp), metadata={"key": key}
+    )
     os.replace(tmp, path)
     return latents
 
@@ -278,8 +280,11 @@ def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.M
     """
     for module in components.networks().values():
         module.requires_grad_(False)
-    trained = {"movq": [components.movq], "interpolation": [components.interpolation_unet],
-               "keyframes": [components.keyframe_unet, components.projection]}[cfg.stage]
+    trained = {
+        "movq": [components.movq],
+        "interpolation": [components.interpolation_unet],
+        "keyframes": [components.keyframe_unet, components.projection],
+    }[cfg.stage]
     for module in trained:
         module.requires_grad_(True)
     if cfg.stage == "movq":

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Reproduce the built-in model from nothing: data, three stages, assembly. Resumable: run it again after
+# an interruption and every stage continues from its newest checkpoint (finished stages are skipped).
+# Run from a working folder; it writes data/ and runs/ there. CPU threads per process: THREADS (default 1).
+set -euo pipefail
+CONFIGS="$(cd "$(dirname "$0")" && pwd)"
+THREADS="${THREADS:-1}"
+export OMP_NUM_THREADS="$THREADS"
+
+[ -f data/shapes/manifest.json ] || fusionframes data synth --out data/shapes --videos 3000 --frames 29 \
+    --size 128 --seed 0 --shard-size 500
+# The interpolation stage uses the first 1500 clips (3 shards): it needs every frame encoded.
+mkdir -p data/shapes-half
+for i in 0 1 2; do ln -sf "../shapes/shard-00000$i.tar" data/shapes-half/; done
+
+stage() {  # stage NAME CONFIG DATA OUT
+    if [ -f "$4/model/manifest.json" ]; then return; fi
+    local extra=()
+    if compgen -G "$4/checkpoints/step-*/COMPLETE" > /dev/null; then extra+=(--resume); fi
+    if [ -n "${5:-}" ]; then extra+=(--init "$5"); fi
+    fusionframes train "$1" --config "$CONFIGS/$2" --data "$3" --out "$4" "${extra[@]}"
+}
+
+stage movq movq.yaml data/shapes runs/movq
+stage keyframes keyframes.yaml data/shapes runs/keyframes runs/movq/model &
+stage interpolation interpolation.yaml data/shapes-half runs/interpolation runs/movq/model &
+wait
+
+fusionframes assemble --keyframes runs/keyframes/model --interpolation runs/interpolation/model \
+    --out builtin --name fusionframes-builtin --half --sampling "$(cat "$CONFIGS/sampling.json")"
