@@ -427,6 +427,8 @@ def train(
         cache = run_dir / f"latents-rank{world.rank}.safetensors"
         latents = cached_latents(cache, movq, clips, world.device, show, latent_frame_step(cfg))
         components.movq.cpu()
+        for clip in clips:  # the diffusion stages train on latents only; free the frames
+            del clip["video"]
     tokens = None
     if tokenizer is not None:
         batch = tokenizer(
