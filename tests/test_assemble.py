@@ -28,11 +28,18 @@ def test_assemble_takes_each_stage_from_its_run(tiny_model_dir: Path, tmp_path: 
     out = tmp_path / "joined"
     sampling = json.dumps({"num_inference_steps": 7, "scheduler": "ddim", "fps": "medium"})
     args = ["assemble", "--keyframes", str(tiny_model_dir), "--interpolation", str(interp)]
-    code = cli.main([*args, "--out", str(out), "--name", "joined", "--half", "--sampling", sampling])
+    code = cli.main(
+        [*args, "--out", str(out), "--name", "joined", "--half", "--sampling", sampling]
+        + ["--description", "two runs joined"]
+    )
     assert code == 0 and str(out) in capsys.readouterr().out
 
     joined, key, other = load_model_folder(out), load_model_folder(tiny_model_dir), load_model_folder(interp)
     assert joined.name == "joined"
+    manifest = json.loads((out / "model_index.json").read_text())
+    assert manifest["description"] == "two runs joined"
+    counted = sum(p.numel() for m in joined.networks().values() for p in m.parameters())
+    assert manifest["parameters"] > counted  # the networks plus the T5
     assert joined.config.sampling.num_inference_steps == 7 and joined.config.sampling.scheduler == "ddim"
     assert "zebra" in joined.vocabulary and key.vocabulary <= joined.vocabulary
     for mine, theirs in (

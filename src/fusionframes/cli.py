@@ -49,17 +49,33 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | mps | auto")
     p.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
     p.add_argument("--decode-chunk", type=int, default=4, help="frames decoded at once (memory vs speed)")
+    p.add_argument(
+        "--offload",
+        default="none",
+        help="none | model (one network at a time on the GPU) | sequential (per layer, least memory)",
+    )
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="unets",
+        default="none",
+        help="torch.compile the U-Nets (--compile or --compile unets) or also the MoVQ decoder (all)",
+    )
     p.set_defaults(handler=run_generate)
 
 
 def run_generate(args: argparse.Namespace) -> int:
     from fusionframes.io.checkpoints import model_config_for
     from fusionframes.io.video import validate_output_path
+    from fusionframes.pipelines.acceleration import validate_compile
+    from fusionframes.pipelines.offload import validate_offload
     from fusionframes.pipelines.text_to_video import validate_settings
     from fusionframes.runtime import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
     precision = resolve_dtype(args.dtype, device)
+    offload = validate_offload(args.offload, device)
+    compile_choice = validate_compile(args.compile, offload)
     output = validate_output_path(args.output)
     config = model_config_for(args.model)
     settings = validate_settings(
@@ -84,7 +100,12 @@ def run_generate(args: argparse.Namespace) -> int:
     from fusionframes.pipelines.text_to_video import TextToVideoPipeline
 
     pipe = TextToVideoPipeline.from_pretrained(
-        args.model, device=device, dtype=args.dtype, release_text_encoder=True
+        args.model,
+        device=device,
+        dtype=args.dtype,
+        release_text_encoder=True,
+        offload=offload,
+        compile=compile_choice,
     )
     generator = torch.Generator("cpu").manual_seed(settings.seed)
     video = pipe.generate(settings, generator, output_type="np")
@@ -260,6 +281,7 @@ def add_assemble(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sampling", default=None, help="JSON sampling defaults, e.g. '{\"num_inference_steps\": 20}'"
     )
+    p.add_argument("--description", default=None, help="one line shown by `fusionframes models`")
     p.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
     p.set_defaults(handler=run_assemble)
 
@@ -287,6 +309,7 @@ def run_assemble(args: argparse.Namespace) -> int:
         args.name,
         sampling,
         torch.float16 if args.half else torch.float32,
+        metadata={"description": args.description} if args.description else None,
     )
     print(f"wrote {path}")
     return 0

@@ -23,6 +23,25 @@ from fusionframes.io.checkpoints import (
 )
 
 
+def text_encoder_parameters(folder: Path) -> int:
+    """Parameters in a T5 folder's safetensors files (without loading the model)."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as handle:
+            for name in handle.keys():
+                total += _numel(handle, name)
+    return total
+
+
+def _numel(handle, name: str) -> int:
+    count = 1
+    for size in handle.get_slice(name).get_shape():
+        count *= size
+    return count
+
+
 def _same_movq(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -57,6 +76,9 @@ def assemble_model(
     manifest = read_manifest(Path(keyframes))
     text_dir = text_encoder_source(keyframes, manifest)
     extra = {k: v for k, v in manifest.items() if k.startswith("trained_")}
+    networks = sum(p.numel() for m in key.networks().values() for p in m.parameters())
+    text = text_encoder_parameters(Path(str(text_dir))) if Path(str(text_dir)).is_dir() else 0
+    extra["parameters"] = networks + text
     return write_model_folder(
         key,
         out,
