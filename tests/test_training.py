@@ -97,6 +97,25 @@ def test_movq_reconstruction_loss_falls(movq_run: Path) -> None:
     assert (movq_run / "model" / "model_index.json").is_file()
 
 
+def test_decoder_fine_tune_keeps_the_encoder(clips, movq_run, tmp_path) -> None:
+    cfg = config_from_dict(
+        {
+            **BASE,
+            "stage": "movq",
+            "max_steps": 3,
+            "freeze_encoder": True,
+            "init_from": str(movq_run / "model"),
+        }
+    )
+    train(cfg, clips, tmp_path, progress=False)
+    before = load_model_folder(movq_run / "model").movq.state_dict()
+    after = load_model_folder(tmp_path / "model").movq.state_dict()
+    encoder = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in before if k.startswith("decoder.") and before[k].is_floating_point()]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+
+
 def test_keyframe_loss_falls(clips, movq_run, tmp_path) -> None:
     cfg = config_from_dict(
         {

@@ -276,6 +276,7 @@ def add_assemble(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("assemble", help="join a keyframe run and an interpolation run into one model folder")
     p.add_argument("--keyframes", required=True, help="model folder of the keyframe stage")
     p.add_argument("--interpolation", required=True, help="model folder of the interpolation stage")
+    p.add_argument("--movq", default=None, help="take the MoVQ from this folder (a decoder fine-tune)")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--name", default="fusionframes-model", help="model name stored in the manifest")
     p.add_argument(
@@ -295,8 +296,8 @@ def run_assemble(args: argparse.Namespace) -> int:
             raise UsageError(f"sampling: not valid JSON ({error})") from None
         if not isinstance(sampling, dict):
             raise UsageError("sampling: must be a JSON object")
-    for name in ("keyframes", "interpolation"):
-        if not Path(getattr(args, name)).is_dir():
+    for name in ("keyframes", "interpolation", "movq"):
+        if getattr(args, name) is not None and not Path(getattr(args, name)).is_dir():
             raise FileNotFoundError(f"{name}: model folder not found: {getattr(args, name)}")
     import torch
 
@@ -310,6 +311,7 @@ def run_assemble(args: argparse.Namespace) -> int:
         sampling,
         torch.float16 if args.half else torch.float32,
         metadata={"description": args.description} if args.description else None,
+        movq=args.movq,
     )
     print(f"wrote {path}")
     return 0

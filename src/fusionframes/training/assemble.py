@@ -1,6 +1,7 @@
 """Join separately trained stages into one model folder.
 
-The keyframe and interpolation stages train in parallel from the same MoVQ stage (the interpolation
+The keyframe and interpolation stages train in parallel from the same MoVQ stage (and, optionally, a
+decoder-only MoVQ fine-tune alongside them) (the interpolation
 U-Net sees only the null text, so it does not need the keyframe stage's text encoder). This takes the
 text encoder, projection, keyframe U-Net and MoVQ from the keyframe run, the interpolation U-Net and its
 null embedding from the interpolation run, and the sampling defaults the caller chose.
@@ -42,9 +43,10 @@ def _numel(handle, name: str) -> int:
     return count
 
 
-def _same_movq(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module, prefixes: tuple[str, ...] = ("",)) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    keys = [k for k in sa if k.startswith(prefixes)]
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in keys)
 
 
 def assemble_model(
@@ -55,11 +57,16 @@ def assemble_model(
     sampling: dict[str, Any] | None = None,
     weights_dtype: torch.dtype = torch.float32,
     metadata: dict[str, Any] | None = None,
+    movq: str | Path | None = None,
 ) -> Path:
-    """Write ``out`` from the two stage folders; both must have been trained on the same MoVQ."""
+    """Write ``out`` from the two stage folders; both must have been trained on the same MoVQ encoder.
+
+    ``movq``: take the MoVQ from this folder instead, e.g. a decoder fine-tuned with ``freeze_encoder``
+    while the diffusion stages trained (its encoder must be the one they trained on).
+    """
     key = load_model_folder(keyframes)
     interp = load_model_folder(interpolation)
-    if not _same_movq(key.movq, interp.movq):
+    if not _same_weights(key.movq, interp.movq, ("encoder.", "quant_conv.")):
         raise ValueError(
             "interpolation: its MoVQ differs from the keyframe model's; train both stages from the same "
             "MoVQ model folder (init_from)"
@@ -69,6 +76,14 @@ def assemble_model(
     # from_dict names unknown keys and checks the types of the overrides
     defaults = SamplingDefaults.from_dict({**key.config.sampling.to_dict(), **(sampling or {})})
     key.config = dataclasses.replace(key.config, sampling=defaults)
+    if movq is not None:
+        tuned = load_model_folder(movq).movq
+        if not _same_weights(key.movq, tuned, ("encoder.", "quant_conv.")):
+            raise ValueError(
+                "movq: its encoder differs from the one the keyframe model was trained on; fine-tune "
+                "the decoder only (freeze_encoder: true)"
+            )
+        key.movq = tuned
     key.interpolation_unet = interp.interpolation_unet
     key.interpolation_null = interp.interpolation_null
     key.vocabulary = frozenset(key.vocabulary) | frozenset(interp.vocabulary)

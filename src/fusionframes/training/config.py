@@ -59,6 +59,7 @@ class TrainConfig:
     precision: str = "float32"
     gradient_checkpointing: bool = False
     freeze_spatial: bool = False  # keyframes: train temporal layers only (start from an image model)
+    freeze_encoder: bool = False  # movq: train the decoder only; latents stay valid for the diffusion stages
     text_dropout: float = 0.1
     keyframe_dropout: float = 0.1  # interpolation: drop the neighbouring keyframes (for guidance)
     diffusion_steps: int = 1000

@@ -304,10 +304,13 @@ def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.M
 
 
 def select_trainable(objective: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Parameter groups; with ``freeze_spatial`` only the temporal layers of the U-Net learn."""
+    """Parameter groups; ``freeze_spatial``: only the U-Net's temporal layers learn; ``freeze_encoder``:
+    only the MoVQ decoder learns."""
     unet_params, text_params = [], []
     for name, param in objective.named_parameters():
         if cfg.freeze_spatial and name.startswith("unet.") and "temporal" not in name:
+            param.requires_grad_(False)
+        if cfg.freeze_encoder and name.startswith(("movq.encoder.", "movq.quant_conv.")):
             param.requires_grad_(False)
         if not param.requires_grad:
             continue

@@ -6,6 +6,8 @@ cosine schedule and time scaling as inference, so a trained model samples with t
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,7 +39,9 @@ class MoVQObjective(nn.Module):
         self.latent_weight = latent_weight
 
     def forward(self, frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        latents = self.movq.encode(frames)
+        frozen = not any(p.requires_grad for p in self.movq.encoder.parameters())
+        with torch.no_grad() if frozen else nullcontext():
+            latents = self.movq.encode(frames)
         recon = self.movq.decode(latents).float()
         target = frames.float()
         scale = latents.float().pow(2).mean()
