@@ -16,15 +16,19 @@ for i in 0 1 2; do ln -sf "../shapes/shard-00000$i.tar" data/shapes-half/; done
 stage() {  # stage NAME CONFIG DATA OUT
     if [ -f "$4/model/manifest.json" ]; then return; fi
     local extra=()
-    if compgen -G "$4/checkpoints/step-*/COMPLETE" > /dev/null; then extra+=(--resume); fi
+    if compgen -G "$4/checkpoints/step-*/state/COMPLETE" > /dev/null; then extra+=(--resume); fi
     if [ -n "${5:-}" ]; then extra+=(--init "$5"); fi
     fusionframes train "$1" --config "$CONFIGS/$2" --data "$3" --out "$4" "${extra[@]}"
 }
 
 stage movq movq.yaml data/shapes runs/movq
+# Stages 2 and 3, and a decoder-only MoVQ fine-tune, run side by side (one thread each).
 stage keyframes keyframes.yaml data/shapes runs/keyframes runs/movq/model &
 stage interpolation interpolation.yaml data/shapes-half runs/interpolation runs/movq/model &
+stage movq movq_decoder.yaml data/shapes-half runs/movq_decoder runs/movq/model &
 wait
 
 fusionframes assemble --keyframes runs/keyframes/model --interpolation runs/interpolation/model \
-    --out builtin --name fusionframes-builtin --half --sampling "$(cat "$CONFIGS/sampling.json")"
+    --movq runs/movq_decoder/model --out builtin --name fusionframes-builtin --half \
+    --sampling "$(cat "$CONFIGS/sampling.json")" \
+    --description "FusionFrames built-in: trained on the synthetic shapes world (docs/synthetic_world.md)"
