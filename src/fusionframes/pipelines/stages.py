@@ -13,6 +13,7 @@ from fusionframes.diffusion.guidance import guided
 from fusionframes.diffusion.sampling import StepCallback, randn, sample_ddpm
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.models import MoVQ, UNet3D
+from fusionframes.pipelines.acceleration import memory_format_of
 from fusionframes.text.conditioning import null_context
 
 VIDEO_SPAN = 180  # temporal positions of N keyframes are 0, 180 // N, 2 * 180 // N, ...
@@ -166,7 +167,9 @@ def decode_latents(
     if chunk_size < 1:
         raise ValueError(f"decode_chunk_size: must be >= 1, got {chunk_size}")
     dtype = next(movq.parameters()).dtype
+    layout = memory_format_of(movq.decoder)  # channels-last on CPU (faster there); see acceleration.py
     chunks = []
     for chunk in tqdm(latents.split(chunk_size), desc="decoding", disable=not progress, leave=False):
-        chunks.append(movq.decode(chunk.to(dtype)).float().add(1.0).div(2.0).clamp(0.0, 1.0))
+        chunk = chunk.to(dtype).contiguous(memory_format=layout)
+        chunks.append(movq.decode(chunk).float().add(1.0).div(2.0).clamp(0.0, 1.0).contiguous())
     return torch.cat(chunks)

@@ -21,6 +21,13 @@ from fusionframes.components import ModelComponents
 from fusionframes.config import ModelConfig
 from fusionframes.diffusion.samplers import SAMPLERS
 from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.pipelines.acceleration import (
+    compile_components,
+    to_channels_last,
+    use_channels_last,
+    validate_compile,
+)
+from fusionframes.pipelines.offload import Placement, validate_offload
 from fusionframes.pipelines.stages import decode_latents, generate_keyframes, interpolate_pass
 from fusionframes.runtime import check_finite, finite_number, resolve_device, resolve_dtype
 from fusionframes.text.conditioning import TextConditioner, null_context
@@ -214,13 +221,25 @@ class TextToVideoPipeline:
         dtype: str = "auto",
         text_conditioner: TextConditioner | None = None,
         release_text_encoder: bool = False,
+        offload: str = "none",
+        compile: bool | str = False,
+        channels_last: bool | None = None,
     ) -> None:
+        """``offload``: none | model | sequential (GPU only, see :mod:`.offload`); ``compile``: False |
+        True/"unets" | "all" (adds the MoVQ decoder); ``channels_last``: None = auto (MoVQ decoder on CPU)."""
         self.device = resolve_device(device)
         self.precision = resolve_dtype(dtype, self.device)
         logger.info("precision: %s (%s)", self.precision.dtype, self.precision.reason)
-        self.components = components.to(self.device, self.precision.dtype).eval()
+        self.placement = Placement(offload, self.device)
+        self.compiled = validate_compile(compile, self.placement.mode)
+        if use_channels_last(self.device, channels_last):
+            to_channels_last(components.movq.decoder)
+        self.components = self.placement.place_components(components, self.precision.dtype).eval()
+        compile_components(self.components, self.compiled)
         self.config = components.config
         self.text = text_conditioner
+        if text_conditioner is not None:
+            self.placement.place(text_conditioner.encoder)
         self.release_text_encoder = release_text_encoder
         self._warned_words: set[str] = set()
 
@@ -238,6 +257,8 @@ class TextToVideoPipeline:
 
         resolve_device(device)
         resolve_dtype(dtype, resolve_device(device))
+        offload = validate_offload(kwargs.get("offload"), resolve_device(device))
+        validate_compile(kwargs.get("compile"), offload)
         return cls(load_model(model, cache_dir=cache_dir), device=device, dtype=dtype, **kwargs)
 
     @property
@@ -257,7 +278,7 @@ class TextToVideoPipeline:
                 max_length=self.config.text.max_length,
                 dtype=text_dtype,
             )
-            self.text.encoder.to(self.device)
+            self.placement.place(self.text.encoder)
         return self.text
 
     def warn_unknown_words(self, prompt: str) -> set[str]:
