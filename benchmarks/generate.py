@@ -44,7 +44,14 @@ SLOW_PATH = {"dtype": "float32", "sampler": "ddpm", "steps": 50, "interpolation_
 BUILTIN_ARCH = {"movq_channels": 16}
 BUILTIN_T5 = {"vocab_size": 256, "num_layers": 2, "num_heads": 4, "d_ff": 128}
 # Flan-UL2's encoder (the released model's text encoder), for random-weight runs of the release.
-FLAN_UL2_ENCODER = {"vocab_size": 32128, "d_kv": 256, "d_ff": 16384, "num_layers": 32, "num_heads": 16}
+FLAN_UL2_ENCODER = {
+    "vocab_size": 32128,
+    "d_kv": 256,
+    "d_ff": 16384,
+    "num_layers": 32,
+    "num_heads": 16,
+    "feed_forward_proj": "gated-silu",
+}
 CAPTIONS = [PROMPT, "a blue square zooming in on a white background", "a green star falling"] * 6
 
 
@@ -75,14 +82,14 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     Matrices and kernels ~ N(0, 0.5 / fan_in) so activations stay bounded through deep stacks; norm
     weights 1; biases and scalar merge gates 0 (as the constructors initialise them).
     """
-    generator = torch.Generator("cpu").manual_seed(seed)
+    generators: dict[torch.device, torch.Generator] = {}
     for layer in module.modules():
         is_norm = "Norm" in type(layer).__name__
         for name, param in layer.named_parameters(recurse=False):
             if param.dim() >= 2:
-                std = math.sqrt(0.5 / param[0].numel())
-                values = torch.randn(param.shape, generator=generator, dtype=torch.float32) * std
-                param.copy_(values)
+                if param.device not in generators:  # drawn where the weights live: no host round trip
+                    generators[param.device] = torch.Generator(param.device).manual_seed(seed)
+                param.normal_(0.0, math.sqrt(0.5 / param[0].numel()), generator=generators[param.device])
             else:
                 param.fill_(1.0 if is_norm and name == "weight" else 0.0)
     return module
@@ -119,9 +126,8 @@ def random_preset_pipeline(args: argparse.Namespace, dtype: str, channels_last: 
         t5_sizes = FLAN_UL2_ENCODER
     else:
         t5_sizes = {**BUILTIN_T5, "vocab_size": len(tokenizer), "d_kv": config.text.encoder_dim // 4}
-    t5_config = T5Config(
-        d_model=config.text.encoder_dim, feed_forward_proj="gated-gelu", dropout_rate=0.0, **t5_sizes
-    )
+        t5_sizes["feed_forward_proj"] = "gated-gelu"
+    t5_config = T5Config(d_model=config.text.encoder_dim, dropout_rate=0.0, **t5_sizes)
     text_dtype = torch.float32 if precision.dtype == torch.float16 else precision.dtype  # T5 overflows
     with torch.device("meta"):
         encoder = T5EncoderModel(t5_config).to(text_dtype)

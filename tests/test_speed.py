@@ -218,3 +218,21 @@ def test_generate_benchmark_runs_end_to_end(tiny_model_dir: Path, tmp_path: Path
         assert stage["wall_s"] > 0 and stage["gflop"] >= 0 and stage["peak_mib"] > 0
     assert by_name["keyframes"]["gflop"] > 0 and by_name["total"]["tflops"] > 0
     assert fast["load_s"] > 0 and report["speedup"] > 1.0
+
+
+def test_benchmark_random_weights_from_meta_are_finite() -> None:
+    import importlib.util
+
+    from conftest import tiny_config
+
+    from fusionframes.components import build_components
+
+    spec = importlib.util.spec_from_file_location("bench_generate", ROOT / "benchmarks" / "generate.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    unet = build_components(tiny_config(), "unused", device="meta").interpolation_unet
+    bench.randomize_(unet.to_empty(device="cpu"))
+    assert all(torch.isfinite(p).all() for p in unet.parameters())
+    assert unet.time_embed_merge.item() == 0.0 and unet.skip_merge.item() == 0.0
+    assert unet.out_layer[0].weight.eq(1.0).all() and unet.out_layer[0].bias.eq(0.0).all()
+    assert unet.in_layer.weight.std() > 0
