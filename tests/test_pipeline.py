@@ -51,8 +51,13 @@ def test_seed_reproducible_and_different_seeds_differ(pipe) -> None:
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_single_step_sampling_gives_finite_frames(pipe, sampler: str) -> None:
     out = pipe(
-        "a green star", seed=1, output_type="pt", num_inference_steps=1, interpolation_steps=1,
-        scheduler=sampler, progress=False,
+        "a green star",
+        seed=1,
+        output_type="pt",
+        num_inference_steps=1,
+        interpolation_steps=1,
+        scheduler=sampler,
+        progress=False,
     )
     assert torch.isfinite(out.frames).all() and out.frames.std() > 0
 

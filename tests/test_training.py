@@ -116,6 +116,17 @@ def test_decoder_fine_tune_keeps_the_encoder(clips, movq_run, tmp_path) -> None:
     assert any(not torch.equal(before[k], after[k]) for k in decoder)
 
 
+def test_resumed_run_keeps_its_text_encoder_after_pruning(clips, tmp_path) -> None:
+    """A resumed run must not point at a checkpoint folder that pruning deletes later."""
+    base = {**BASE, "stage": "movq", "checkpoint_every": 1, "keep_checkpoints": 1}
+    train(config_from_dict({**base, "max_steps": 2}), clips, tmp_path, progress=False)
+    train(config_from_dict({**base, "max_steps": 4}), clips, tmp_path, resume=True, progress=False)
+    manifest = json.loads((tmp_path / "model" / "model_index.json").read_text())
+    assert manifest["text_encoder"] == "text_encoder"
+    assert (tmp_path / "model" / "text_encoder" / "config.json").is_file()
+    load_model_folder(tmp_path / "model")
+
+
 def test_keyframe_loss_falls(clips, movq_run, tmp_path) -> None:
     cfg = config_from_dict(
         {

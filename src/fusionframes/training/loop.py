@@ -265,6 +265,22 @@ def prepare_components(cfg: TrainConfig, clips: list[dict], run_dir: Path, world
     return build_components(config, text_encoder, name=f"fusionframes-{cfg.stage}")
 
 
+def stable_text_encoder(source: str | Path, run_dir: Path, world: World) -> str | Path:
+    """A resumed run's text encoder lives in a checkpoint that pruning deletes later: copy it out."""
+    folder = Path(str(source))
+    if not folder.is_dir() or (run_dir / "checkpoints").resolve() not in folder.resolve().parents:
+        return source
+    target = run_dir / "text_encoder_resumed"
+    if world.is_main:
+        tmp = run_dir / ".text_encoder_resumed.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(folder, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    world.barrier()
+    return target
+
+
 def load_text_encoder(components: ModelComponents):
     from transformers import AutoTokenizer, T5EncoderModel
 
@@ -412,11 +428,11 @@ def train(
 
     clips = load_clips(data, cfg, world)
     checkpoint = latest_checkpoint(run_dir) if resume else None
-    components = (
-        load_model_folder(checkpoint / "model")
-        if checkpoint
-        else prepare_components(cfg, clips, run_dir, world)
-    )
+    if checkpoint:
+        components = load_model_folder(checkpoint / "model")
+        components.text_encoder = stable_text_encoder(components.text_encoder, run_dir, world)
+    else:
+        components = prepare_components(cfg, clips, run_dir, world)
     components.vocabulary = frozenset(components.vocabulary) | _caption_words(clips)
     objective, tokenizer = build_objective(cfg, components)
     objective.to(world.device).train()
