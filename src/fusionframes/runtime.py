@@ -42,11 +42,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def cpu_features() -> dict[str, bool | str]:
     """What this CPU offers for reduced precision (detection only, no timing)."""
-    cpu = getattr(torch._C, "_cpu", None)
+    # torch.cpu has the probes in recent releases; older ones only in torch._C._cpu.
+    places = (getattr(torch, "cpu", None), getattr(torch._C, "_cpu", None))
 
     def probe(name: str) -> bool:
-        fn = getattr(cpu, name, None)
-        return bool(fn()) if fn is not None else False
+        for place in places:
+            fn = getattr(place, name, None)
+            if fn is not None:
+                return bool(fn())
+        return False
 
     return {
         "capability": torch.backends.cpu.get_cpu_capability(),
