@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -294,7 +295,12 @@ def contact_sheet(
         y += tile_h + pad + pad // 2
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        sheet.save(tmp, format="PNG")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
