@@ -263,7 +263,13 @@ def run_train(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"resume: no complete checkpoint under {Path(args.out) / 'checkpoints'}")
     from fusionframes.training.loop import train
 
-    summary = train(cfg, data, args.out, resume=args.resume)
+    try:
+        summary = train(cfg, data, args.out, resume=args.resume)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():  # under torchrun: leave the process group cleanly (gloo aborts otherwise)
+            dist.destroy_process_group()
     if summary["history"]:
         print(
             f"trained {cfg.stage} to step {summary['history'][-1][0] + 1}; "

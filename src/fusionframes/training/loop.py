@@ -8,6 +8,7 @@ checkpoint therefore replays exactly the steps an uninterrupted run would have t
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -289,6 +290,13 @@ def load_text_encoder(components: ModelComponents):
     return tokenizer, encoder
 
 
+TRAINED = {  # the ModelComponents networks each stage trains (the keyframe stage also the small T5)
+    "movq": ("movq",),
+    "interpolation": ("interpolation_unet",),
+    "keyframes": ("keyframe_unet", "projection"),
+}
+
+
 def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.Module, Any]:
     """The trained module for the stage (and the tokenizer for the keyframe stage).
 
@@ -296,13 +304,8 @@ def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.M
     """
     for module in components.networks().values():
         module.requires_grad_(False)
-    trained = {
-        "movq": [components.movq],
-        "interpolation": [components.interpolation_unet],
-        "keyframes": [components.keyframe_unet, components.projection],
-    }[cfg.stage]
-    for module in trained:
-        module.requires_grad_(True)
+    for name in TRAINED[cfg.stage]:
+        getattr(components, name).requires_grad_(True)
     if cfg.stage == "movq":
         return MoVQObjective(components.movq, cfg.movq_latent_weight), None
     if cfg.stage == "interpolation":
@@ -365,14 +368,9 @@ def wrap_parallel(objective: nn.Module, cfg: TrainConfig, world: World) -> nn.Mo
     if world.size == 1:
         return objective
     if cfg.parallel == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from fusionframes.training.fsdp import shard
 
-        unet = getattr(objective, "unet", None)
-        if unet is not None:
-            for level in [*unet.down_samples, *unet.up_samples]:
-                fully_shard(level)
-        fully_shard(objective)
-        return objective
+        return shard(objective)
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [world.device.index] if world.device.type == "cuda" else None
@@ -459,23 +457,43 @@ def train(
         )
         tokens = (batch["input_ids"], batch["attention_mask"])
 
+    state = read_checkpoint_state(checkpoint) if checkpoint is not None else None
     groups = select_trainable(objective, cfg)
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    ema = torch.optim.swa_utils.AveragedModel(
-        objective, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
-    )
+    if sharded(cfg, world):
+        # FSDP: shard first, then build the optimizer and the EMA on the shards.
+        from fusionframes.training.fsdp import ShardedEMA, load_optimizer_state
+
+        if state is not None:
+            objective.load_state_dict(state["objective"])
+        model = wrap_parallel(objective, cfg, world)
+        groups = select_trainable(objective, cfg)
+        optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+        ema: Any = ShardedEMA(objective, cfg.ema_decay)
+        if state is not None:
+            load_optimizer_state(objective, optimizer, state["optimizer"])
+            ema.load_full(state["ema"])
+        update_ema = ema.update
+    else:
+        optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+        ema = torch.optim.swa_utils.AveragedModel(
+            objective,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
+            use_buffers=True,
+        )
+        if state is not None:
+            objective.load_state_dict(state["objective"])
+            ema.load_state_dict(state["ema"])
+            optimizer.load_state_dict(state["optimizer"])
+        model = wrap_parallel(objective, cfg, world)
+        update_ema = ema.update_parameters
     start_step = 0
-    if checkpoint is not None:
-        state = read_checkpoint_state(checkpoint)
-        objective.load_state_dict(state["objective"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
+    if state is not None:
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         start_step = int(state["progress"]["step"])
         logger.info("resumed from %s at step %d", checkpoint, start_step)
-    model = wrap_parallel(objective, cfg, world)
 
     log_path = run_dir / "loss.csv"
     if world.is_main and (start_step == 0 or not log_path.exists()):
@@ -509,7 +527,7 @@ def train(
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         optimizer.step()
         scheduler.step()
-        ema.update_parameters(objective)
+        update_ema(objective)
         if not math.isfinite(total):
             raise FloatingPointError(f"train: loss became {total} at step {step}; lower the learning rate")
         history.append((step, total))
@@ -572,16 +590,17 @@ def _stage_loss(cfg, model, clips, latents, tokens, idx, gen, strides, step, dev
     return model(interpolation_batch(latents, idx, strides[code], cfg, gen, device), code, gen)
 
 
-def _save(run_dir, step, cfg, components, objective, ema, optimizer, scheduler, tokenizer, world) -> None:
-    if cfg.parallel == "fsdp" and world.size > 1:
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+def sharded(cfg: TrainConfig, world: World) -> bool:
+    return cfg.parallel == "fsdp" and world.size > 1
 
-        model_state = get_model_state_dict(objective)
-        optim_state = get_optimizer_state_dict(objective, optimizer)
-    else:
-        # Clones: the EMA swap below writes into the parameters these tensors alias.
-        model_state = {k: v.detach().clone() for k, v in objective.state_dict().items()}
-        optim_state = optimizer.state_dict()
+
+def _save(run_dir, step, cfg, components, objective, ema, optimizer, scheduler, tokenizer, world) -> None:
+    if sharded(cfg, world):
+        _save_sharded(run_dir, step, cfg, components, objective, ema, optimizer, scheduler, tokenizer, world)
+        return
+    # Clones: the EMA swap below writes into the parameters these tensors alias.
+    model_state = {k: v.detach().clone() for k, v in objective.state_dict().items()}
+    optim_state = optimizer.state_dict()
     if not world.is_main:
         world.barrier()
         return
@@ -609,6 +628,47 @@ def _save(run_dir, step, cfg, components, objective, ema, optimizer, scheduler, 
         )
     finally:
         objective.load_state_dict(raw)
+    world.barrier()
+
+
+def _save_sharded(run_dir, step, cfg, components, objective, ema, optimizer, scheduler, tokenizer, world):
+    """FSDP checkpoint: gather full tensors (collective), then rank 0 writes the same layout as DDP.
+
+    The exported model is built on plain (unsharded) copies of the trained networks holding the EMA
+    weights; the networks the stage does not train were never sharded and are written as they are.
+    """
+    from fusionframes.training.fsdp import full_model_state, full_optimizer_state
+
+    model_state = full_model_state(objective)
+    optim_state = full_optimizer_state(objective, optimizer)
+    ema_state = ema.full_state()
+    if world.is_main:
+        plain = dataclasses.replace(components)
+        fresh = build_components(components.config, components.text_encoder, components.name, "cpu")
+        for name in TRAINED[cfg.stage]:
+            setattr(plain, name, getattr(fresh, name))
+        plain_objective, _ = build_objective(cfg, plain)
+        prefix = "module."
+        plain_objective.load_state_dict(
+            {k[len(prefix) :]: v for k, v in ema_state.items() if k.startswith(prefix)}
+        )
+        state = {
+            "objective": model_state,
+            "ema": ema_state,
+            "optimizer": optim_state,
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "progress": {"step": step, "stage": cfg.stage},
+        }
+        write_checkpoint(
+            run_dir,
+            step,
+            lambda path: export_model(
+                plain, plain_objective, tokenizer, path, cfg, {"training": {"stage": cfg.stage, "step": step}}
+            ),
+            state,
+            keep=cfg.keep_checkpoints,
+        )
     world.barrier()
 
 
