@@ -483,3 +483,18 @@ def test_cli_errors(tmp_path, capsys) -> None:
     )
     assert "resume: no complete checkpoint" in capsys.readouterr().err
     assert torch.get_num_threads() >= 1
+
+
+def test_ema_warm_up_forgets_the_initial_weights() -> None:
+    """With a fixed decay of 0.999 the EMA would still be ~95% initial weights after 50 updates."""
+    from fusionframes.training.ema import ema_decay_at, warmup_ema
+
+    layer = torch.nn.Linear(2, 2)
+    torch.nn.init.zeros_(layer.weight)
+    ema = torch.optim.swa_utils.AveragedModel(layer, multi_avg_fn=warmup_ema(0.999), use_buffers=True)
+    ema.update_parameters(layer)  # first update copies the zeros
+    torch.nn.init.ones_(layer.weight)
+    for _ in range(50):
+        ema.update_parameters(layer)
+    assert ema.module.weight.min() > 0.8
+    assert ema_decay_at(0.999, 0) == 0.1 and ema_decay_at(0.999, 10**6) == 0.999

@@ -32,6 +32,7 @@ from fusionframes.config import ModelConfig, preset, small_config
 from fusionframes.io.checkpoints import load_model_folder, write_model_folder
 from fusionframes.text.tokenizer import make_text_encoder_folder
 from fusionframes.training.config import TrainConfig
+from fusionframes.training.ema import warmup_ema
 from fusionframes.training.objectives import (
     InterpolationObjective,
     KeyframeObjective,
@@ -461,7 +462,8 @@ def train(
     groups = select_trainable(objective, cfg)
     if sharded(cfg, world):
         # FSDP: shard first, then build the optimizer and the EMA on the shards.
-        from fusionframes.training.fsdp import ShardedEMA, load_optimizer_state
+        from fusionframes.training.ema import ShardedEMA
+        from fusionframes.training.fsdp import load_optimizer_state
 
         if state is not None:
             objective.load_state_dict(state["objective"])
@@ -478,9 +480,7 @@ def train(
         optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
         ema = torch.optim.swa_utils.AveragedModel(
-            objective,
-            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
-            use_buffers=True,
+            objective, multi_avg_fn=warmup_ema(cfg.ema_decay), use_buffers=True
         )
         if state is not None:
             objective.load_state_dict(state["objective"])
