@@ -155,3 +155,24 @@ def test_released_architecture_parameter_counts_on_meta() -> None:
         "movq": 270_603_567,
         "text_projection": 16_785_408,
     }
+
+
+def test_thresholding_can_be_turned_off(tiny_model_dir) -> None:
+    """Models whose latents exceed [-1, 1] need x0 left alone; the official 0.98 quantile stays default."""
+    import dataclasses
+
+    from fusionframes.diffusion.sampling import threshold_x0
+
+    x0 = torch.linspace(-4, 4, 64).reshape(1, 64)
+    assert torch.equal(threshold_x0(x0, None), x0)
+    assert threshold_x0(x0, 0.98).abs().max() <= 1.0
+
+    default = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
+    assert default.config.sampling.thresholding == 0.98
+    free = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
+    free.config = dataclasses.replace(
+        free.config, sampling=dataclasses.replace(free.config.sampling, thresholding=None)
+    )
+    a = default("a red star", seed=3, output_type="pt", **FAST).frames
+    b = free("a red star", seed=3, output_type="pt", **FAST).frames
+    assert (a - b).abs().max() > 1e-4

@@ -133,6 +133,9 @@ class SamplingDefaults:
     fps: str = "low"
     scheduler: str = "ddpm"
     base_fps: float = 2.0
+    # Dynamic thresholding of the predicted x0 (official: the 0.98 quantile of |x0|, at least 1, then
+    # rescaled to [-1, 1]). None turns it off: models whose latents are not bounded by 1 need that.
+    thresholding: float | None = 0.98
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SamplingDefaults:

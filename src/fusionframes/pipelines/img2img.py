@@ -197,12 +197,13 @@ def ddpm_from(
     start: int,
     generator: torch.Generator | None = None,
     callback: StepCallback | None = None,
+    percentile: float | None = 0.98,
 ) -> torch.Tensor:
     """Ancestral DDPM from step index ``start`` down to 0 (``start = num_steps - 1`` is a full run)."""
     total = start + 1
     for i, step in enumerate(range(start, -1, -1)):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
-        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, "epsilon")
+        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, "epsilon", percentile)
         x = mean + torch.exp(0.5 * log_var) * randn(tuple(x.shape), generator, x.device) if step else mean
         if callback is not None:
             callback(i + 1, total)
@@ -304,7 +305,9 @@ class ImageToImagePipeline:
         self._check_size(width, height)
         noise = randn((1, *self._latent_shape(width, height)), generator, self.device)
         denoise = frame_denoiser(self.unet, prompt, guidance_scale)
-        latents = ddpm_from(denoise, noise, DiffusionSchedule.cosine(steps), steps - 1, generator, callback)
+        schedule = DiffusionSchedule.cosine(steps)
+        percentile = self.config.sampling.thresholding
+        latents = ddpm_from(denoise, noise, schedule, steps - 1, generator, callback, percentile)
         return self.decode(check_finite(latents, "text-to-image"))
 
     @torch.no_grad()
@@ -328,7 +331,8 @@ class ImageToImagePipeline:
         start = torch.full((latents.shape[0],), count - 1, dtype=torch.long, device=self.device)
         noisy = schedule.add_noise(latents, randn(tuple(latents.shape), generator, self.device), start)
         denoise = frame_denoiser(self.unet, prompt, guidance_scale, batch=latents.shape[0])
-        latents = ddpm_from(denoise, noisy, schedule, count - 1, generator, callback)
+        percentile = self.config.sampling.thresholding
+        latents = ddpm_from(denoise, noisy, schedule, count - 1, generator, callback, percentile)
         return self.decode(check_finite(latents, "image-to-image")).to(image.dtype)
 
     def __call__(

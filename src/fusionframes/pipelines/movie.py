@@ -401,6 +401,7 @@ def sample_anchored_keyframes(
     anchor: torch.Tensor,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    percentile: float | None = 0.98,
 ) -> torch.Tensor:
     """Ancestral DDPM over N keyframes whose first is pinned to ``anchor`` (a clean latent).
 
@@ -416,7 +417,7 @@ def sample_anchored_keyframes(
     ):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
         x[:1] = schedule.add_noise(anchor, randn(tuple(anchor.shape), generator, x.device), t[:1])
-        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, "epsilon")
+        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, "epsilon", percentile)
         x = mean + torch.exp(0.5 * log_var) * randn(tuple(x.shape), generator, x.device) if step else mean
     x[:1] = anchor
     return x
@@ -452,6 +453,7 @@ def t2v_scene_latents(
             generator,
             sampler,
             progress=progress,
+            percentile=t2v.config.sampling.thresholding,
         )
     else:
         denoise = keyframe_denoiser(
@@ -459,7 +461,13 @@ def t2v_scene_latents(
         )
         noise = randn((n, *shape), generator, t2v.device)
         latents = sample_anchored_keyframes(
-            denoise, noise, schedule, anchor.to(t2v.device), generator, progress
+            denoise,
+            noise,
+            schedule,
+            anchor.to(t2v.device),
+            generator,
+            progress,
+            percentile=t2v.config.sampling.thresholding,
         )
     check_finite(latents, "keyframes")
     interpolation = DiffusionSchedule.cosine(settings.interpolation_steps)
@@ -475,6 +483,7 @@ def t2v_scene_latents(
             SAMPLERS[settings.scheduler],
             progress=progress,
             desc=f"interpolation {index + 1}",
+            percentile=t2v.config.sampling.thresholding,
         )
         check_finite(latents, f"interpolation {index + 1}")
     return latents

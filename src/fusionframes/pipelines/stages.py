@@ -72,6 +72,7 @@ def generate_keyframes(
     sampler: Sampler = sample_ddpm,
     callback: StepCallback | None = None,
     progress: bool = True,
+    percentile: float | None = 0.98,
 ) -> torch.Tensor:
     """Denoise ``num_frames`` keyframe latents ``[N, C, h, w]`` for one prompt (epsilon prediction)."""
     denoise = keyframe_denoiser(
@@ -84,6 +85,7 @@ def generate_keyframes(
         schedule,
         "epsilon",
         generator=generator,
+        percentile=percentile,
         callback=callback,
         desc="keyframes",
         disable=not progress,
@@ -140,6 +142,7 @@ def interpolate_pass(
     callback: StepCallback | None = None,
     progress: bool = True,
     desc: str = "interpolation",
+    percentile: float | None = 0.98,
 ) -> torch.Tensor:
     """One pass: N latents -> 4N-3 latents, every neighbouring pair's three in-betweens in one batch."""
     left, right = frames[:-1].float(), frames[1:].float()
@@ -151,6 +154,7 @@ def interpolate_pass(
         schedule,
         "v",
         generator=generator,
+        percentile=percentile,
         callback=callback,
         desc=desc,
         disable=not progress,

@@ -412,6 +412,7 @@ class TextToVideoPipeline:
             sampler,
             report("keyframes"),
             progress,
+            percentile=self.config.sampling.thresholding,
         )
         check_finite(latents, "keyframes")
         timings["keyframes"] = time.perf_counter() - start
@@ -434,6 +435,7 @@ class TextToVideoPipeline:
                 report(stage),
                 progress,
                 desc=stage,
+                percentile=self.config.sampling.thresholding,
             )
             check_finite(latents, stage)
             timings[stage] = time.perf_counter() - start
