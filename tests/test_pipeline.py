@@ -166,6 +166,7 @@ def test_thresholding_can_be_turned_off(tiny_model_dir) -> None:
     x0 = torch.linspace(-4, 4, 64).reshape(1, 64)
     assert torch.equal(threshold_x0(x0, None), x0)
     assert threshold_x0(x0, 0.98).abs().max() <= 1.0
+    assert torch.equal(threshold_x0(x0, 3.0), x0.clamp(-3, 3))  # static clamp, no rescaling
 
     default = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
     assert default.config.sampling.thresholding == 0.98
@@ -176,3 +177,17 @@ def test_thresholding_can_be_turned_off(tiny_model_dir) -> None:
     a = default("a red star", seed=3, output_type="pt", **FAST).frames
     b = free("a red star", seed=3, output_type="pt", **FAST).frames
     assert (a - b).abs().max() > 1e-4
+
+
+def test_static_clamp_model_rejects_samplers_that_cannot_clamp(tiny_model_dir) -> None:
+    import dataclasses
+
+    pipe = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
+    pipe.config = dataclasses.replace(
+        pipe.config, sampling=dataclasses.replace(pipe.config.sampling, thresholding=4.0)
+    )
+    with pytest.raises(ValueError, match="scheduler: 'dpm\\+\\+2m' cannot clamp x0 to \\+-4"):
+        pipe("a red star", scheduler="dpm++2m", **FAST)
+    for sampler in ("ddpm", "ddim"):
+        out = pipe("a red star", scheduler=sampler, seed=1, output_type="pt", **FAST)
+        assert torch.isfinite(out.frames).all()

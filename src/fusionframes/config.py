@@ -133,8 +133,9 @@ class SamplingDefaults:
     fps: str = "low"
     scheduler: str = "ddpm"
     base_fps: float = 2.0
-    # Dynamic thresholding of the predicted x0 (official: the 0.98 quantile of |x0|, at least 1, then
-    # rescaled to [-1, 1]). None turns it off: models whose latents are not bounded by 1 need that.
+    # x0 thresholding. Below 1: the official dynamic thresholding (the 0.98 quantile of |x0|, at least
+    # 1, then rescaled to [-1, 1]); 1 or more: a static clamp to +-value, for models whose latents are
+    # not bounded by 1 (the built-in model); None: off.
     thresholding: float | None = 0.98
 
     @classmethod

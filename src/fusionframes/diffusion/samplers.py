@@ -24,17 +24,24 @@ TRAIN_STEPS = 1000
 def _diffusers_scheduler(name: str, prediction: str, percentile: float | None):
     import diffusers
 
+    static = percentile is not None and percentile >= 1.0  # a static clamp of x0 to +-percentile
     common: dict[str, Any] = {
         "num_train_timesteps": TRAIN_STEPS,
         "beta_schedule": "squaredcos_cap_v2",
         "prediction_type": "epsilon" if prediction == "epsilon" else "v_prediction",
-        "thresholding": percentile is not None,
-        "dynamic_thresholding_ratio": percentile if percentile is not None else 0.995,
+        "thresholding": percentile is not None and not static,
+        "dynamic_thresholding_ratio": percentile if percentile is not None and not static else 0.995,
         "sample_max_value": float("inf"),
         "timestep_spacing": "trailing",
     }
     if name == "ddim":
-        return diffusers.DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
+        clip = {"clip_sample": True, "clip_sample_range": percentile} if static else {"clip_sample": False}
+        return diffusers.DDIMScheduler(**common, **clip, set_alpha_to_one=True)
+    if static:
+        raise ValueError(
+            f"scheduler: {name!r} cannot clamp x0 to +-{percentile:g} (the model's sampling.thresholding); "
+            "use 'ddpm' or 'ddim'"
+        )
     if name == "dpm++2m":
         return diffusers.DPMSolverMultistepScheduler(
             **common,

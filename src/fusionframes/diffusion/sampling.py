@@ -33,12 +33,14 @@ def predict_x0(
 
 
 def threshold_x0(x0: torch.Tensor, percentile: float | None) -> torch.Tensor:
-    """Dynamic thresholding: clip to the per-sample ``percentile`` of |x0| (at least 1), rescale.
-
-    ``percentile`` None leaves x0 as it is (models whose latents are not bounded by 1).
+    """x0 thresholding. ``percentile`` below 1: the official dynamic thresholding (clip to the per-sample
+    quantile of |x0|, at least 1, and rescale to [-1, 1]); 1 or more: a static clamp to +-percentile
+    (for models whose latents are not bounded by 1); None: x0 as it is.
     """
     if percentile is None:
         return x0
+    if percentile >= 1.0:
+        return x0.clamp(-percentile, percentile)
     flat = x0.reshape(x0.shape[0], -1).abs()
     limit = torch.quantile(flat, percentile, dim=-1).clamp(min=1.0)
     limit = limit.reshape(-1, *([1] * (x0.ndim - 1)))
