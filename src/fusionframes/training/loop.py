@@ -609,23 +609,8 @@ def _save(run_dir, step, cfg, components, objective, ema, optimizer, scheduler, 
     raw = {k: v.detach().clone() for k, v in objective.state_dict().items()}
     objective.load_state_dict(ema.module.state_dict())
     try:
-        state = {
-            "objective": model_state,
-            "ema": ema_state,
-            "optimizer": optim_state,
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
-            "progress": {"step": step, "stage": cfg.stage},
-        }
-        write_checkpoint(
-            run_dir,
-            step,
-            lambda path: export_model(
-                components, objective, tokenizer, path, cfg, {"training": {"stage": cfg.stage, "step": step}}
-            ),
-            state,
-            keep=cfg.keep_checkpoints,
-        )
+        states = (model_state, ema_state, optim_state, scheduler)
+        _write(run_dir, step, cfg, components, objective, tokenizer, states)
     finally:
         objective.load_state_dict(raw)
     world.barrier()
@@ -652,24 +637,30 @@ def _save_sharded(run_dir, step, cfg, components, objective, ema, optimizer, sch
         plain_objective.load_state_dict(
             {k[len(prefix) :]: v for k, v in ema_state.items() if k.startswith(prefix)}
         )
-        state = {
-            "objective": model_state,
-            "ema": ema_state,
-            "optimizer": optim_state,
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
-            "progress": {"step": step, "stage": cfg.stage},
-        }
-        write_checkpoint(
-            run_dir,
-            step,
-            lambda path: export_model(
-                plain, plain_objective, tokenizer, path, cfg, {"training": {"stage": cfg.stage, "step": step}}
-            ),
-            state,
-            keep=cfg.keep_checkpoints,
-        )
+        states = (model_state, ema_state, optim_state, scheduler)
+        _write(run_dir, step, cfg, plain, plain_objective, tokenizer, states)
     world.barrier()
+
+
+def _write(run_dir, step, cfg, components, objective, tokenizer, states) -> None:
+    """One checkpoint: the training state, and the model exported from ``objective``'s current weights."""
+    model_state, ema_state, optim_state, scheduler = states
+    state = {
+        "objective": model_state,
+        "ema": ema_state,
+        "optimizer": optim_state,
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        "progress": {"step": step, "stage": cfg.stage},
+    }
+    extra = {"training": {"stage": cfg.stage, "step": step}}
+    write_checkpoint(
+        run_dir,
+        step,
+        lambda path: export_model(components, objective, tokenizer, path, cfg, extra),
+        state,
+        keep=cfg.keep_checkpoints,
+    )
 
 
 def _truncate_log(path: Path, step: int) -> None:
