@@ -14,7 +14,7 @@ mkdir -p data/shapes-half
 for i in 0 1 2; do ln -sf "../shapes/shard-00000$i.tar" data/shapes-half/; done
 
 stage() {  # stage NAME CONFIG DATA OUT
-    if [ -f "$4/model/manifest.json" ]; then return; fi
+    if [ -f "$4/model/model_index.json" ]; then return; fi
     local extra=()
     if compgen -G "$4/checkpoints/step-*/state/COMPLETE" > /dev/null; then extra+=(--resume); fi
     if [ -n "${5:-}" ]; then extra+=(--init "$5"); fi
