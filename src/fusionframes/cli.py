@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fusionframes.cli_animation import add_animate, add_movie
-from fusionframes.evaluation.cli import add_eval
+from fusionframes.cli_eval import add_eval
 from fusionframes.serve.cli import add_serve
 
 Handler = Callable[[argparse.Namespace], int]

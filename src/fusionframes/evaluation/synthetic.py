@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from fusionframes.evaluation.analysis import (
     direction_of,
     smoothness_px,
 )
+from fusionframes.io.atomic import atomic_write
 from fusionframes.training.synth import (
     BACKGROUNDS,
     DIRECTIONS,
@@ -295,12 +295,7 @@ def contact_sheet(
         y += tile_h + pad + pad // 2
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        sheet.save(tmp, format="PNG")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(out, lambda tmp: sheet.save(tmp, format="PNG"))
     return out
 
 

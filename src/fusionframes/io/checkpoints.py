@@ -30,6 +30,7 @@ from torch import nn
 
 from fusionframes.components import ModelComponents, build_components
 from fusionframes.config import ModelConfig, preset
+from fusionframes.io.atomic import atomic_write
 
 FORMAT_NAME = "fusionframes"
 FORMAT_VERSION = 1
@@ -200,9 +201,7 @@ def load_official(files: OfficialFiles, config: ModelConfig | None = None) -> Mo
 
 
 def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
 def _state(module: nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:

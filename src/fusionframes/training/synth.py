@@ -13,15 +13,15 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 import tarfile
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from fusionframes.io.atomic import atomic_write
 
 # ---------------------------------------------------------------------------------------------
 # The world's vocabulary
@@ -772,17 +772,6 @@ def _check_positive(name: str, value: object, minimum: int = 1) -> None:
         raise ValueError(f"{name}: must be an int >= {minimum}, got {value!r}")
 
 
-def _atomic_write(path: Path, write) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_tar(tmp: Path, seed: int, indices: range, size: int, frames: int, fps: int) -> None:
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for index in indices:
@@ -823,7 +812,7 @@ def write_shards(
     for number, first in enumerate(range(0, videos, shard_size)):
         path = out / f"shard-{number:06d}.tar"
         indices = range(first, min(videos, first + shard_size))
-        _atomic_write(path, lambda tmp, i=indices: _write_tar(tmp, seed, i, size, frames, fps))
+        atomic_write(path, lambda tmp, i=indices: _write_tar(tmp, seed, i, size, frames, fps))
         shards.append(path)
     manifest = {
         "videos": videos,
@@ -838,5 +827,5 @@ def write_shards(
         "backgrounds": {k: list(v) for k, v in BACKGROUNDS.items()},
     }
     text = json.dumps(manifest, indent=2, sort_keys=True)
-    _atomic_write(out / "manifest.json", lambda tmp: tmp.write_text(text))
+    atomic_write(out / "manifest.json", lambda tmp: tmp.write_text(text))
     return shards

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
+
+from fusionframes.io.atomic import atomic_write
 
 METRIC_ORDER = ("colour", "shape", "motion", "background", "count", "all")
 
@@ -66,17 +65,6 @@ def _check_output(name: str, path: str | None, suffixes: tuple[str, ...]) -> Pat
     if not out.parent.resolve().is_dir():
         raise FileNotFoundError(f"{name}: folder does not exist: {out.parent}")
     return out
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def format_summary(result: dict) -> str:
@@ -154,7 +142,7 @@ def run_eval_synthetic(args: argparse.Namespace) -> int:
     }
     print(format_summary(result))
     if json_path is not None:
-        write_json_atomic(json_path, result)
+        atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
         print(f"wrote {json_path}")
     if "contact_sheet" in result:
         print(f"wrote {result['contact_sheet']}")
