@@ -1,15 +1,16 @@
 """Join separately trained stages into one model folder.
 
-The keyframe and interpolation stages train in parallel from the same MoVQ stage (and, optionally, a
-decoder-only MoVQ fine-tune alongside them) (the interpolation
-U-Net sees only the null text, so it does not need the keyframe stage's text encoder). This takes the
-text encoder, projection, keyframe U-Net and MoVQ from the keyframe run, the interpolation U-Net and its
-null embedding from the interpolation run, and the sampling defaults the caller chose.
+The keyframe and interpolation stages train in parallel from the same MoVQ stage: the interpolation
+U-Net sees only the null text, so it does not need the keyframe stage's text encoder. A decoder-only
+MoVQ fine-tune may run alongside them. This takes the text encoder, projection, keyframe U-Net and MoVQ
+from the keyframe run (or the MoVQ from the fine-tune), the interpolation U-Net and its null embedding
+from the interpolation run, and the sampling defaults the caller chose.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,8 @@ def text_encoder_parameters(folder: Path) -> int:
     total = 0
     for file in sorted(folder.glob("*.safetensors")):
         with safe_open(str(file), "pt") as handle:
-            for name in handle.keys():
-                total += _numel(handle, name)
+            total += sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
     return total
-
-
-def _numel(handle, name: str) -> int:
-    count = 1
-    for size in handle.get_slice(name).get_shape():
-        count *= size
-    return count
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module, prefixes: tuple[str, ...] = ("",)) -> bool:
@@ -89,15 +82,15 @@ def assemble_model(
     key.vocabulary = frozenset(key.vocabulary) | frozenset(interp.vocabulary)
     key.name = name
     manifest = read_manifest(Path(keyframes))
-    text_dir = text_encoder_source(keyframes, manifest)
+    text_dir = Path(str(text_encoder_source(keyframes, manifest)))
+    local_text = text_dir if text_dir.is_dir() else None  # else a Hub id the manifest keeps
     extra = {k: v for k, v in manifest.items() if k.startswith("trained_")}
     networks = sum(p.numel() for m in key.networks().values() for p in m.parameters())
-    text = text_encoder_parameters(Path(str(text_dir))) if Path(str(text_dir)).is_dir() else 0
-    extra["parameters"] = networks + text
+    extra["parameters"] = networks + (text_encoder_parameters(local_text) if local_text else 0)
     return write_model_folder(
         key,
         out,
-        text_encoder_dir=text_dir if Path(str(text_dir)).is_dir() else None,
+        text_encoder_dir=local_text,
         metadata={**extra, **(metadata or {})},
         weights_dtype=weights_dtype,
     )
