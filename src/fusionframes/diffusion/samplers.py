@@ -21,6 +21,18 @@ from fusionframes.diffusion.schedule import DiffusionSchedule
 TRAIN_STEPS = 1000
 
 
+CLAMPING_SAMPLERS = ("ddpm", "ddim")  # the samplers that can clamp x0 to a static range
+
+
+def check_clamp_support(name: str, thresholding: float | None) -> None:
+    """A static x0 clamp (``thresholding >= 1``) only works with the samplers that implement one."""
+    if thresholding is not None and thresholding >= 1.0 and name not in CLAMPING_SAMPLERS:
+        raise ValueError(
+            f"scheduler: {name!r} cannot clamp x0 to +-{thresholding:g} as this model needs; "
+            f"allowed: {', '.join(CLAMPING_SAMPLERS)}"
+        )
+
+
 def _diffusers_scheduler(name: str, prediction: str, percentile: float | None):
     import diffusers
 
@@ -37,11 +49,7 @@ def _diffusers_scheduler(name: str, prediction: str, percentile: float | None):
     if name == "ddim":
         clip = {"clip_sample": True, "clip_sample_range": percentile} if static else {"clip_sample": False}
         return diffusers.DDIMScheduler(**common, **clip, set_alpha_to_one=True)
-    if static:
-        raise ValueError(
-            f"scheduler: {name!r} cannot clamp x0 to +-{percentile:g} (the model's sampling.thresholding); "
-            "use 'ddpm' or 'ddim'"
-        )
+    check_clamp_support(name, percentile)
     if name == "dpm++2m":
         return diffusers.DPMSolverMultistepScheduler(
             **common,

@@ -19,7 +19,7 @@ import torch
 
 from fusionframes.components import ModelComponents
 from fusionframes.config import ModelConfig
-from fusionframes.diffusion.samplers import SAMPLERS
+from fusionframes.diffusion.samplers import SAMPLERS, check_clamp_support
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.pipelines.acceleration import (
     compile_components,
@@ -138,12 +138,7 @@ def validate_settings(
     scheduler = scheduler or defaults.scheduler
     if scheduler not in SAMPLERS:
         raise ValueError(f"scheduler: unknown {scheduler!r}; allowed: {', '.join(SAMPLERS)}")
-    clamp = defaults.thresholding
-    if clamp is not None and clamp >= 1.0 and scheduler not in ("ddpm", "ddim"):
-        raise ValueError(
-            f"scheduler: {scheduler!r} cannot clamp x0 to +-{clamp:g} as this model needs; "
-            "allowed: ddpm, ddim"
-        )
+    check_clamp_support(scheduler, defaults.thresholding)
     keyframes = _int(
         num_keyframes if num_keyframes is not None else config.keyframe_unet.num_frames, "num_keyframes"
     )
