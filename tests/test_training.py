@@ -237,6 +237,20 @@ def test_sigkill_then_resume_replays_losses(clips, movq_run, tmp_path) -> None:
     assert len(losses(broken)) == 16
 
 
+def run_two_ranks(script: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``script`` under torchrun with two CPU ranks (gloo, one thread each); it must exit 0."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    result = subprocess.run(
+        [*command, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_torchrun_two_ranks_stay_identical(clips, movq_run, tmp_path, parallel: str) -> None:
     config = tmp_path / "interp.json"
@@ -268,25 +282,7 @@ def test_torchrun_two_ranks_stay_identical(clips, movq_run, tmp_path, parallel: 
         "print('RANKS_IDENTICAL', dist.get_rank())\n"
         "dist.destroy_process_group()\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--standalone",
-            str(script),
-            str(config),
-            str(clips),
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    result = run_two_ranks(script, str(config), str(clips), str(tmp_path / "run"))
     assert result.stdout.count("RANKS_IDENTICAL") == 2
 
 
@@ -295,7 +291,7 @@ def test_fsdp_keyframes_resume_replays_losses(clips, movq_run, tmp_path) -> None
     exports a loadable model, and a resumed run continues with the uninterrupted run's losses."""
     script = tmp_path / "fsdp.py"
     script.write_text(
-        "import sys, json, csv, torch.distributed as dist\n"
+        "import sys, json, torch.distributed as dist\n"
         "from fusionframes.training.config import config_from_dict\n"
         "from fusionframes.training.loop import train\n"
         "base = json.loads(sys.argv[1]); data, root = sys.argv[2], sys.argv[3]\n"
@@ -317,16 +313,7 @@ def test_fsdp_keyframes_resume_replays_losses(clips, movq_run, tmp_path) -> None
         "parallel": "fsdp",
         "init_from": str(movq_run / "model"),
     }
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
-    result = subprocess.run(
-        [*command, str(script), json.dumps(cfg), str(clips), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    result = run_two_ranks(script, json.dumps(cfg), str(clips), str(tmp_path), timeout=600)
     assert result.stdout.count("RESUME_OK") == 2
     model = load_model_folder(tmp_path / "whole" / "model")
     assert {"red", "square"} <= model.vocabulary
@@ -360,24 +347,7 @@ def test_live_weights_identical_across_ranks_during_ddp(clips, movq_run, tmp_pat
         "batch_size": 2,
         "init_from": str(movq_run / "model"),
     }
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--standalone",
-            str(script),
-            json.dumps(cfg),
-            str(clips),
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_two_ranks(script, json.dumps(cfg), str(clips), str(tmp_path / "run"))
 
 
 def test_bad_data_is_skipped_and_counted(tmp_path) -> None:
