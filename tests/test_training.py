@@ -280,7 +280,7 @@ def test_torchrun_two_ranks_stay_identical(clips, movq_run, tmp_path, parallel: 
         "dist.all_gather(gathered, flat)\n"
         "assert torch.equal(gathered[0], gathered[1]), 'ranks differ'\n"
         "print('RANKS_IDENTICAL', dist.get_rank())\n"
-        "dist.destroy_process_group()\n"
+        "dist.barrier(); dist.destroy_process_group()\n"
     )
     result = run_two_ranks(script, str(config), str(clips), str(tmp_path / "run"))
     assert result.stdout.count("RANKS_IDENTICAL") == 2
@@ -303,7 +303,7 @@ def test_fsdp_keyframes_resume_replays_losses(clips, movq_run, tmp_path) -> None
         "b = [round(l, 5) for _, l in resumed['history']]\n"
         "assert a == b, (a, b)\n"
         "print('RESUME_OK', dist.get_rank())\n"
-        "dist.destroy_process_group()\n"
+        "dist.barrier(); dist.destroy_process_group()\n"
     )
     cfg = {
         **BASE,
@@ -338,7 +338,7 @@ def test_live_weights_identical_across_ranks_during_ddp(clips, movq_run, tmp_pat
         "dist.all_gather(gathered, flat)\n"
         "assert torch.equal(gathered[0], gathered[1])\n"
         "print('OK')\n"
-        "dist.destroy_process_group()\n"
+        "dist.barrier(); dist.destroy_process_group()\n"
     )
     cfg = {
         **BASE,
