@@ -21,6 +21,7 @@ from fusionframes.models.layers import (
     Attention,
     ConditionalGroupNorm,
     TemporalAttention,
+    TemporalConv,
     channels_time_to_frames,
     embedding_mlp,
     frames_to_channels_time,
@@ -57,7 +58,7 @@ class ConvBlock(nn.Module):
         self.temporal = temporal
         if temporal:
             self.temporal_merge = nn.Parameter(torch.zeros(1))
-            self.temporal_projection = nn.Conv3d(out_channels, out_channels, (3, 1, 1), padding=(1, 0, 0))
+            self.temporal_projection = TemporalConv(out_channels, out_channels, 3)
             nn.init.zeros_(self.temporal_projection.weight)
             nn.init.zeros_(self.temporal_projection.bias)
 
@@ -128,7 +129,7 @@ class TemporalResNetBlock(nn.Module):
                 [
                     ConditionalGroupNorm(groups, cin, embed_dim),
                     nn.SiLU(),
-                    nn.Conv3d(cin, cout, (k, 1, 1), padding=(k // 2, 0, 0)),
+                    TemporalConv(cin, cout, k),
                 ]
             )
             for (cin, cout), k in zip(pairs, (1, 3, 3, 1), strict=True)
