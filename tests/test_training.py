@@ -158,6 +158,45 @@ def test_interpolation_loss_falls(clips, movq_run, tmp_path) -> None:
     assert falls(losses(tmp_path), 40, 0.88)
 
 
+def test_continuing_from_a_checkpoint_under_new_sampling_settings(clips, movq_run, tmp_path) -> None:
+    """Phase 1 stops early (stop_after); phase 2 starts from its raw weights with frame-shared noise and
+    a residual interpolation model, and the exported folders tell the pipeline so."""
+    base = {**BASE, "init_from": str(movq_run / "model"), "max_steps": 20, "checkpoint_every": 5}
+    first = tmp_path / "keyframes1"
+    train(config_from_dict({**base, "stage": "keyframes", "stop_after": 10}), clips, first, progress=False)
+    assert [p.name for p in (first / "checkpoints").iterdir()] == ["step-00000005", "step-00000010"]
+    assert len(losses(first)) == 10 and (first / "model" / "model_index.json").is_file()
+
+    checkpoint = first / "checkpoints" / "step-00000010"
+    from fusionframes.training.state import read_checkpoint_state
+
+    raw = read_checkpoint_state(checkpoint)["objective"]
+    second = tmp_path / "keyframes2"
+    phase2 = {**base, "stage": "keyframes", "init_from": str(checkpoint), "frame_noise_sharing": 0.8}
+    train(config_from_dict({**phase2, "max_steps": 1, "learning_rate": 1e-8}), clips, second, progress=False)
+    exported = load_model_folder(second / "model")
+    assert exported.config.sampling.frame_noise_sharing == 0.8
+    unet = {k[len("unet.") :]: v for k, v in raw.items() if k.startswith("unet.")}
+    # started from the raw weights (a 1e-8 step moves them by ~1e-8), not the EMA of the folder
+    for name, value in exported.keyframe_unet.state_dict().items():
+        torch.testing.assert_close(value, unet[name], atol=1e-5, rtol=0)
+
+    with pytest.raises(ValueError, match="'keyframes' checkpoint; a training checkpoint can only start"):
+        cfg = {**base, "stage": "interpolation", "init_from": str(checkpoint)}
+        train(config_from_dict(cfg), clips, tmp_path / "wrong", progress=False)
+
+    interp = tmp_path / "interp"
+    cfg = {**base, "stage": "interpolation", "max_steps": 2, "interpolation_residual": True}
+    train(config_from_dict(cfg), clips, interp, progress=False)
+    assert load_model_folder(interp / "model").config.sampling.interpolation_residual is True
+
+    from fusionframes.training.assemble import assemble_model
+
+    assemble_model(second / "model", interp / "model", tmp_path / "joined", name="joined")
+    joined = load_model_folder(tmp_path / "joined").config.sampling
+    assert joined.frame_noise_sharing == 0.8 and joined.interpolation_residual is True
+
+
 def _cli(args: list[str], **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
@@ -384,6 +423,8 @@ def test_bad_data_is_skipped_and_counted(tmp_path) -> None:
         ({"stage": "vae"}, "stage: unknown 'vae'"),
         ({"new_text_encoder": {"d_modle": 8}}, "new_text_encoder.d_modle"),
         ({"clip_frames": 8, "stage": "keyframes"}, "clip_frames: 8 frames cannot hold 8 keyframes"),
+        ({"frame_noise_sharing": 1.0}, "frame_noise_sharing: must be in [0, 1)"),
+        ({"stop_after": 0}, "stop_after: must be >= 1"),
     ],
 )
 def test_bad_configs(data: dict, message: str, tmp_path) -> None:

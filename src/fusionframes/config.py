@@ -137,6 +137,16 @@ class SamplingDefaults:
     # 1, then rescaled to [-1, 1]); 1 or more: a static clamp to +-value, for models whose latents are
     # not bounded by 1 (the built-in model); None: off.
     thresholding: float | None = 0.98
+    # How the networks were trained, so sampling must match (the released model: 0 and False).
+    # frame_noise_sharing: share of each keyframe's noise variance common to all keyframes of a video.
+    frame_noise_sharing: float = 0.0
+    # interpolation_residual: the interpolation U-Net denoises the in-between latents' difference from
+    # the linear blend of their neighbours rather than the latents themselves.
+    interpolation_residual: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.frame_noise_sharing < 1.0:
+            raise ValueError(f"frame_noise_sharing: must be in [0, 1), got {self.frame_noise_sharing}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SamplingDefaults:

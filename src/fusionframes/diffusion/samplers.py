@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fusionframes.diffusion.guidance import Denoiser
-from fusionframes.diffusion.sampling import StepCallback, sample_ddpm
+from fusionframes.diffusion.sampling import NoiseFn, StepCallback, sample_ddpm
 from fusionframes.diffusion.schedule import DiffusionSchedule
 
 TRAIN_STEPS = 1000
@@ -76,7 +76,9 @@ def diffusers_sampler(name: str) -> Callable[..., torch.Tensor]:
         callback: StepCallback | None = None,
         desc: str = "denoising",
         disable: bool = False,
+        noise: NoiseFn | None = None,
     ) -> torch.Tensor:
+        # ``noise`` is unused: these solvers are deterministic after the initial noise
         scheduler = _diffusers_scheduler(name, prediction, percentile)
         scheduler.set_timesteps(schedule.num_steps, device=x.device)
         import inspect

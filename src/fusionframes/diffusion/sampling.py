@@ -9,6 +9,7 @@ All arithmetic here is float32 whatever the network's dtype.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -18,6 +19,7 @@ from fusionframes.diffusion.guidance import Denoiser
 from fusionframes.diffusion.schedule import DiffusionSchedule
 
 StepCallback = Callable[[int, int], None]
+NoiseFn = Callable[[tuple[int, ...]], torch.Tensor]
 
 
 def predict_x0(
@@ -80,6 +82,26 @@ def randn(
     return torch.randn(shape, generator=generator, device=source, dtype=torch.float32).to(device)
 
 
+def video_noise(
+    shape: tuple[int, ...],
+    sharing: float,
+    generator: torch.Generator | None,
+    device: torch.device | str,
+) -> torch.Tensor:
+    """Unit Gaussian noise for the N frames of one video ``[N, ...]`` whose frames share ``sharing`` of
+    their variance (the "mixed" noise prior of PYoCo, Ge et al. 2023). Frames of a video look alike, so
+    starting them from alike noise keeps what they share (background, objects) consistent even where the
+    temporal layers are weak. ``sharing`` 0 is plain independent noise, drawn exactly as :func:`randn`.
+    """
+    if not 0.0 <= sharing < 1.0:
+        raise ValueError(f"frame_noise_sharing: must be in [0, 1), got {sharing}")
+    independent = randn(shape, generator, device)
+    if sharing == 0.0:
+        return independent
+    common = randn((1, *shape[1:]), generator, device)
+    return math.sqrt(sharing) * common + math.sqrt(1.0 - sharing) * independent
+
+
 def sample_ddpm(
     denoise: Denoiser,
     x: torch.Tensor,
@@ -90,14 +112,20 @@ def sample_ddpm(
     callback: StepCallback | None = None,
     desc: str = "denoising",
     disable: bool = False,
+    noise: NoiseFn | None = None,
 ) -> torch.Tensor:
-    """The official sampler: ancestral DDPM over every step of the schedule, last to first."""
+    """The official sampler: ancestral DDPM over every step of the schedule, last to first.
+
+    ``noise(shape)`` draws each step's fresh noise (default: independent, from ``generator``); a model
+    trained on frame-correlated noise gets the same correlation here.
+    """
     steps = schedule.num_steps
     for i, step in enumerate(tqdm(range(steps - 1, -1, -1), desc=desc, disable=disable, leave=False)):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
         mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, prediction, percentile)
         if step > 0:
-            x = mean + torch.exp(0.5 * log_var) * randn(tuple(x.shape), generator, x.device)
+            fresh = noise(tuple(x.shape)) if noise is not None else randn(tuple(x.shape), generator, x.device)
+            x = mean + torch.exp(0.5 * log_var) * fresh
         else:
             x = mean
         if callback is not None:

@@ -32,7 +32,7 @@ import torch
 from fusionframes.camera import DEFAULT_FOV_DEG
 from fusionframes.config import ModelConfig
 from fusionframes.diffusion.samplers import SAMPLERS
-from fusionframes.diffusion.sampling import ddpm_mean_variance, randn
+from fusionframes.diffusion.sampling import ddpm_mean_variance, randn, video_noise
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.pipelines.animation import (
     DEFAULT_BORDER,
@@ -402,11 +402,13 @@ def sample_anchored_keyframes(
     generator: torch.Generator | None = None,
     progress: bool = True,
     percentile: float | None = 0.98,
+    noise_sharing: float = 0.0,
 ) -> torch.Tensor:
     """Ancestral DDPM over N keyframes whose first is pinned to ``anchor`` (a clean latent).
 
     Before each step the first keyframe is replaced by ``anchor`` noised to that step's level, so the
     network sees a consistent clip and the other keyframes follow the anchor; it ends exactly on it.
+    ``noise_sharing``: the model's frame-noise correlation, for each step's fresh noise.
     """
     from tqdm.auto import tqdm
 
@@ -418,7 +420,12 @@ def sample_anchored_keyframes(
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
         x[:1] = schedule.add_noise(anchor, randn(tuple(anchor.shape), generator, x.device), t[:1])
         mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, "epsilon", percentile)
-        x = mean + torch.exp(0.5 * log_var) * randn(tuple(x.shape), generator, x.device) if step else mean
+        if step:
+            x = mean + torch.exp(0.5 * log_var) * video_noise(
+                tuple(x.shape), noise_sharing, generator, x.device
+            )
+        else:
+            x = mean
     x[:1] = anchor
     return x
 
@@ -454,12 +461,14 @@ def t2v_scene_latents(
             sampler,
             progress=progress,
             percentile=t2v.config.sampling.thresholding,
+            noise_sharing=t2v.config.sampling.frame_noise_sharing,
         )
     else:
         denoise = keyframe_denoiser(
             components.keyframe_unet, context, mask, uncond, uncond_mask, settings.guidance_scale, n
         )
-        noise = randn((n, *shape), generator, t2v.device)
+        sharing = t2v.config.sampling.frame_noise_sharing
+        noise = video_noise((n, *shape), sharing, generator, t2v.device)
         latents = sample_anchored_keyframes(
             denoise,
             noise,
@@ -468,6 +477,7 @@ def t2v_scene_latents(
             generator,
             progress,
             percentile=t2v.config.sampling.thresholding,
+            noise_sharing=sharing,
         )
     check_finite(latents, "keyframes")
     interpolation = DiffusionSchedule.cosine(settings.interpolation_steps)
@@ -484,6 +494,7 @@ def t2v_scene_latents(
             progress=progress,
             desc=f"interpolation {index + 1}",
             percentile=t2v.config.sampling.thresholding,
+            residual=t2v.config.sampling.interpolation_residual,
         )
         check_finite(latents, f"interpolation {index + 1}")
     return latents

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from fusionframes.diffusion.guidance import guided
-from fusionframes.diffusion.sampling import StepCallback, randn, sample_ddpm
+from fusionframes.diffusion.sampling import StepCallback, randn, sample_ddpm, video_noise
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.models import MoVQ, UNet3D
 from fusionframes.pipelines.acceleration import memory_format_of
@@ -73,12 +73,24 @@ def generate_keyframes(
     callback: StepCallback | None = None,
     progress: bool = True,
     percentile: float | None = 0.98,
+    noise_sharing: float = 0.0,
 ) -> torch.Tensor:
-    """Denoise ``num_frames`` keyframe latents ``[N, C, h, w]`` for one prompt (epsilon prediction)."""
+    """Denoise ``num_frames`` keyframe latents ``[N, C, h, w]`` for one prompt (epsilon prediction).
+
+    ``noise_sharing``: the frame-noise correlation the model was trained with (its
+    ``sampling.frame_noise_sharing``), used for the initial noise and every DDPM step's noise.
+    """
     denoise = keyframe_denoiser(
         unet, context, context_mask, uncond_context, uncond_mask, guidance_scale, num_frames
     )
-    noise = randn((num_frames, *latent_shape), generator, context.device)
+    device = context.device
+    noise = video_noise((num_frames, *latent_shape), noise_sharing, generator, device)
+    step_noise = None
+    if noise_sharing > 0:
+
+        def step_noise(shape: tuple[int, ...]) -> torch.Tensor:
+            return video_noise(shape, noise_sharing, generator, device)
+
     return sampler(
         denoise,
         noise,
@@ -89,6 +101,7 @@ def generate_keyframes(
         callback=callback,
         desc="keyframes",
         disable=not progress,
+        noise=step_noise,
     )
 
 
@@ -120,6 +133,12 @@ def interpolation_denoiser(
     return guided(run_both, guidance_scale)
 
 
+def blend_neighbours(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Linear blends at 1/4, 2/4 and 3/4 between each pair ``[G, C, h, w]`` -> ``[G, 3C, h, w]``: the base
+    a residual interpolation model (``interpolation_residual``) adds its output to."""
+    return torch.cat([torch.lerp(left, right, w) for w in (0.25, 0.5, 0.75)], dim=1)
+
+
 def scatter_frames(keyframes: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """N keyframes ``[N, C, h, w]`` + N-1 groups ``[N-1, 3C, h, w]`` -> 4N-3 frames in time order."""
     n, c, h, w = keyframes.shape
@@ -143,8 +162,13 @@ def interpolate_pass(
     progress: bool = True,
     desc: str = "interpolation",
     percentile: float | None = 0.98,
+    residual: bool = False,
 ) -> torch.Tensor:
-    """One pass: N latents -> 4N-3 latents, every neighbouring pair's three in-betweens in one batch."""
+    """One pass: N latents -> 4N-3 latents, every neighbouring pair's three in-betweens in one batch.
+
+    ``residual``: the model denoises the difference from the neighbours' linear blend (its
+    ``sampling.interpolation_residual``); the blend is added back here.
+    """
     left, right = frames[:-1].float(), frames[1:].float()
     denoise = interpolation_denoiser(unet, null_embedding, left, right, skip_frames, guidance_scale)
     noise = randn((left.shape[0], 3 * frames.shape[1], *frames.shape[2:]), generator, frames.device)
@@ -159,6 +183,8 @@ def interpolate_pass(
         desc=desc,
         disable=not progress,
     )
+    if residual:
+        groups = groups + blend_neighbours(left, right)
     return scatter_frames(frames.float(), groups)
 
 

@@ -414,6 +414,7 @@ class TextToVideoPipeline:
             report("keyframes"),
             progress,
             percentile=self.config.sampling.thresholding,
+            noise_sharing=self.config.sampling.frame_noise_sharing,
         )
         check_finite(latents, "keyframes")
         timings["keyframes"] = time.perf_counter() - start
@@ -437,6 +438,7 @@ class TextToVideoPipeline:
                 progress,
                 desc=stage,
                 percentile=self.config.sampling.thresholding,
+                residual=self.config.sampling.interpolation_residual,
             )
             check_finite(latents, stage)
             timings[stage] = time.perf_counter() - start

@@ -67,7 +67,9 @@ def assemble_model(
     if key.config.interpolation_unet != interp.config.interpolation_unet:
         raise ValueError("interpolation: its U-Net config differs from the keyframe model folder's")
     # from_dict names unknown keys and checks the types of the overrides
-    defaults = SamplingDefaults.from_dict({**key.config.sampling.to_dict(), **(sampling or {})})
+    # each network brings how it was trained to be sampled; ``sampling`` overrides the rest
+    trained = {"interpolation_residual": interp.config.sampling.interpolation_residual}
+    defaults = SamplingDefaults.from_dict({**key.config.sampling.to_dict(), **trained, **(sampling or {})})
     key.config = dataclasses.replace(key.config, sampling=defaults)
     if movq is not None:
         tuned = load_model_folder(movq).movq

@@ -48,6 +48,7 @@ class TrainConfig:
 
     # optimisation
     max_steps: int = 1000
+    stop_after: int | None = None  # end the run at this step; the LR schedule still spans max_steps
     learning_rate: float = 2e-4
     text_learning_rate: float | None = None
     weight_decay: float = 0.01
@@ -62,6 +63,10 @@ class TrainConfig:
     freeze_encoder: bool = False  # movq: train the decoder only; latents stay valid for the diffusion stages
     text_dropout: float = 0.1
     keyframe_dropout: float = 0.1  # interpolation: drop the neighbouring keyframes (for guidance)
+    # keyframes: share of the noise variance common to a video's frames (0 = independent, as released)
+    frame_noise_sharing: float = 0.0
+    # interpolation: learn the in-betweens' difference from the linear blend of their neighbours
+    interpolation_residual: bool = False
     diffusion_steps: int = 1000
     movq_latent_weight: float = 0.01  # keeps MoVQ latents near unit scale for the diffusion models
 
@@ -99,6 +104,10 @@ class TrainConfig:
         for name in ("text_dropout", "keyframe_dropout", "min_lr_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ValueError(f"stop_after: must be >= 1 or null, got {self.stop_after}")
+        if not 0.0 <= self.frame_noise_sharing < 1.0:
+            raise ValueError(f"frame_noise_sharing: must be in [0, 1), got {self.frame_noise_sharing}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if self.warmup_steps < 0 or self.grad_clip < 0:

@@ -239,10 +239,19 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
     return preset(str(cfg.model))
 
 
+def is_training_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / "state" / "COMPLETE").is_file() and (Path(path) / "model").is_dir()
+
+
 def prepare_components(cfg: TrainConfig, clips: list[dict], run_dir: Path, world: World) -> ModelComponents:
-    """Start from ``init_from`` or fresh weights; make a small T5 from the captions when none is given."""
+    """Start from ``init_from`` or fresh weights; make a small T5 from the captions when none is given.
+
+    ``init_from`` may be a training checkpoint: its model folder is loaded here and :func:`train` then
+    puts the checkpoint's raw (non-EMA) weights in place, to continue a run under a new config.
+    """
     if cfg.init_from:
-        return load_model_folder(cfg.init_from)
+        source = Path(cfg.init_from)
+        return load_model_folder(source / "model" if is_training_checkpoint(source) else source)
     text_encoder = cfg.text_encoder
     if text_encoder is None:
         text_encoder = run_dir / "text_encoder_init"
@@ -315,12 +324,16 @@ def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.M
             components.interpolation_null,
             cfg.diffusion_steps,
             cfg.keyframe_dropout,
+            cfg.interpolation_residual,
         ), None
     tokenizer, encoder = load_text_encoder(components)
     trainable_text = cfg.train_text_encoder and cfg.text_encoder is None
     encoder.requires_grad_(trainable_text)
     text = TextEncoding(encoder, components.projection, components.keyframe_null)
-    return KeyframeObjective(components.keyframe_unet, text, cfg.diffusion_steps, cfg.text_dropout), tokenizer
+    objective = KeyframeObjective(
+        components.keyframe_unet, text, cfg.diffusion_steps, cfg.text_dropout, cfg.frame_noise_sharing
+    )
+    return objective, tokenizer
 
 
 def select_trainable(objective: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -391,10 +404,15 @@ def export_model(
     extra: dict | None = None,
 ) -> None:
     """Write ``components`` (with ``objective``'s current weights in place) as a model folder."""
+    # the exported folder must tell the pipeline how its trained network expects to be sampled
+    sampling = components.config.sampling
     if isinstance(objective, KeyframeObjective):
         components.keyframe_null = objective.text.null_embedding.detach().clone()
+        sampling = dataclasses.replace(sampling, frame_noise_sharing=objective.noise_sharing)
     if isinstance(objective, InterpolationObjective):
         components.interpolation_null = objective.null_embedding.detach().clone()
+        sampling = dataclasses.replace(sampling, interpolation_residual=objective.residual)
+    components.config = dataclasses.replace(components.config, sampling=sampling)
     vocabulary = set(components.vocabulary)
     text_dir = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -459,6 +477,8 @@ def train(
         tokens = (batch["input_ids"], batch["attention_mask"])
 
     state = read_checkpoint_state(checkpoint) if checkpoint is not None else None
+    if state is None and cfg.init_from and is_training_checkpoint(cfg.init_from):
+        _load_raw_weights(objective, Path(cfg.init_from), cfg.stage)
     groups = select_trainable(objective, cfg)
     if sharded(cfg, world):
         # FSDP: shard first, then build the optimizer and the EMA on the shards.
@@ -504,8 +524,9 @@ def train(
     history: list[tuple[int, float]] = []
     strides = {int(k): int(v) for k, v in cfg.interpolation_strides.items()}
     n = len(clips)
+    end = min(cfg.max_steps, cfg.stop_after or cfg.max_steps)
     bar = tqdm(
-        range(start_step, cfg.max_steps),
+        range(start_step, end),
         desc=f"train {cfg.stage}",
         disable=not (progress and world.is_main),
         initial=start_step,
@@ -548,12 +569,12 @@ def train(
                 writer.add_scalar("loss", total, step)
                 writer.add_scalar("lr", scheduler.get_last_lr()[0], step)
             bar.set_postfix(loss=f"{total:.4f}")
-        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+        if done % cfg.checkpoint_every == 0 or done == end:
             _save(run_dir, done, cfg, components, objective, ema, optimizer, scheduler, tokenizer, world)
         if cfg.sample_every and done % cfg.sample_every == 0 and world.is_main:
             _write_samples(run_dir, done, cfg)
     world.barrier()
-    if world.is_main and cfg.max_steps > start_step:
+    if world.is_main and end > start_step:
         final = latest_checkpoint(run_dir)
         if final is not None:
             target = run_dir / "model"
@@ -567,6 +588,18 @@ def train(
     if writer is not None:
         writer.close()
     return {"history": history, "run_dir": str(run_dir), "world_size": world.size}
+
+
+def _load_raw_weights(objective: nn.Module, checkpoint: Path, stage: str) -> None:
+    """Continue from a checkpoint of the same stage: its raw weights, not the exported EMA."""
+    state = read_checkpoint_state(checkpoint)
+    if state["progress"].get("stage") != stage:
+        raise ValueError(
+            f"init_from: {checkpoint} is a {state['progress'].get('stage')!r} checkpoint; a training "
+            f"checkpoint can only start a run of the same stage ({stage!r}), else give a model folder"
+        )
+    objective.load_state_dict(state["objective"])
+    logger.info("init_from: raw weights of %s (step %s)", checkpoint, state["progress"].get("step"))
 
 
 def _caption_words(clips: list[dict]) -> frozenset[str]:

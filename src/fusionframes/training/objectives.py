@@ -6,6 +6,7 @@ cosine schedule and time scaling as inference, so a trained model samples with t
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.models import MoVQ, UNet3D
-from fusionframes.pipelines.stages import temporal_positions
+from fusionframes.pipelines.stages import blend_neighbours, temporal_positions
 from fusionframes.text.conditioning import TextProjection, project_text
 
 
@@ -78,14 +79,21 @@ class TextEncoding(nn.Module):
 
 
 class KeyframeObjective(nn.Module):
-    """Epsilon prediction on F keyframe latents per video, with text dropout to the null embedding."""
+    """Epsilon prediction on F keyframe latents per video, with text dropout to the null embedding.
 
-    def __init__(self, unet: UNet3D, text: TextEncoding, steps: int, text_dropout: float) -> None:
+    ``noise_sharing``: the share of the noise variance common to a video's frames (see
+    :func:`fusionframes.diffusion.sampling.video_noise`); sampling must use the same value.
+    """
+
+    def __init__(
+        self, unet: UNet3D, text: TextEncoding, steps: int, text_dropout: float, noise_sharing: float = 0.0
+    ) -> None:
         super().__init__()
         self.unet = unet
         self.text = text
         self.schedule = DiffusionSchedule.cosine(steps)
         self.text_dropout = text_dropout
+        self.noise_sharing = noise_sharing
 
     def forward(
         self,
@@ -101,6 +109,9 @@ class KeyframeObjective(nn.Module):
         context, mask = self.text.drop(context, mask, _uniform(b, generator, device) < self.text_dropout)
         t = _timesteps(b, self.schedule.num_steps, generator, device)
         noise = _normal(tuple(latents.shape), generator, device)
+        if self.noise_sharing > 0:
+            common = _normal((b, 1, *latents.shape[2:]), generator, device)
+            noise = math.sqrt(self.noise_sharing) * common + math.sqrt(1 - self.noise_sharing) * noise
         x0 = latents.flatten(0, 1)
         frame_t = t.repeat_interleave(f)
         x_t = self.schedule.add_noise(x0, noise.flatten(0, 1), frame_t)
@@ -121,14 +132,23 @@ class InterpolationObjective(nn.Module):
     The groups of one clip are consecutive rows so the temporal convolutions see their neighbours,
     exactly as at inference; conditioning is the null text, and the neighbouring keyframes are
     zeroed with probability ``keyframe_dropout`` (the unconditional branch of guidance).
+    ``residual``: the target is the middle latents minus the linear blend of the (true) neighbours.
     """
 
-    def __init__(self, unet: UNet3D, null: torch.Tensor, steps: int, keyframe_dropout: float) -> None:
+    def __init__(
+        self,
+        unet: UNet3D,
+        null: torch.Tensor,
+        steps: int,
+        keyframe_dropout: float,
+        residual: bool = False,
+    ) -> None:
         super().__init__()
         self.unet = unet
         self.null_embedding = nn.Parameter(null.clone().float())
         self.schedule = DiffusionSchedule.cosine(steps)
         self.keyframe_dropout = keyframe_dropout
+        self.residual = residual
 
     def forward(self, groups: torch.Tensor, skip_frames: int, generator: torch.Generator) -> torch.Tensor:
         """``groups`` ``[B, G, 5, C, h, w]``: B clips, G consecutive groups each."""
@@ -136,6 +156,8 @@ class InterpolationObjective(nn.Module):
         device = groups.device
         rows = groups.reshape(b * g, 5, c, h, w)
         left, middle, right = rows[:, 0], rows[:, 1:4].reshape(b * g, 3 * c, h, w), rows[:, 4]
+        if self.residual:
+            middle = middle - blend_neighbours(left, right)
         drop = (_uniform(b, generator, device) < self.keyframe_dropout).repeat_interleave(g)
         left = torch.where(drop[:, None, None, None], torch.zeros_like(left), left)
         right = torch.where(drop[:, None, None, None], torch.zeros_like(right), right)

@@ -1,0 +1,121 @@
+"""Sampling settings a trained model folder carries: frame-shared keyframe noise and residual
+interpolation. Both are off for the released model, so its output must not change."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from fusionframes import TextToVideoPipeline
+from fusionframes.config import SamplingDefaults
+from fusionframes.diffusion.sampling import randn, sample_ddpm, video_noise
+from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.pipelines.stages import blend_neighbours, interpolate_pass
+
+FAST = {"num_inference_steps": 3, "interpolation_steps": 2, "progress": False, "output_type": "pt"}
+
+
+def test_unshared_video_noise_is_plain_noise() -> None:
+    a = video_noise((4, 2, 3, 3), 0.0, torch.Generator().manual_seed(5), "cpu")
+    b = randn((4, 2, 3, 3), torch.Generator().manual_seed(5), "cpu")
+    assert torch.equal(a, b)
+
+
+def test_shared_video_noise_has_unit_variance_and_the_asked_correlation() -> None:
+    noise = video_noise((2, 20_000), 0.8, torch.Generator().manual_seed(0), "cpu")
+    assert noise.var(dim=1).sub(1.0).abs().max() < 0.05
+    correlation = torch.corrcoef(noise)[0, 1]
+    assert abs(float(correlation) - 0.8) < 0.03
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 2.0])
+def test_bad_noise_sharing_is_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="frame_noise_sharing: must be in \\[0, 1\\)"):
+        video_noise((2, 3), bad, None, "cpu")
+    with pytest.raises(ValueError, match="frame_noise_sharing"):
+        SamplingDefaults(frame_noise_sharing=bad)
+
+
+def test_ddpm_draws_its_step_noise_from_the_given_function() -> None:
+    shapes = []
+
+    def noise(shape: tuple[int, ...]) -> torch.Tensor:
+        shapes.append(shape)
+        return torch.zeros(shape)
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+    x = torch.randn(3, 2, 4, 4)
+    sample_ddpm(
+        denoise, x, DiffusionSchedule.cosine(4), "epsilon", percentile=None, noise=noise, disable=True
+    )
+    assert shapes == [(3, 2, 4, 4)] * 3  # every step but the last adds noise
+
+
+def test_residual_interpolation_adds_the_neighbour_blend() -> None:
+    """A residual model that denoises to zero leaves exactly the linear blend between neighbours."""
+    frames = torch.randn(3, 2, 4, 4)
+    unused = torch.nn.Linear(1, 1)  # the sampler below never calls the network
+
+    def zero_sampler(denoise, x, *args, **kwargs):
+        return torch.zeros_like(x)
+
+    out = interpolate_pass(
+        unused,
+        torch.zeros(4),
+        frames,
+        1,
+        DiffusionSchedule.cosine(2),
+        0.0,
+        sampler=zero_sampler,
+        residual=True,
+        progress=False,
+    )
+    assert out.shape == (9, 2, 4, 4)
+    torch.testing.assert_close(out[::4], frames)
+    torch.testing.assert_close(out[2], (frames[0] + frames[1]) / 2)
+    torch.testing.assert_close(out[5], 0.75 * frames[1] + 0.25 * frames[2])
+    torch.testing.assert_close(blend_neighbours(frames[:1], frames[1:2])[:, :2], out[1:2])
+    plain = interpolate_pass(
+        unused,
+        torch.zeros(4),
+        frames,
+        1,
+        DiffusionSchedule.cosine(2),
+        0.0,
+        sampler=zero_sampler,
+        progress=False,
+    )
+    assert torch.equal(plain[1:4], torch.zeros(3, 2, 4, 4))
+
+
+def _with_sampling(pipe: TextToVideoPipeline, **changes) -> TextToVideoPipeline:
+    pipe.config = dataclasses.replace(
+        pipe.config, sampling=dataclasses.replace(pipe.config.sampling, **changes)
+    )
+    return pipe
+
+
+def test_pipeline_follows_the_model_folder_settings(tiny_model_dir) -> None:
+    def make() -> TextToVideoPipeline:
+        return TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
+
+    plain = make()
+    assert plain.config.sampling.frame_noise_sharing == 0.0
+    assert plain.config.sampling.interpolation_residual is False
+    base = plain("a red star", seed=2, fps="medium", **FAST).frames
+    again = plain("a red star", seed=2, fps="medium", **FAST).frames
+    assert torch.equal(base, again)
+
+    shared = _with_sampling(make(), frame_noise_sharing=0.9)("a red star", seed=2, fps="low", **FAST).frames
+    unshared = plain("a red star", seed=2, fps="low", **FAST).frames
+    # alike noise makes alike keyframes: frames differ less from each other than with independent noise
+    spread = lambda video: (video - video.mean(0, keepdim=True)).abs().mean()  # noqa: E731
+    assert spread(shared) < spread(unshared)
+
+    residual = _with_sampling(make(), interpolation_residual=True)("a red star", seed=2, fps="medium", **FAST)
+    torch.testing.assert_close(residual.frames[::4], base[::4])  # same keyframes
+    assert (residual.frames[1::4] - base[1::4]).abs().max() > 1e-3  # other in-betweens
