@@ -10,7 +10,7 @@ import torch
 
 from fusionframes import TextToVideoPipeline
 from fusionframes.config import SamplingDefaults
-from fusionframes.diffusion.sampling import randn, sample_ddpm, video_noise
+from fusionframes.diffusion.sampling import randn, sample_ddpm, terminal_skipped, video_noise
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.pipelines.stages import blend_neighbours, interpolate_pass
 
@@ -119,3 +119,72 @@ def test_pipeline_follows_the_model_folder_settings(tiny_model_dir) -> None:
     residual = _with_sampling(make(), interpolation_residual=True)("a red star", seed=2, fps="medium", **FAST)
     torch.testing.assert_close(residual.frames[::4], base[::4])  # same keyframes
     assert (residual.frames[1::4] - base[1::4]).abs().max() > 1e-3  # other in-betweens
+
+
+def test_skipping_the_terminal_step_starts_where_x0_estimates_are_usable() -> None:
+    """At the last cosine step sqrt(alpha_bar) ~ 3e-3: an eps error of 0.02 is an x0 error of ~8, which the
+    first DDPM step writes into the sample; one step lower it is ~0.3. Same number of network calls."""
+    from fusionframes.diffusion.sampling import predict_x0
+
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    plain, longer = DiffusionSchedule.cosine(20), terminal_skipped(20)
+    error = torch.full_like(x, 0.02)
+    first_plain = torch.full((2,), 19)
+    first_skipped = torch.full((2,), 19)  # the second-to-last of 21 steps
+    x0_error_plain = (
+        (
+            predict_x0(plain, x, first_plain, error, "epsilon")
+            - predict_x0(plain, x, first_plain, 0 * error, "epsilon")
+        )
+        .abs()
+        .mean()
+    )
+    x0_error_skipped = (
+        (
+            predict_x0(longer, x, first_skipped, error, "epsilon")
+            - predict_x0(longer, x, first_skipped, 0 * error, "epsilon")
+        )
+        .abs()
+        .mean()
+    )
+    assert x0_error_plain > 5 and x0_error_skipped < 0.5
+
+    calls = []
+
+    def counting(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        calls.append(int(time[0]))
+        return torch.zeros_like(x)
+
+    sample_ddpm(counting, x, longer, "epsilon", percentile=None, skip_terminal=True, disable=True)
+    assert len(calls) == 20 and calls[0] == 19 * longer.time_scale and calls[-1] == 0
+
+
+def test_diffusers_samplers_start_below_pure_noise_when_skipping() -> None:
+    from fusionframes.diffusion.samplers import get_sampler
+
+    seen = []
+
+    def denoise(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        seen.append(int(time[0]))
+        return torch.zeros_like(x)
+
+    x = torch.randn(1, 4, 4, 4)
+    get_sampler("ddim")(
+        denoise, x, terminal_skipped(20), "epsilon", percentile=None, skip_terminal=True, disable=True
+    )
+    assert len(seen) == 20 and seen[0] == 950 and seen[-1] == 0
+    seen.clear()
+    get_sampler("ddim")(denoise, x, DiffusionSchedule.cosine(20), "epsilon", percentile=None, disable=True)
+    assert len(seen) == 20 and seen[0] == 999
+
+
+def test_pipeline_skips_the_terminal_step_when_the_model_says_so(tiny_model_dir) -> None:
+    pipe = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
+    base = pipe("a red star", seed=4, fps="low", **FAST).frames
+    _with_sampling(pipe, skip_terminal_step=True)
+    steps = []
+    out = pipe(
+        "a red star", seed=4, fps="low", callback=lambda stage, i, n: steps.append((stage, i, n)), **FAST
+    )
+    assert [s for s in steps if s[0] == "keyframes"][-1] == ("keyframes", 3, 3)
+    assert torch.isfinite(out.frames).all() and (out.frames - base).abs().max() > 1e-4

@@ -143,6 +143,9 @@ class SamplingDefaults:
     # interpolation_residual: the interpolation U-Net denoises the in-between latents' difference from
     # the linear blend of their neighbours rather than the latents themselves.
     interpolation_residual: bool = False
+    # skip_terminal_step: keyframe sampling starts one step below pure noise, where an epsilon model's x0
+    # estimate is still usable (the released model relies on dynamic thresholding instead).
+    skip_terminal_step: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.frame_noise_sharing < 1.0:

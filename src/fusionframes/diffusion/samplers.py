@@ -33,7 +33,7 @@ def check_clamp_support(name: str, thresholding: float | None) -> None:
         )
 
 
-def _diffusers_scheduler(name: str, prediction: str, percentile: float | None):
+def _diffusers_scheduler(name: str, prediction: str, percentile: float | None, spacing: str = "trailing"):
     import diffusers
 
     static = percentile is not None and percentile >= 1.0  # a static clamp of x0 to +-percentile
@@ -44,7 +44,7 @@ def _diffusers_scheduler(name: str, prediction: str, percentile: float | None):
         "thresholding": percentile is not None and not static,
         "dynamic_thresholding_ratio": percentile if percentile is not None and not static else 0.995,
         "sample_max_value": float("inf"),
-        "timestep_spacing": "trailing",
+        "timestep_spacing": spacing,
     }
     if name == "ddim":
         clip = {"clip_sample": True, "clip_sample_range": percentile} if static else {"clip_sample": False}
@@ -77,10 +77,15 @@ def diffusers_sampler(name: str) -> Callable[..., torch.Tensor]:
         desc: str = "denoising",
         disable: bool = False,
         noise: NoiseFn | None = None,
+        skip_terminal: bool = False,
     ) -> torch.Tensor:
-        # ``noise`` is unused: these solvers are deterministic after the initial noise
-        scheduler = _diffusers_scheduler(name, prediction, percentile)
-        scheduler.set_timesteps(schedule.num_steps, device=x.device)
+        # ``noise`` is unused: these solvers are deterministic after the initial noise. With
+        # ``skip_terminal`` the schedule is one step longer (terminal_skipped) and "leading" spacing
+        # starts below pure noise (t = 950 of 1000 for 20 steps) instead of at t = 999.
+        spacing = "leading" if skip_terminal else "trailing"
+        scheduler = _diffusers_scheduler(name, prediction, percentile, spacing)
+        steps = schedule.num_steps - 1 if skip_terminal and schedule.num_steps > 1 else schedule.num_steps
+        scheduler.set_timesteps(steps, device=x.device)
         import inspect
 
         extra = (

@@ -113,14 +113,17 @@ def sample_ddpm(
     desc: str = "denoising",
     disable: bool = False,
     noise: NoiseFn | None = None,
+    skip_terminal: bool = False,
 ) -> torch.Tensor:
     """The official sampler: ancestral DDPM over every step of the schedule, last to first.
 
     ``noise(shape)`` draws each step's fresh noise (default: independent, from ``generator``); a model
-    trained on frame-correlated noise gets the same correlation here.
+    trained on frame-correlated noise gets the same correlation here. ``skip_terminal``: start from
+    ``x`` at the second-to-last step (see :func:`terminal_skipped`).
     """
     steps = schedule.num_steps
-    for i, step in enumerate(tqdm(range(steps - 1, -1, -1), desc=desc, disable=disable, leave=False)):
+    first = steps - 2 if skip_terminal and steps > 1 else steps - 1
+    for i, step in enumerate(tqdm(range(first, -1, -1), desc=desc, disable=disable, leave=False)):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
         mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, prediction, percentile)
         if step > 0:
@@ -129,5 +132,16 @@ def sample_ddpm(
         else:
             x = mean
         if callback is not None:
-            callback(i + 1, steps)
+            callback(i + 1, first + 1)
     return x
+
+
+def terminal_skipped(steps: int) -> DiffusionSchedule:
+    """A cosine schedule one step longer than ``steps``, for sampling with ``skip_terminal``.
+
+    At the cosine schedule's last step alpha_bar is ~1e-5, so an epsilon model's x0 estimate
+    (x - sqrt(1 - a) eps) / sqrt(a) multiplies any error in eps by ~300. The released model hides this
+    behind dynamic thresholding; without it, that first step fixes the video's colours wrongly and for
+    good. Starting from pure noise one step lower avoids it and still makes ``steps`` network calls.
+    """
+    return DiffusionSchedule.cosine(steps + 1)

@@ -32,7 +32,7 @@ import torch
 from fusionframes.camera import DEFAULT_FOV_DEG
 from fusionframes.config import ModelConfig
 from fusionframes.diffusion.samplers import SAMPLERS
-from fusionframes.diffusion.sampling import ddpm_mean_variance, randn, video_noise
+from fusionframes.diffusion.sampling import ddpm_mean_variance, randn, terminal_skipped, video_noise
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.pipelines.animation import (
     DEFAULT_BORDER,
@@ -403,20 +403,21 @@ def sample_anchored_keyframes(
     progress: bool = True,
     percentile: float | None = 0.98,
     noise_sharing: float = 0.0,
+    skip_terminal: bool = False,
 ) -> torch.Tensor:
     """Ancestral DDPM over N keyframes whose first is pinned to ``anchor`` (a clean latent).
 
     Before each step the first keyframe is replaced by ``anchor`` noised to that step's level, so the
     network sees a consistent clip and the other keyframes follow the anchor; it ends exactly on it.
-    ``noise_sharing``: the model's frame-noise correlation, for each step's fresh noise.
+    ``noise_sharing``: the model's frame-noise correlation, for each step's fresh noise;
+    ``skip_terminal``: start at the schedule's second-to-last step (pass a schedule one step longer).
     """
     from tqdm.auto import tqdm
 
     x = noise.clone()
     anchor = anchor.reshape(1, *noise.shape[1:]).float()
-    for step in tqdm(
-        range(schedule.num_steps - 1, -1, -1), desc="keyframes", disable=not progress, leave=False
-    ):
+    first = schedule.num_steps - (2 if skip_terminal and schedule.num_steps > 1 else 1)
+    for step in tqdm(range(first, -1, -1), desc="keyframes", disable=not progress, leave=False):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
         x[:1] = schedule.add_noise(anchor, randn(tuple(anchor.shape), generator, x.device), t[:1])
         mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, "epsilon", percentile)
@@ -462,22 +463,25 @@ def t2v_scene_latents(
             progress=progress,
             percentile=t2v.config.sampling.thresholding,
             noise_sharing=t2v.config.sampling.frame_noise_sharing,
+            skip_terminal=t2v.config.sampling.skip_terminal_step,
         )
     else:
         denoise = keyframe_denoiser(
             components.keyframe_unet, context, mask, uncond, uncond_mask, settings.guidance_scale, n
         )
         sharing = t2v.config.sampling.frame_noise_sharing
+        skip = t2v.config.sampling.skip_terminal_step
         noise = video_noise((n, *shape), sharing, generator, t2v.device)
         latents = sample_anchored_keyframes(
             denoise,
             noise,
-            schedule,
+            terminal_skipped(schedule.num_steps) if skip else schedule,
             anchor.to(t2v.device),
             generator,
             progress,
             percentile=t2v.config.sampling.thresholding,
             noise_sharing=sharing,
+            skip_terminal=skip,
         )
     check_finite(latents, "keyframes")
     interpolation = DiffusionSchedule.cosine(settings.interpolation_steps)

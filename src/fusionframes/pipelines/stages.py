@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from fusionframes.diffusion.guidance import guided
-from fusionframes.diffusion.sampling import StepCallback, randn, sample_ddpm, video_noise
+from fusionframes.diffusion.sampling import StepCallback, randn, sample_ddpm, terminal_skipped, video_noise
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.models import MoVQ, UNet3D
 from fusionframes.pipelines.acceleration import memory_format_of
@@ -74,12 +74,17 @@ def generate_keyframes(
     progress: bool = True,
     percentile: float | None = 0.98,
     noise_sharing: float = 0.0,
+    skip_terminal: bool = False,
 ) -> torch.Tensor:
     """Denoise ``num_frames`` keyframe latents ``[N, C, h, w]`` for one prompt (epsilon prediction).
 
     ``noise_sharing``: the frame-noise correlation the model was trained with (its
     ``sampling.frame_noise_sharing``), used for the initial noise and every DDPM step's noise.
+    ``skip_terminal``: start one step below pure noise (``sampling.skip_terminal_step``; see
+    :func:`fusionframes.diffusion.sampling.terminal_skipped`), same number of network calls.
     """
+    if skip_terminal:
+        schedule = terminal_skipped(schedule.num_steps)
     denoise = keyframe_denoiser(
         unet, context, context_mask, uncond_context, uncond_mask, guidance_scale, num_frames
     )
@@ -102,6 +107,7 @@ def generate_keyframes(
         desc="keyframes",
         disable=not progress,
         noise=step_noise,
+        skip_terminal=skip_terminal,
     )
 
 

@@ -415,6 +415,7 @@ class TextToVideoPipeline:
             progress,
             percentile=self.config.sampling.thresholding,
             noise_sharing=self.config.sampling.frame_noise_sharing,
+            skip_terminal=self.config.sampling.skip_terminal_step,
         )
         check_finite(latents, "keyframes")
         timings["keyframes"] = time.perf_counter() - start
