@@ -188,3 +188,18 @@ def test_pipeline_skips_the_terminal_step_when_the_model_says_so(tiny_model_dir)
     )
     assert [s for s in steps if s[0] == "keyframes"][-1] == ("keyframes", 3, 3)
     assert torch.isfinite(out.frames).all() and (out.frames - base).abs().max() > 1e-4
+
+
+def test_sample_prediction_is_x0_for_every_sampler() -> None:
+    """An x0 ("sample") model that always answers zero ends on zero with every sampler."""
+    from fusionframes.diffusion.samplers import SAMPLERS
+
+    def zero(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+    x = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    for name, sampler in SAMPLERS.items():
+        out = sampler(zero, x, DiffusionSchedule.cosine(5), "sample", percentile=None, disable=True)
+        assert out.abs().max() < 1e-4, name
+    with pytest.raises(ValueError, match="interpolation_prediction: unknown 'x0'"):
+        SamplingDefaults(interpolation_prediction="x0")

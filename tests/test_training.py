@@ -187,14 +187,17 @@ def test_continuing_from_a_checkpoint_under_new_sampling_settings(clips, movq_ru
 
     interp = tmp_path / "interp"
     cfg = {**base, "stage": "interpolation", "max_steps": 2, "interpolation_residual": True}
-    train(config_from_dict(cfg), clips, interp, progress=False)
-    assert load_model_folder(interp / "model").config.sampling.interpolation_residual is True
+    train(config_from_dict({**cfg, "interpolation_prediction": "sample"}), clips, interp, progress=False)
+    exported_sampling = load_model_folder(interp / "model").config.sampling
+    assert exported_sampling.interpolation_residual is True
+    assert exported_sampling.interpolation_prediction == "sample"
 
     from fusionframes.training.assemble import assemble_model
 
     assemble_model(second / "model", interp / "model", tmp_path / "joined", name="joined")
     joined = load_model_folder(tmp_path / "joined").config.sampling
     assert joined.frame_noise_sharing == 0.8 and joined.interpolation_residual is True
+    assert joined.interpolation_prediction == "sample"
 
 
 def _cli(args: list[str], **kwargs) -> subprocess.Popen:
@@ -425,6 +428,7 @@ def test_bad_data_is_skipped_and_counted(tmp_path) -> None:
         ({"clip_frames": 8, "stage": "keyframes"}, "clip_frames: 8 frames cannot hold 8 keyframes"),
         ({"frame_noise_sharing": 1.0}, "frame_noise_sharing: must be in [0, 1)"),
         ({"stop_after": 0}, "stop_after: must be >= 1"),
+        ({"interpolation_prediction": "x0"}, "interpolation_prediction: unknown 'x0'; allowed: v, sample"),
     ],
 )
 def test_bad_configs(data: dict, message: str, tmp_path) -> None:

@@ -143,11 +143,17 @@ class SamplingDefaults:
     # interpolation_residual: the interpolation U-Net denoises the in-between latents' difference from
     # the linear blend of their neighbours rather than the latents themselves.
     interpolation_residual: bool = False
+    # interpolation_prediction: what the interpolation U-Net outputs, "v" (released) or "sample" (x0).
+    interpolation_prediction: str = "v"
     # skip_terminal_step: keyframe sampling starts one step below pure noise, where an epsilon model's x0
     # estimate is still usable (the released model relies on dynamic thresholding instead).
     skip_terminal_step: bool = False
 
     def __post_init__(self) -> None:
+        if self.interpolation_prediction not in ("v", "sample"):
+            raise ValueError(
+                f"interpolation_prediction: unknown {self.interpolation_prediction!r}; allowed: 'v', 'sample'"
+            )
         if not 0.0 <= self.frame_noise_sharing < 1.0:
             raise ValueError(f"frame_noise_sharing: must be in [0, 1), got {self.frame_noise_sharing}")
 

@@ -40,7 +40,7 @@ def _diffusers_scheduler(name: str, prediction: str, percentile: float | None, s
     common: dict[str, Any] = {
         "num_train_timesteps": TRAIN_STEPS,
         "beta_schedule": "squaredcos_cap_v2",
-        "prediction_type": "epsilon" if prediction == "epsilon" else "v_prediction",
+        "prediction_type": {"epsilon": "epsilon", "v": "v_prediction", "sample": "sample"}[prediction],
         "thresholding": percentile is not None and not static,
         "dynamic_thresholding_ratio": percentile if percentile is not None and not static else 0.995,
         "sample_max_value": float("inf"),

@@ -3,7 +3,8 @@
 ``model_time`` is what the network sees: the step index times ``1000 // steps`` for the official
 DDPM, so networks always work on the 0..1000 range whatever the number of steps.
 
-``prediction`` says what the network outputs: ``"epsilon"`` (keyframes) or ``"v"`` (interpolation).
+``prediction`` says what the network outputs: ``"epsilon"`` (keyframes), ``"v"`` (interpolation) or
+``"sample"`` (x0 itself; interpolation models with ``interpolation_prediction: sample``).
 All arithmetic here is float32 whatever the network's dtype.
 """
 
@@ -31,7 +32,9 @@ def predict_x0(
         return a * x - s * output
     if prediction == "epsilon":
         return (x - s * output) / a
-    raise ValueError(f"prediction: unknown {prediction!r}; allowed: 'epsilon', 'v'")
+    if prediction == "sample":
+        return output
+    raise ValueError(f"prediction: unknown {prediction!r}; allowed: 'epsilon', 'v', 'sample'")
 
 
 def threshold_x0(x0: torch.Tensor, percentile: float | None) -> torch.Tensor:

@@ -499,6 +499,7 @@ def t2v_scene_latents(
             desc=f"interpolation {index + 1}",
             percentile=t2v.config.sampling.thresholding,
             residual=t2v.config.sampling.interpolation_residual,
+            prediction=t2v.config.sampling.interpolation_prediction,
         )
         check_finite(latents, f"interpolation {index + 1}")
     return latents

@@ -169,11 +169,13 @@ def interpolate_pass(
     desc: str = "interpolation",
     percentile: float | None = 0.98,
     residual: bool = False,
+    prediction: str = "v",
 ) -> torch.Tensor:
     """One pass: N latents -> 4N-3 latents, every neighbouring pair's three in-betweens in one batch.
 
     ``residual``: the model denoises the difference from the neighbours' linear blend (its
-    ``sampling.interpolation_residual``); the blend is added back here.
+    ``sampling.interpolation_residual``); the blend is added back here. ``prediction``: what the
+    network outputs (``sampling.interpolation_prediction``).
     """
     left, right = frames[:-1].float(), frames[1:].float()
     denoise = interpolation_denoiser(unet, null_embedding, left, right, skip_frames, guidance_scale)
@@ -182,7 +184,7 @@ def interpolate_pass(
         denoise,
         noise,
         schedule,
-        "v",
+        prediction,
         generator=generator,
         percentile=percentile,
         callback=callback,

@@ -440,6 +440,7 @@ class TextToVideoPipeline:
                 desc=stage,
                 percentile=self.config.sampling.thresholding,
                 residual=self.config.sampling.interpolation_residual,
+                prediction=self.config.sampling.interpolation_prediction,
             )
             check_finite(latents, stage)
             timings[stage] = time.perf_counter() - start

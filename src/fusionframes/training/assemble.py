@@ -68,7 +68,10 @@ def assemble_model(
         raise ValueError("interpolation: its U-Net config differs from the keyframe model folder's")
     # from_dict names unknown keys and checks the types of the overrides
     # each network brings how it was trained to be sampled; ``sampling`` overrides the rest
-    trained = {"interpolation_residual": interp.config.sampling.interpolation_residual}
+    trained = {
+        "interpolation_residual": interp.config.sampling.interpolation_residual,
+        "interpolation_prediction": interp.config.sampling.interpolation_prediction,
+    }
     defaults = SamplingDefaults.from_dict({**key.config.sampling.to_dict(), **trained, **(sampling or {})})
     key.config = dataclasses.replace(key.config, sampling=defaults)
     if movq is not None:

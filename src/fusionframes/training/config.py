@@ -67,6 +67,9 @@ class TrainConfig:
     frame_noise_sharing: float = 0.0
     # interpolation: learn the in-betweens' difference from the linear blend of their neighbours
     interpolation_residual: bool = False
+    # interpolation: the network's output, "v" (as released) or "sample" (x0: a residual model then
+    # starts near its answer, zero, instead of having to learn an exact copy of the noise)
+    interpolation_prediction: str = "v"
     diffusion_steps: int = 1000
     movq_latent_weight: float = 0.01  # keeps MoVQ latents near unit scale for the diffusion models
 
@@ -104,6 +107,7 @@ class TrainConfig:
         for name in ("text_dropout", "keyframe_dropout", "min_lr_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        check.choice("interpolation_prediction", self.interpolation_prediction, ("v", "sample"))
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"stop_after: must be >= 1 or null, got {self.stop_after}")
         if not 0.0 <= self.frame_noise_sharing < 1.0:

@@ -325,6 +325,7 @@ def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.M
             cfg.diffusion_steps,
             cfg.keyframe_dropout,
             cfg.interpolation_residual,
+            cfg.interpolation_prediction,
         ), None
     tokenizer, encoder = load_text_encoder(components)
     trainable_text = cfg.train_text_encoder and cfg.text_encoder is None
@@ -411,7 +412,9 @@ def export_model(
         sampling = dataclasses.replace(sampling, frame_noise_sharing=objective.noise_sharing)
     if isinstance(objective, InterpolationObjective):
         components.interpolation_null = objective.null_embedding.detach().clone()
-        sampling = dataclasses.replace(sampling, interpolation_residual=objective.residual)
+        sampling = dataclasses.replace(
+            sampling, interpolation_residual=objective.residual, interpolation_prediction=objective.prediction
+        )
     components.config = dataclasses.replace(components.config, sampling=sampling)
     vocabulary = set(components.vocabulary)
     text_dir = None

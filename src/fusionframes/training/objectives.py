@@ -132,7 +132,8 @@ class InterpolationObjective(nn.Module):
     The groups of one clip are consecutive rows so the temporal convolutions see their neighbours,
     exactly as at inference; conditioning is the null text, and the neighbouring keyframes are
     zeroed with probability ``keyframe_dropout`` (the unconditional branch of guidance).
-    ``residual``: the target is the middle latents minus the linear blend of the (true) neighbours.
+    ``residual``: the target is the middle latents minus the linear blend of the (true) neighbours;
+    ``prediction``: the network outputs v (as released) or that target itself (``"sample"``).
     """
 
     def __init__(
@@ -142,6 +143,7 @@ class InterpolationObjective(nn.Module):
         steps: int,
         keyframe_dropout: float,
         residual: bool = False,
+        prediction: str = "v",
     ) -> None:
         super().__init__()
         self.unet = unet
@@ -149,6 +151,7 @@ class InterpolationObjective(nn.Module):
         self.schedule = DiffusionSchedule.cosine(steps)
         self.keyframe_dropout = keyframe_dropout
         self.residual = residual
+        self.prediction = prediction
 
     def forward(self, groups: torch.Tensor, skip_frames: int, generator: torch.Generator) -> torch.Tensor:
         """``groups`` ``[B, G, 5, C, h, w]``: B clips, G consecutive groups each."""
@@ -176,4 +179,5 @@ class InterpolationObjective(nn.Module):
             skip_frames=torch.full((b * g,), skip_frames, dtype=torch.int32, device=device),
             num_temporal_groups=g,
         )
-        return F.mse_loss(out.float(), self.schedule.velocity(middle, noise, t))
+        target = middle if self.prediction == "sample" else self.schedule.velocity(middle, noise, t)
+        return F.mse_loss(out.float(), target)
