@@ -203,3 +203,26 @@ def test_sample_prediction_is_x0_for_every_sampler() -> None:
         assert out.abs().max() < 1e-4, name
     with pytest.raises(ValueError, match="interpolation_prediction: unknown 'x0'"):
         SamplingDefaults(interpolation_prediction="x0")
+
+
+def test_matched_timesteps_tell_the_network_the_noise_level_it_is_at() -> None:
+    schedule = DiffusionSchedule.cosine(20)
+    steps = torch.arange(20)
+    assert schedule.network_time(steps).tolist() == [50 * i for i in range(20)]  # official
+    matched = schedule.network_time(steps, matched=True)
+    assert matched.tolist() == [50 * i + 49 for i in range(20)]
+    training = DiffusionSchedule.cosine(1000)
+    torch.testing.assert_close(
+        training.alphas_cumprod[matched], schedule.alphas_cumprod, rtol=2e-3, atol=1e-6
+    )
+
+    seen = []
+
+    def denoise(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        seen.append(int(time[0]))
+        return torch.zeros_like(x)
+
+    sample_ddpm(
+        denoise, torch.randn(1, 2, 2, 2), schedule, "sample", percentile=None, matched_time=True, disable=True
+    )
+    assert seen == [50 * i + 49 for i in range(19, -1, -1)]

@@ -148,6 +148,9 @@ class SamplingDefaults:
     # skip_terminal_step: keyframe sampling starts one step below pure noise, where an epsilon model's x0
     # estimate is still usable (the released model relies on dynamic thresholding instead).
     skip_terminal_step: bool = False
+    # matched_timesteps: the DDPM sampler tells the networks the training step of each step's actual
+    # noise level; the official sampler tells them one sampling interval less noise (kept for parity).
+    matched_timesteps: bool = False
 
     def __post_init__(self) -> None:
         if self.interpolation_prediction not in ("v", "sample"):

@@ -78,8 +78,10 @@ def diffusers_sampler(name: str) -> Callable[..., torch.Tensor]:
         disable: bool = False,
         noise: NoiseFn | None = None,
         skip_terminal: bool = False,
+        matched_time: bool = True,
     ) -> torch.Tensor:
-        # ``noise`` is unused: these solvers are deterministic after the initial noise. With
+        # ``matched_time`` is always true here (diffusers passes the training timestep of each step's
+        # noise level). ``noise`` is unused: these solvers are deterministic after the initial noise. With
         # ``skip_terminal`` the schedule is one step longer (terminal_skipped) and "leading" spacing
         # starts below pure noise (t = 950 of 1000 for 20 steps) instead of at t = 999.
         spacing = "leading" if skip_terminal else "trailing"

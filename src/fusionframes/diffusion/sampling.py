@@ -70,9 +70,11 @@ def ddpm_mean_variance(
     t: torch.Tensor,
     prediction: str,
     percentile: float | None = 0.98,
+    matched_time: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """p(x_{t-1} | x_t): the official ancestral step's mean and log-variance."""
-    output = denoise(x, t * schedule.time_scale).float()
+    """p(x_{t-1} | x_t): the official ancestral step's mean and log-variance (``matched_time``: see
+    :meth:`DiffusionSchedule.network_time`)."""
+    output = denoise(x, schedule.network_time(t, matched_time)).float()
     x0 = threshold_x0(predict_x0(schedule, x.float(), t, output, prediction), percentile)
     return posterior(schedule, x.float(), t, x0)
 
@@ -117,18 +119,20 @@ def sample_ddpm(
     disable: bool = False,
     noise: NoiseFn | None = None,
     skip_terminal: bool = False,
+    matched_time: bool = False,
 ) -> torch.Tensor:
     """The official sampler: ancestral DDPM over every step of the schedule, last to first.
 
     ``noise(shape)`` draws each step's fresh noise (default: independent, from ``generator``); a model
     trained on frame-correlated noise gets the same correlation here. ``skip_terminal``: start from
-    ``x`` at the second-to-last step (see :func:`terminal_skipped`).
+    ``x`` at the second-to-last step (see :func:`terminal_skipped`); ``matched_time``: tell the network
+    the training step of each step's actual noise level (:meth:`DiffusionSchedule.network_time`).
     """
     steps = schedule.num_steps
     first = steps - 2 if skip_terminal and steps > 1 else steps - 1
     for i, step in enumerate(tqdm(range(first, -1, -1), desc=desc, disable=disable, leave=False)):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
-        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, prediction, percentile)
+        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, prediction, percentile, matched_time)
         if step > 0:
             fresh = noise(tuple(x.shape)) if noise is not None else randn(tuple(x.shape), generator, x.device)
             x = mean + torch.exp(0.5 * log_var) * fresh

@@ -71,6 +71,17 @@ class DiffusionSchedule:
         """Model time = step index x this, so the networks always see the 0..1000 range."""
         return 1000 // self.num_steps
 
+    def network_time(self, t: torch.Tensor, matched: bool = False) -> torch.Tensor:
+        """What a network trained on the 1000-step schedule is told at step indices ``t`` of this one.
+
+        Official: ``t * time_scale``. Step ``t`` of an S-step schedule is at the noise level of training
+        step ``(t + 1) * 1000 / S - 1``, so that is one sampling interval less noise than there is; with
+        few steps the last step then leaves noise in. ``matched`` gives the matching training step.
+        """
+        if matched:
+            return torch.div((t + 1) * 1000, self.num_steps, rounding_mode="floor") - 1
+        return t * self.time_scale
+
     def at(self, name: str, t: torch.Tensor, ndim: int) -> torch.Tensor:
         """Coefficient ``name`` at step indices ``t``, shaped to broadcast over an ``ndim`` tensor."""
         values = getattr(self, name).to(t.device)[t]

@@ -404,6 +404,7 @@ def sample_anchored_keyframes(
     percentile: float | None = 0.98,
     noise_sharing: float = 0.0,
     skip_terminal: bool = False,
+    matched_time: bool = False,
 ) -> torch.Tensor:
     """Ancestral DDPM over N keyframes whose first is pinned to ``anchor`` (a clean latent).
 
@@ -420,7 +421,7 @@ def sample_anchored_keyframes(
     for step in tqdm(range(first, -1, -1), desc="keyframes", disable=not progress, leave=False):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
         x[:1] = schedule.add_noise(anchor, randn(tuple(anchor.shape), generator, x.device), t[:1])
-        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, "epsilon", percentile)
+        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, "epsilon", percentile, matched_time)
         if step:
             x = mean + torch.exp(0.5 * log_var) * video_noise(
                 tuple(x.shape), noise_sharing, generator, x.device
@@ -464,6 +465,7 @@ def t2v_scene_latents(
             percentile=t2v.config.sampling.thresholding,
             noise_sharing=t2v.config.sampling.frame_noise_sharing,
             skip_terminal=t2v.config.sampling.skip_terminal_step,
+            matched_time=t2v.config.sampling.matched_timesteps,
         )
     else:
         denoise = keyframe_denoiser(
@@ -482,6 +484,7 @@ def t2v_scene_latents(
             percentile=t2v.config.sampling.thresholding,
             noise_sharing=sharing,
             skip_terminal=skip,
+            matched_time=t2v.config.sampling.matched_timesteps,
         )
     check_finite(latents, "keyframes")
     interpolation = DiffusionSchedule.cosine(settings.interpolation_steps)
@@ -500,6 +503,7 @@ def t2v_scene_latents(
             percentile=t2v.config.sampling.thresholding,
             residual=t2v.config.sampling.interpolation_residual,
             prediction=t2v.config.sampling.interpolation_prediction,
+            matched_time=t2v.config.sampling.matched_timesteps,
         )
         check_finite(latents, f"interpolation {index + 1}")
     return latents

@@ -75,6 +75,7 @@ def generate_keyframes(
     percentile: float | None = 0.98,
     noise_sharing: float = 0.0,
     skip_terminal: bool = False,
+    matched_time: bool = False,
 ) -> torch.Tensor:
     """Denoise ``num_frames`` keyframe latents ``[N, C, h, w]`` for one prompt (epsilon prediction).
 
@@ -108,6 +109,7 @@ def generate_keyframes(
         disable=not progress,
         noise=step_noise,
         skip_terminal=skip_terminal,
+        matched_time=matched_time,
     )
 
 
@@ -170,6 +172,7 @@ def interpolate_pass(
     percentile: float | None = 0.98,
     residual: bool = False,
     prediction: str = "v",
+    matched_time: bool = False,
 ) -> torch.Tensor:
     """One pass: N latents -> 4N-3 latents, every neighbouring pair's three in-betweens in one batch.
 
@@ -190,6 +193,7 @@ def interpolate_pass(
         callback=callback,
         desc=desc,
         disable=not progress,
+        matched_time=matched_time,
     )
     if residual:
         groups = groups + blend_neighbours(left, right)

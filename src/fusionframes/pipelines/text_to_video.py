@@ -416,6 +416,7 @@ class TextToVideoPipeline:
             percentile=self.config.sampling.thresholding,
             noise_sharing=self.config.sampling.frame_noise_sharing,
             skip_terminal=self.config.sampling.skip_terminal_step,
+            matched_time=self.config.sampling.matched_timesteps,
         )
         check_finite(latents, "keyframes")
         timings["keyframes"] = time.perf_counter() - start
@@ -441,6 +442,7 @@ class TextToVideoPipeline:
                 percentile=self.config.sampling.thresholding,
                 residual=self.config.sampling.interpolation_residual,
                 prediction=self.config.sampling.interpolation_prediction,
+                matched_time=self.config.sampling.matched_timesteps,
             )
             check_finite(latents, stage)
             timings[stage] = time.perf_counter() - start
