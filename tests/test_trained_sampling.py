@@ -212,8 +212,9 @@ def test_matched_timesteps_tell_the_network_the_noise_level_it_is_at() -> None:
     matched = schedule.network_time(steps, matched=True)
     assert matched.tolist() == [50 * i + 49 for i in range(20)]
     training = DiffusionSchedule.cosine(1000)
+    # the same noise level at every step but the last, where both are the clipped ~0
     torch.testing.assert_close(
-        training.alphas_cumprod[matched], schedule.alphas_cumprod, rtol=2e-3, atol=1e-6
+        training.alphas_cumprod[matched][:-1], schedule.alphas_cumprod[:-1], rtol=2e-3, atol=0
     )
 
     seen = []
