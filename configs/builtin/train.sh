@@ -30,10 +30,11 @@ wait
 # Stages 2b and 3b continue from the raw weights of 2 and 3 (the configs name the checkpoints) with
 # frame-shared keyframe noise and a residual interpolation model.
 stage keyframes keyframes_2.yaml data/shapes runs/keyframes2 &
-stage interpolation interpolation_2.yaml data/shapes-half runs/interpolation2 &
+( stage interpolation interpolation_2.yaml data/shapes-half runs/interpolation2
+  stage interpolation interpolation_3.yaml data/shapes-half runs/interpolation3 ) &
 wait
 
-fusionframes assemble --keyframes runs/keyframes2/model --interpolation runs/interpolation2/model \
+fusionframes assemble --keyframes runs/keyframes2/model --interpolation runs/interpolation3/model \
     --movq runs/movq_decoder/model --out builtin --name fusionframes-builtin --half \
     --sampling "$(cat "$CONFIGS/sampling.json")" \
     --description "FusionFrames built-in: trained on the synthetic shapes world (docs/synthetic_world.md)"
