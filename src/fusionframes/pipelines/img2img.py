@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from fusionframes.diffusion.guidance import Denoiser, guided
-from fusionframes.diffusion.sampling import StepCallback, ddpm_mean_variance, randn
+from fusionframes.diffusion.sampling import StepCallback, ddpm_mean_variance, randn, terminal_skipped
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.models import UNet3D
 from fusionframes.pipelines.stages import decode_latents, temporal_positions
@@ -198,12 +198,14 @@ def ddpm_from(
     generator: torch.Generator | None = None,
     callback: StepCallback | None = None,
     percentile: float | None = 0.98,
+    matched_time: bool = False,
 ) -> torch.Tensor:
-    """Ancestral DDPM from step index ``start`` down to 0 (``start = num_steps - 1`` is a full run)."""
+    """Ancestral DDPM from step index ``start`` down to 0 (``start = num_steps - 1`` is a full run);
+    ``matched_time``: the model's ``sampling.matched_timesteps``."""
     total = start + 1
     for i, step in enumerate(range(start, -1, -1)):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
-        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, "epsilon", percentile)
+        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, "epsilon", percentile, matched_time)
         x = mean + torch.exp(0.5 * log_var) * randn(tuple(x.shape), generator, x.device) if step else mean
         if callback is not None:
             callback(i + 1, total)
@@ -305,9 +307,19 @@ class ImageToImagePipeline:
         self._check_size(width, height)
         noise = randn((1, *self._latent_shape(width, height)), generator, self.device)
         denoise = frame_denoiser(self.unet, prompt, guidance_scale)
-        schedule = DiffusionSchedule.cosine(steps)
-        percentile = self.config.sampling.thresholding
-        latents = ddpm_from(denoise, noise, schedule, steps - 1, generator, callback, percentile)
+        sampling = self.config.sampling
+        # a model that skips the terminal step starts one step below pure noise (terminal_skipped)
+        schedule = terminal_skipped(steps) if sampling.skip_terminal_step else DiffusionSchedule.cosine(steps)
+        latents = ddpm_from(
+            denoise,
+            noise,
+            schedule,
+            steps - 1,
+            generator,
+            callback,
+            sampling.thresholding,
+            sampling.matched_timesteps,
+        )
         return self.decode(check_finite(latents, "text-to-image"))
 
     @torch.no_grad()
@@ -331,8 +343,17 @@ class ImageToImagePipeline:
         start = torch.full((latents.shape[0],), count - 1, dtype=torch.long, device=self.device)
         noisy = schedule.add_noise(latents, randn(tuple(latents.shape), generator, self.device), start)
         denoise = frame_denoiser(self.unet, prompt, guidance_scale, batch=latents.shape[0])
-        percentile = self.config.sampling.thresholding
-        latents = ddpm_from(denoise, noisy, schedule, count - 1, generator, callback, percentile)
+        sampling = self.config.sampling
+        latents = ddpm_from(
+            denoise,
+            noisy,
+            schedule,
+            count - 1,
+            generator,
+            callback,
+            sampling.thresholding,
+            sampling.matched_timesteps,
+        )
         return self.decode(check_finite(latents, "image-to-image")).to(image.dtype)
 
     def __call__(
