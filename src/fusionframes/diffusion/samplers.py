@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fusionframes.diffusion.guidance import Denoiser
-from fusionframes.diffusion.sampling import NoiseFn, StepCallback, sample_ddpm
+from fusionframes.diffusion.sampling import NoiseFn, StepCallback, sample_ddpm, start_step
 from fusionframes.diffusion.schedule import DiffusionSchedule
 
 TRAIN_STEPS = 1000
@@ -86,7 +86,7 @@ def diffusers_sampler(name: str) -> Callable[..., torch.Tensor]:
         # starts below pure noise (t = 950 of 1000 for 20 steps) instead of at t = 999.
         spacing = "leading" if skip_terminal else "trailing"
         scheduler = _diffusers_scheduler(name, prediction, percentile, spacing)
-        steps = schedule.num_steps - 1 if skip_terminal and schedule.num_steps > 1 else schedule.num_steps
+        steps = start_step(schedule.num_steps, skip_terminal) + 1
         scheduler.set_timesteps(steps, device=x.device)
         import inspect
 

@@ -103,8 +103,17 @@ def video_noise(
     independent = randn(shape, generator, device)
     if sharing == 0.0:
         return independent
-    common = randn((1, *shape[1:]), generator, device)
+    return mix_shared_noise(independent, randn((1, *shape[1:]), generator, device), sharing)
+
+
+def mix_shared_noise(independent: torch.Tensor, common: torch.Tensor, sharing: float) -> torch.Tensor:
+    """Unit-variance mix: ``common`` (broadcast over the frame axis) carries ``sharing`` of the variance."""
     return math.sqrt(sharing) * common + math.sqrt(1.0 - sharing) * independent
+
+
+def start_step(num_steps: int, skip_terminal: bool) -> int:
+    """The step index an ancestral sampler starts from (the second-to-last with ``skip_terminal``)."""
+    return num_steps - 2 if skip_terminal and num_steps > 1 else num_steps - 1
 
 
 def sample_ddpm(
@@ -129,7 +138,7 @@ def sample_ddpm(
     the training step of each step's actual noise level (:meth:`DiffusionSchedule.network_time`).
     """
     steps = schedule.num_steps
-    first = steps - 2 if skip_terminal and steps > 1 else steps - 1
+    first = start_step(steps, skip_terminal)
     for i, step in enumerate(tqdm(range(first, -1, -1), desc=desc, disable=disable, leave=False)):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
         mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, prediction, percentile, matched_time)

@@ -32,7 +32,13 @@ import torch
 from fusionframes.camera import DEFAULT_FOV_DEG
 from fusionframes.config import ModelConfig
 from fusionframes.diffusion.samplers import SAMPLERS
-from fusionframes.diffusion.sampling import ddpm_mean_variance, randn, terminal_skipped, video_noise
+from fusionframes.diffusion.sampling import (
+    ddpm_mean_variance,
+    randn,
+    start_step,
+    terminal_skipped,
+    video_noise,
+)
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.pipelines.animation import (
     DEFAULT_BORDER,
@@ -417,7 +423,7 @@ def sample_anchored_keyframes(
 
     x = noise.clone()
     anchor = anchor.reshape(1, *noise.shape[1:]).float()
-    first = schedule.num_steps - (2 if skip_terminal and schedule.num_steps > 1 else 1)
+    first = start_step(schedule.num_steps, skip_terminal)
     for step in tqdm(range(first, -1, -1), desc="keyframes", disable=not progress, leave=False):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
         x[:1] = schedule.add_noise(anchor, randn(tuple(anchor.shape), generator, x.device), t[:1])

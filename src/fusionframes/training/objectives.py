@@ -6,13 +6,13 @@ cosine schedule and time scaling as inference, so a trained model samples with t
 
 from __future__ import annotations
 
-import math
 from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusionframes.diffusion.sampling import mix_shared_noise
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.models import MoVQ, UNet3D
 from fusionframes.pipelines.stages import blend_neighbours, temporal_positions
@@ -109,9 +109,9 @@ class KeyframeObjective(nn.Module):
         context, mask = self.text.drop(context, mask, _uniform(b, generator, device) < self.text_dropout)
         t = _timesteps(b, self.schedule.num_steps, generator, device)
         noise = _normal(tuple(latents.shape), generator, device)
-        if self.noise_sharing > 0:
+        if self.noise_sharing > 0:  # the same mix as sampling's video_noise, one common draw per video
             common = _normal((b, 1, *latents.shape[2:]), generator, device)
-            noise = math.sqrt(self.noise_sharing) * common + math.sqrt(1 - self.noise_sharing) * noise
+            noise = mix_shared_noise(noise, common, self.noise_sharing)
         x0 = latents.flatten(0, 1)
         frame_t = t.repeat_interleave(f)
         x_t = self.schedule.add_noise(x0, noise.flatten(0, 1), frame_t)
