@@ -63,32 +63,27 @@ def test_residual_interpolation_adds_the_neighbour_blend() -> None:
     def zero_sampler(denoise, x, *args, **kwargs):
         return torch.zeros_like(x)
 
-    out = interpolate_pass(
-        unused,
-        torch.zeros(4),
-        frames,
-        1,
-        DiffusionSchedule.cosine(2),
-        0.0,
-        sampler=zero_sampler,
-        residual=True,
-        progress=False,
-    )
+    def run(residual: bool) -> torch.Tensor:
+        schedule = DiffusionSchedule.cosine(2)
+        return interpolate_pass(
+            unused,
+            torch.zeros(4),
+            frames,
+            1,
+            schedule,
+            0.0,
+            sampler=zero_sampler,
+            residual=residual,
+            progress=False,
+        )
+
+    out = run(residual=True)
     assert out.shape == (9, 2, 4, 4)
     torch.testing.assert_close(out[::4], frames)
     torch.testing.assert_close(out[2], (frames[0] + frames[1]) / 2)
     torch.testing.assert_close(out[5], 0.75 * frames[1] + 0.25 * frames[2])
     torch.testing.assert_close(blend_neighbours(frames[:1], frames[1:2])[:, :2], out[1:2])
-    plain = interpolate_pass(
-        unused,
-        torch.zeros(4),
-        frames,
-        1,
-        DiffusionSchedule.cosine(2),
-        0.0,
-        sampler=zero_sampler,
-        progress=False,
-    )
+    plain = run(residual=False)
     assert torch.equal(plain[1:4], torch.zeros(3, 2, 4, 4))
 
 
