@@ -429,6 +429,8 @@ def test_bad_data_is_skipped_and_counted(tmp_path) -> None:
         ({"frame_noise_sharing": 1.0}, "frame_noise_sharing: must be in [0, 1)"),
         ({"stop_after": 0}, "stop_after: must be >= 1"),
         ({"interpolation_prediction": "x0"}, "interpolation_prediction: unknown 'x0'; allowed: v, sample"),
+        ({"snr_gamma": 0}, "snr_gamma: must be a positive number or null"),
+        ({"snr_gamma": 5.0, "stage": "interpolation"}, "snr_gamma: only the keyframes stage uses it"),
     ],
 )
 def test_bad_configs(data: dict, message: str, tmp_path) -> None:
@@ -513,3 +515,38 @@ def test_ema_warm_up_forgets_the_initial_weights() -> None:
         ema.update_parameters(layer)
     assert ema.module.weight.min() > 0.8
     assert ema_decay_at(0.999, 0) == 0.1 and ema_decay_at(0.999, 10**6) == 0.999
+
+
+def test_min_snr_weights_cap_only_the_clean_timesteps() -> None:
+    from fusionframes.diffusion.schedule import DiffusionSchedule
+    from fusionframes.training.objectives import min_snr_epsilon_weights
+
+    schedule = DiffusionSchedule.cosine(1000)
+    t = torch.arange(1000)
+    weights = min_snr_epsilon_weights(schedule, t, 5.0)
+    acp = schedule.alphas_cumprod.double()
+    snr = acp / (1 - acp)
+    noisy = snr <= 5.0
+    assert noisy.any() and (~noisy).any()
+    assert torch.equal(weights[noisy], torch.ones(int(noisy.sum())))
+    torch.testing.assert_close(weights[~noisy].double(), 5.0 / snr[~noisy], rtol=1e-6, atol=0)
+    assert torch.all(weights[1:] >= weights[:-1])  # monotone: cleaner steps never weigh more
+    assert weights[0] < 1e-3
+
+
+def test_min_snr_keyframe_loss_reweights_the_same_draw(tiny_model_dir) -> None:
+    """One batch and generator seed: a gamma above every SNR is the plain loss; gamma 5 lowers it."""
+    from fusionframes.training.loop import build_objective
+
+    def loss(gamma: float | None) -> float:
+        components = load_model_folder(tiny_model_dir)
+        objective, tokenizer = build_objective(config_from_dict({"snr_gamma": gamma}), components)
+        tokens = tokenizer(["a red circle moving right"] * 6, padding="longest", return_tensors="pt")
+        latents = torch.randn(6, 4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+        gen = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            return float(objective(latents, tokens["input_ids"], tokens["attention_mask"], gen))
+
+    plain = loss(None)
+    assert loss(1e12) == pytest.approx(plain, rel=1e-5)
+    assert loss(5.0) < plain

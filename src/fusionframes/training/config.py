@@ -65,6 +65,9 @@ class TrainConfig:
     keyframe_dropout: float = 0.1  # interpolation: drop the neighbouring keyframes (for guidance)
     # keyframes: share of the noise variance common to a video's frames (0 = independent, as released)
     frame_noise_sharing: float = 0.0
+    # keyframes: min-SNR-gamma loss weighting (e.g. 5.0) so the noisy timesteps train as much as the
+    # clean ones; null = the plain mean squared error, as released
+    snr_gamma: float | None = None
     # interpolation: learn the in-betweens' difference from the linear blend of their neighbours
     interpolation_residual: bool = False
     # interpolation: the network's output, "v" (as released) or "sample" (x0: a residual model then
@@ -112,6 +115,13 @@ class TrainConfig:
             raise ValueError(f"stop_after: must be >= 1 or null, got {self.stop_after}")
         if not 0.0 <= self.frame_noise_sharing < 1.0:
             raise ValueError(f"frame_noise_sharing: must be in [0, 1), got {self.frame_noise_sharing}")
+        if self.snr_gamma is not None:
+            if not (isinstance(self.snr_gamma, (int, float)) and math.isfinite(self.snr_gamma)) or (
+                self.snr_gamma <= 0
+            ):
+                raise ValueError(f"snr_gamma: must be a positive number or null, got {self.snr_gamma!r}")
+            if self.stage != "keyframes":
+                raise ValueError(f"snr_gamma: only the keyframes stage uses it, not {self.stage!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if self.warmup_steps < 0 or self.grad_clip < 0:

@@ -332,7 +332,12 @@ def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.M
     encoder.requires_grad_(trainable_text)
     text = TextEncoding(encoder, components.projection, components.keyframe_null)
     objective = KeyframeObjective(
-        components.keyframe_unet, text, cfg.diffusion_steps, cfg.text_dropout, cfg.frame_noise_sharing
+        components.keyframe_unet,
+        text,
+        cfg.diffusion_steps,
+        cfg.text_dropout,
+        cfg.frame_noise_sharing,
+        cfg.snr_gamma,
     )
     return objective, tokenizer
 

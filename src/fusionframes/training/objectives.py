@@ -31,6 +31,18 @@ def _timesteps(n: int, steps: int, generator: torch.Generator, device: torch.dev
     return torch.randint(0, steps, (n,), generator=generator, device="cpu").to(device)
 
 
+def min_snr_epsilon_weights(schedule: DiffusionSchedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights (Hang et al. 2023) for an epsilon loss: ``min(SNR, gamma) / SNR``.
+
+    An epsilon loss implicitly weights the x0 error by the SNR, so nearly clean timesteps dominate the
+    gradient while the noisy ones, where colour, layout and motion are decided, barely train. Capping
+    the weight at ``gamma`` rebalances the two without changing what the network predicts.
+    """
+    acp = schedule.alphas_cumprod.to(t.device)[t].double()
+    snr = acp / (1.0 - acp)
+    return (snr.clamp(max=gamma) / snr).float()
+
+
 class MoVQObjective(nn.Module):
     """Reconstruction (L1 + MSE) of single frames; a small penalty keeps latents near unit scale."""
 
@@ -83,10 +95,17 @@ class KeyframeObjective(nn.Module):
 
     ``noise_sharing``: the share of the noise variance common to a video's frames (see
     :func:`fusionframes.diffusion.sampling.video_noise`); sampling must use the same value.
+    ``snr_gamma``: weight each video's loss by :func:`min_snr_epsilon_weights` (None = plain mean).
     """
 
     def __init__(
-        self, unet: UNet3D, text: TextEncoding, steps: int, text_dropout: float, noise_sharing: float = 0.0
+        self,
+        unet: UNet3D,
+        text: TextEncoding,
+        steps: int,
+        text_dropout: float,
+        noise_sharing: float = 0.0,
+        snr_gamma: float | None = None,
     ) -> None:
         super().__init__()
         self.unet = unet
@@ -94,6 +113,7 @@ class KeyframeObjective(nn.Module):
         self.schedule = DiffusionSchedule.cosine(steps)
         self.text_dropout = text_dropout
         self.noise_sharing = noise_sharing
+        self.snr_gamma = snr_gamma
 
     def forward(
         self,
@@ -123,7 +143,10 @@ class KeyframeObjective(nn.Module):
             temporal_positions(f, device).repeat(b),
             num_frames=f,
         )
-        return F.mse_loss(out.float(), noise.flatten(0, 1))
+        if self.snr_gamma is None:
+            return F.mse_loss(out.float(), noise.flatten(0, 1))
+        per_video = (out.float() - noise.flatten(0, 1)).pow(2).reshape(b, -1).mean(1)
+        return (per_video * min_snr_epsilon_weights(self.schedule, t, self.snr_gamma)).mean()
 
 
 class InterpolationObjective(nn.Module):
