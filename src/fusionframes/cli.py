@@ -61,6 +61,11 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
         default="none",
         help="torch.compile the U-Nets (--compile or --compile unets) or also the MoVQ decoder (all)",
     )
+    p.add_argument(
+        "--text-quantization",
+        default="none",
+        help="none | int8 (T5 linear weights in int8 via torchao: half the memory of bfloat16)",
+    )
     p.set_defaults(handler=run_generate)
 
 
@@ -71,11 +76,13 @@ def run_generate(args: argparse.Namespace) -> int:
     from fusionframes.pipelines.offload import validate_offload
     from fusionframes.pipelines.text_to_video import validate_settings
     from fusionframes.runtime import resolve_device, resolve_dtype
+    from fusionframes.text.quantization import validate_text_quantization
 
     device = resolve_device(args.device)
     precision = resolve_dtype(args.dtype, device)
     offload = validate_offload(args.offload, device)
     compile_choice = validate_compile(args.compile, offload)
+    text_quantization = validate_text_quantization(args.text_quantization)
     output = validate_output_path(args.output)
     config = model_config_for(args.model)
     settings = validate_settings(
@@ -106,6 +113,7 @@ def run_generate(args: argparse.Namespace) -> int:
         release_text_encoder=True,
         offload=offload,
         compile=compile_choice,
+        text_quantization=text_quantization,
     )
     generator = torch.Generator("cpu").manual_seed(settings.seed)
     video = pipe.generate(settings, generator, output_type="np")
@@ -348,13 +356,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_optional_library_logs() -> None:
+    """With torchao installed, transformers imports it at load time, and on a CPU-only torch that logs
+    warnings about CUDA kernels it cannot load; they concern no path this tool takes."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if not args.verbose:
+        quiet_optional_library_logs()
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+    except (ValueError, FileNotFoundError, FloatingPointError, ImportError) as error:
         print(f"fusionframes {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

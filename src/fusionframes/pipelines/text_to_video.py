@@ -31,6 +31,7 @@ from fusionframes.pipelines.offload import Placement, validate_offload
 from fusionframes.pipelines.stages import decode_latents, generate_keyframes, interpolate_pass
 from fusionframes.runtime import check_finite, finite_number, resolve_device, resolve_dtype
 from fusionframes.text.conditioning import TextConditioner, null_context
+from fusionframes.text.quantization import quantize_text_encoder, validate_text_quantization
 from fusionframes.text.tokenizer import words
 
 logger = logging.getLogger(__name__)
@@ -225,9 +226,12 @@ class TextToVideoPipeline:
         offload: str = "none",
         compile: bool | str = False,
         channels_last: bool | None = None,
+        text_quantization: str = "none",
     ) -> None:
         """``offload``: none | model | sequential (GPU only, see :mod:`.offload`); ``compile``: False |
-        True/"unets" | "all" (adds the MoVQ decoder); ``channels_last``: None = auto (MoVQ decoder on CPU)."""
+        True/"unets" | "all" (adds the MoVQ decoder); ``channels_last``: None = auto (MoVQ decoder on CPU);
+        ``text_quantization``: none | int8 (the T5's linear weights in int8, see :mod:`.quantization`)."""
+        self.text_quantization = validate_text_quantization(text_quantization)
         self.device = resolve_device(device)
         self.precision = resolve_dtype(dtype, self.device)
         logger.info("precision: %s (%s)", self.precision.dtype, self.precision.reason)
@@ -260,6 +264,7 @@ class TextToVideoPipeline:
         resolve_dtype(dtype, resolve_device(device))
         offload = validate_offload(kwargs.get("offload"), resolve_device(device))
         validate_compile(kwargs.get("compile"), offload)
+        validate_text_quantization(kwargs.get("text_quantization"))
         return cls(load_model(model, cache_dir=cache_dir), device=device, dtype=dtype, **kwargs)
 
     @property
@@ -279,6 +284,7 @@ class TextToVideoPipeline:
                 max_length=self.config.text.max_length,
                 dtype=text_dtype,
             )
+            quantize_text_encoder(self.text.encoder, self.text_quantization)
             self.placement.place(self.text.encoder)
         return self.text
 
