@@ -87,6 +87,33 @@ def test_pipeline_encodes_with_int8_and_still_makes_the_video(tiny_model_dir: Pa
     assert video.shape == plain(**run).frames.shape and torch.isfinite(video).all()
 
 
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_int8_encoder_runs_under_the_offload_hooks(tiny_model_dir: Path, monkeypatch, mode: str) -> None:
+    """The hooks move the quantised weights like any others (CPU stands in for the GPU here)."""
+    from fusionframes.pipelines import offload
+
+    monkeypatch.setattr(offload, "validate_offload", lambda mode, device: mode)
+    run = {
+        "prompt": PROMPT,
+        "num_inference_steps": 2,
+        "fps": "low",
+        "seed": 3,
+        "output_type": "pt",
+        "progress": False,
+    }
+
+    def pipe(**kwargs) -> TextToVideoPipeline:
+        components = load_model_folder(tiny_model_dir)
+        return TextToVideoPipeline(
+            components, device="cpu", dtype="float32", text_quantization="int8", **kwargs
+        )
+
+    expected = pipe()(**run).frames
+    hooked = pipe(offload=mode)
+    assert torch.equal(hooked(**run).frames, expected)
+    assert hasattr(hooked.text.encoder, "_hf_hook")
+
+
 def test_cli_rejects_an_unknown_mode_before_loading(tiny_model_dir: Path, monkeypatch, capsys) -> None:
     def refuse(*_a, **_k):
         raise AssertionError("a model was loaded before validation")

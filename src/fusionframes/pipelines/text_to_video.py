@@ -230,7 +230,8 @@ class TextToVideoPipeline:
     ) -> None:
         """``offload``: none | model | sequential (GPU only, see :mod:`.offload`); ``compile``: False |
         True/"unets" | "all" (adds the MoVQ decoder); ``channels_last``: None = auto (MoVQ decoder on CPU);
-        ``text_quantization``: none | int8 (the T5's linear weights in int8, see :mod:`.quantization`)."""
+        ``text_quantization``: none | int8 (the T5's linear weights in int8; see
+        :mod:`fusionframes.text.quantization`)."""
         self.text_quantization = validate_text_quantization(text_quantization)
         self.device = resolve_device(device)
         self.precision = resolve_dtype(dtype, self.device)
