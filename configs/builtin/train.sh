@@ -33,8 +33,10 @@ stage keyframes keyframes_2.yaml data/shapes runs/keyframes2 &
 ( stage interpolation interpolation_2.yaml data/shapes-half runs/interpolation2
   stage interpolation interpolation_3.yaml data/shapes-half runs/interpolation3 ) &
 wait
+# Stage 2c continues the keyframes from 2b's raw weights at step 5000 with min-SNR loss weighting.
+stage keyframes keyframes_3.yaml data/shapes runs/keyframes3
 
-fusionframes assemble --keyframes runs/keyframes2/model --interpolation runs/interpolation3/model \
+fusionframes assemble --keyframes runs/keyframes3/model --interpolation runs/interpolation3/model \
     --movq runs/movq_decoder/model --out builtin --name fusionframes-builtin --half \
     --sampling "$(cat "$CONFIGS/sampling.json")" \
     --description "FusionFrames built-in: trained on the synthetic shapes world (docs/synthetic_world.md)"
