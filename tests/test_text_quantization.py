@@ -15,6 +15,18 @@ from fusionframes.text.quantization import quantize_text_encoder, validate_text_
 pytest.importorskip("torchao", reason="the int8 text encoder needs the optional torchao")
 
 PROMPT = "a red circle moving right on a gray background"
+RUN = {
+    "prompt": PROMPT,
+    "num_inference_steps": 2,
+    "fps": "low",
+    "seed": 3,
+    "output_type": "pt",
+    "progress": False,
+}
+
+
+def make_pipe(model_dir: Path, **kwargs) -> TextToVideoPipeline:
+    return TextToVideoPipeline(load_model_folder(model_dir), device="cpu", dtype="float32", **kwargs)
 
 
 def small_t5() -> torch.nn.Module:
@@ -67,24 +79,14 @@ def test_int8_linear_weights_quarter_the_float32_bytes_and_keep_the_embedding() 
 
 
 def test_pipeline_encodes_with_int8_and_still_makes_the_video(tiny_model_dir: Path) -> None:
-    run = {
-        "prompt": PROMPT,
-        "num_inference_steps": 2,
-        "fps": "low",
-        "seed": 3,
-        "output_type": "pt",
-        "progress": False,
-    }
-    plain = TextToVideoPipeline(load_model_folder(tiny_model_dir), device="cpu", dtype="float32")
-    quant = TextToVideoPipeline(
-        load_model_folder(tiny_model_dir), device="cpu", dtype="float32", text_quantization="int8"
-    )
+    plain = make_pipe(tiny_model_dir)
+    quant = make_pipe(tiny_model_dir, text_quantization="int8")
     context, _, _, _ = plain.encode_prompts(PROMPT, None)
     context8, _, _, _ = quant.encode_prompts(PROMPT, None)
     assert context8.shape == context.shape
     torch.testing.assert_close(context8, context, atol=0.05, rtol=0.05)
-    video = quant(**run).frames
-    assert video.shape == plain(**run).frames.shape and torch.isfinite(video).all()
+    video = quant(**RUN).frames
+    assert video.shape == plain(**RUN).frames.shape and torch.isfinite(video).all()
 
 
 @pytest.mark.parametrize("mode", ["model", "sequential"])
@@ -93,24 +95,9 @@ def test_int8_encoder_runs_under_the_offload_hooks(tiny_model_dir: Path, monkeyp
     from fusionframes.pipelines import offload
 
     monkeypatch.setattr(offload, "validate_offload", lambda mode, device: mode)
-    run = {
-        "prompt": PROMPT,
-        "num_inference_steps": 2,
-        "fps": "low",
-        "seed": 3,
-        "output_type": "pt",
-        "progress": False,
-    }
-
-    def pipe(**kwargs) -> TextToVideoPipeline:
-        components = load_model_folder(tiny_model_dir)
-        return TextToVideoPipeline(
-            components, device="cpu", dtype="float32", text_quantization="int8", **kwargs
-        )
-
-    expected = pipe()(**run).frames
-    hooked = pipe(offload=mode)
-    assert torch.equal(hooked(**run).frames, expected)
+    expected = make_pipe(tiny_model_dir, text_quantization="int8")(**RUN).frames
+    hooked = make_pipe(tiny_model_dir, text_quantization="int8", offload=mode)
+    assert torch.equal(hooked(**RUN).frames, expected)
     assert hasattr(hooked.text.encoder, "_hf_hook")
 
 
