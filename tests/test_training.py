@@ -431,6 +431,10 @@ def test_bad_data_is_skipped_and_counted(tmp_path) -> None:
         ({"interpolation_prediction": "x0"}, "interpolation_prediction: unknown 'x0'; allowed: v, sample"),
         ({"snr_gamma": 0}, "snr_gamma: must be a positive number or null"),
         ({"snr_gamma": 5.0, "stage": "interpolation"}, "snr_gamma: only the keyframes stage uses it"),
+        ({"noisy_weight_max": 0.5}, "noisy_weight_max: must be a number >= 1 or null"),
+        ({"noisy_weight_max": 5.0, "stage": "movq"}, "noisy_weight_max: only the keyframes stage uses it"),
+        ({"time_reversal": 1.5}, "time_reversal: must be in [0, 1]"),
+        ({"time_reversal": 0.5, "stage": "interpolation"}, "time_reversal: only the keyframes stage uses it"),
     ],
 )
 def test_bad_configs(data: dict, message: str, tmp_path) -> None:
@@ -550,3 +554,88 @@ def test_min_snr_keyframe_loss_reweights_the_same_draw(tiny_model_dir) -> None:
     plain = loss(None)
     assert loss(1e12) == pytest.approx(plain, rel=1e-5)
     assert loss(5.0) < plain
+
+
+def test_noisy_weights_raise_only_the_noisy_timesteps() -> None:
+    from fusionframes.diffusion.schedule import DiffusionSchedule
+    from fusionframes.training.objectives import noisy_epsilon_weights
+
+    schedule = DiffusionSchedule.cosine(1000)
+    t = torch.arange(1000)
+    weights = noisy_epsilon_weights(schedule, t, 5.0)
+    acp = schedule.alphas_cumprod.double()
+    snr = acp / (1 - acp)
+    clean, capped = snr >= 1.0, snr <= 0.2
+    middle = ~clean & ~capped
+    assert clean.any() and capped.any() and middle.any()
+    assert torch.equal(weights[clean], torch.ones(int(clean.sum())))
+    assert torch.equal(weights[capped], torch.full((int(capped.sum()),), 5.0))
+    torch.testing.assert_close(weights[middle].double(), 1.0 / snr[middle], rtol=1e-6, atol=0)
+    assert torch.all(weights[1:] >= weights[:-1])  # monotone: noisier steps never weigh less
+
+
+def test_reversed_captions_swap_every_direction_word() -> None:
+    from fusionframes.training.augment import reverse_caption
+    from fusionframes.training.synth import parse_prompt
+
+    pairs = {
+        "a red circle moving right on a gray background": "a red circle moving left on a gray background",
+        "A blue star moving up-left quickly, white background": "A blue star moving down-right quickly, "
+        "white background",
+        "two squares, a blue one falling and a yellow one rising, black background": "two squares, a blue "
+        "one rising and a yellow one falling, black background",
+        "a green square getting bigger as the camera pans left": "a green square getting smaller as the "
+        "camera pans right",
+        "a small purple star bouncing, navy background": "a small purple star bouncing, navy background",
+    }
+    for caption, expected in pairs.items():
+        assert reverse_caption(caption) == expected
+        assert reverse_caption(expected) == caption
+    spec = parse_prompt(reverse_caption("a red triangle moving up and to the right slowly, beige background"))
+    assert spec["objects"][0]["motion"] == "moving down-left"
+
+
+def test_time_reversal_flips_only_the_flagged_videos() -> None:
+    from fusionframes.training.augment import reverse_some
+
+    latents = torch.arange(2 * 3 * 2, dtype=torch.float32).view(2, 3, 2)
+    tokens, reversed_tokens = torch.tensor([[1, 2], [3, 4]]), torch.tensor([[5, 6], [7, 8]])
+    out, ids = reverse_some(latents, tokens, reversed_tokens, torch.tensor([False, True]))
+    assert torch.equal(out[0], latents[0]) and torch.equal(out[1], latents[1].flip(0))
+    assert ids.tolist() == [[1, 2], [7, 8]]
+
+
+def test_keyframe_stage_loss_uses_reversed_clips_and_captions(tiny_model_dir) -> None:
+    """time_reversal 1.0: the stage's loss is the objective on the backwards batch with reversed captions."""
+    from fusionframes.training.augment import reverse_caption
+    from fusionframes.training.loop import _stage_loss, build_objective, caption_tokens, keyframe_batch
+
+    cfg = config_from_dict({"num_keyframes": 4, "keyframe_stride": 1, "clip_frames": 4, "time_reversal": 1.0})
+    objective, tokenizer = build_objective(cfg, load_model_folder(tiny_model_dir))
+    captions = ["a red circle moving right", "a blue square rising", "a green star growing"]
+    clips = [{"caption": c} for c in captions]
+    latents = [torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    tokens = caption_tokens(tokenizer, captions, 32, with_reversed=True)
+    idx = [2, 0]
+
+    def gen() -> torch.Generator:
+        return torch.Generator().manual_seed(11)
+
+    with torch.no_grad():
+        got = _stage_loss(cfg, objective, clips, latents, tokens, idx, gen(), {}, 0, torch.device("cpu"))
+        g = gen()
+        batch = keyframe_batch(latents, idx, cfg, g, torch.device("cpu"))
+        torch.rand(len(idx), generator=g)  # the flip draw
+        reversed_text = tokenizer(
+            [reverse_caption(captions[i]) for i in idx],
+            padding="max_length",
+            max_length=tokens[0].shape[1],
+            return_tensors="pt",
+        )
+        expected = objective(batch.flip(1), reversed_text["input_ids"], reversed_text["attention_mask"], g)
+        g = gen()
+        batch = keyframe_batch(latents, idx, cfg, g, torch.device("cpu"))
+        torch.rand(len(idx), generator=g)
+        forward = objective(batch, tokens[0][idx], tokens[1][idx], g)  # same draws, played forwards
+    assert float(got) == pytest.approx(float(expected), rel=1e-6)
+    assert float(got) != pytest.approx(float(forward), rel=1e-3)

@@ -68,6 +68,13 @@ class TrainConfig:
     # keyframes: min-SNR-gamma loss weighting (e.g. 5.0) so the noisy timesteps train as much as the
     # clean ones; null = the plain mean squared error, as released
     snr_gamma: float | None = None
+    # keyframes: raise the weight of noisy timesteps (SNR < 1), where nothing in the noisy input yet shows
+    # which way things move, to clamp(1 / SNR, 1, this); null = off. See objectives.noisy_epsilon_weights
+    noisy_weight_max: float | None = None
+    # keyframes: the probability of training on a clip played backwards with its direction words swapped
+    # ("left" <-> "right", "growing" <-> "shrinking", ...). Only for data whose motion is time-symmetric
+    # apart from those words, such as the synthetic world; 0 = off
+    time_reversal: float = 0.0
     # interpolation: learn the in-betweens' difference from the linear blend of their neighbours
     interpolation_residual: bool = False
     # interpolation: the network's output, "v" (as released) or "sample" (x0: a residual model then
@@ -122,6 +129,18 @@ class TrainConfig:
                 raise ValueError(f"snr_gamma: must be a positive number or null, got {self.snr_gamma!r}")
             if self.stage != "keyframes":
                 raise ValueError(f"snr_gamma: only the keyframes stage uses it, not {self.stage!r}")
+        cap = self.noisy_weight_max
+        if cap is not None:
+            if not (isinstance(cap, (int, float)) and math.isfinite(cap)) or cap < 1:
+                raise ValueError(
+                    f"noisy_weight_max: must be a number >= 1 or null, got {self.noisy_weight_max!r}"
+                )
+            if self.stage != "keyframes":
+                raise ValueError(f"noisy_weight_max: only the keyframes stage uses it, not {self.stage!r}")
+        if not 0.0 <= self.time_reversal <= 1.0:
+            raise ValueError(f"time_reversal: must be in [0, 1], got {self.time_reversal}")
+        if self.time_reversal and self.stage != "keyframes":
+            raise ValueError(f"time_reversal: only the keyframes stage uses it, not {self.stage!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if self.warmup_steps < 0 or self.grad_clip < 0:

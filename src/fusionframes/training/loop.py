@@ -31,6 +31,7 @@ from fusionframes.components import ModelComponents, build_components
 from fusionframes.config import ModelConfig, preset, small_config
 from fusionframes.io.checkpoints import load_model_folder, write_model_folder
 from fusionframes.text.tokenizer import make_text_encoder_folder
+from fusionframes.training.augment import reverse_caption, reverse_some
 from fusionframes.training.config import TrainConfig
 from fusionframes.training.ema import warmup_ema
 from fusionframes.training.objectives import (
@@ -338,6 +339,7 @@ def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.M
         cfg.text_dropout,
         cfg.frame_noise_sharing,
         cfg.snr_gamma,
+        cfg.noisy_weight_max,
     )
     return objective, tokenizer
 
@@ -475,14 +477,8 @@ def train(
             del clip["video"]
     tokens = None
     if tokenizer is not None:
-        batch = tokenizer(
-            [c["caption"] for c in clips],
-            max_length=components.config.text.max_length,
-            truncation=True,
-            padding="longest",
-            return_tensors="pt",
-        )
-        tokens = (batch["input_ids"], batch["attention_mask"])
+        captions = [c["caption"] for c in clips]
+        tokens = caption_tokens(tokenizer, captions, components.config.text.max_length, cfg.time_reversal > 0)
 
     state = read_checkpoint_state(checkpoint) if checkpoint is not None else None
     if state is None and cfg.init_from and is_training_checkpoint(cfg.init_from):
@@ -610,6 +606,19 @@ def _load_raw_weights(objective: nn.Module, checkpoint: Path, stage: str) -> Non
     logger.info("init_from: raw weights of %s (step %s)", checkpoint, state["progress"].get("step"))
 
 
+def caption_tokens(
+    tokenizer: Any, captions: list[str], max_length: int, with_reversed: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and masks of every caption; ``with_reversed`` appends the reversed captions (rows n..2n-1)
+    so both share one padded length."""
+    if with_reversed:
+        captions = captions + [reverse_caption(c) for c in captions]
+    batch = tokenizer(
+        captions, max_length=max_length, truncation=True, padding="longest", return_tensors="pt"
+    )
+    return batch["input_ids"], batch["attention_mask"]
+
+
 def _caption_words(clips: list[dict]) -> frozenset[str]:
     from fusionframes.text.tokenizer import words
 
@@ -625,7 +634,13 @@ def _stage_loss(cfg, model, clips, latents, tokens, idx, gen, strides, step, dev
     if cfg.stage == "keyframes":
         batch = keyframe_batch(latents, idx, cfg, gen, device)
         ids, mask = tokens
-        return model(batch, ids[idx].to(device), mask[idx].to(device), gen)
+        ids, mask = ids[idx], mask[idx]
+        if cfg.time_reversal:  # tokens[n:] are the reversed captions of clips 0..n-1
+            flip = torch.rand(len(idx), generator=gen) < cfg.time_reversal
+            reversed_idx = [i + len(clips) for i in idx]
+            batch, ids = reverse_some(batch, ids, tokens[0][reversed_idx], flip.to(batch.device))
+            mask = torch.where(flip[:, None], tokens[1][reversed_idx], mask)
+        return model(batch, ids.to(device), mask.to(device), gen)
     codes = sorted(strides)
     code = codes[step % len(codes)]
     return model(interpolation_batch(latents, idx, strides[code], cfg, gen, device), code, gen)

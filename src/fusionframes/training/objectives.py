@@ -43,6 +43,17 @@ def min_snr_epsilon_weights(schedule: DiffusionSchedule, t: torch.Tensor, gamma:
     return (snr.clamp(max=gamma) / snr).float()
 
 
+def noisy_epsilon_weights(schedule: DiffusionSchedule, t: torch.Tensor, cap: float) -> torch.Tensor:
+    """Epsilon-loss weights ``clamp(1 / SNR, 1, cap)``: the x0 error of noisy timesteps counts as at SNR 1.
+
+    Below SNR 1 the noisy input barely shows the objects, so only the text can say where they go next
+    (motion direction); a plain epsilon loss scales those x0 errors down by the SNR. ``cap`` bounds the
+    weight near pure noise, where 1 / SNR grows without limit.
+    """
+    acp = schedule.alphas_cumprod.to(t.device)[t].double()
+    return ((1.0 - acp) / acp).clamp(1.0, cap).float()
+
+
 class MoVQObjective(nn.Module):
     """Reconstruction (L1 + MSE) of single frames; a small penalty keeps latents near unit scale."""
 
@@ -96,6 +107,7 @@ class KeyframeObjective(nn.Module):
     ``noise_sharing``: the share of the noise variance common to a video's frames (see
     :func:`fusionframes.diffusion.sampling.video_noise`); sampling must use the same value.
     ``snr_gamma``: weight each video's loss by :func:`min_snr_epsilon_weights` (None = plain mean).
+    ``noisy_weight_max``: also weight it by :func:`noisy_epsilon_weights` (None = off).
     """
 
     def __init__(
@@ -106,6 +118,7 @@ class KeyframeObjective(nn.Module):
         text_dropout: float,
         noise_sharing: float = 0.0,
         snr_gamma: float | None = None,
+        noisy_weight_max: float | None = None,
     ) -> None:
         super().__init__()
         self.unet = unet
@@ -114,6 +127,7 @@ class KeyframeObjective(nn.Module):
         self.text_dropout = text_dropout
         self.noise_sharing = noise_sharing
         self.snr_gamma = snr_gamma
+        self.noisy_weight_max = noisy_weight_max
 
     def forward(
         self,
@@ -143,10 +157,15 @@ class KeyframeObjective(nn.Module):
             temporal_positions(f, device).repeat(b),
             num_frames=f,
         )
-        if self.snr_gamma is None:
+        if self.snr_gamma is None and self.noisy_weight_max is None:
             return F.mse_loss(out.float(), noise.flatten(0, 1))
         per_video = (out.float() - noise.flatten(0, 1)).pow(2).reshape(b, -1).mean(1)
-        return (per_video * min_snr_epsilon_weights(self.schedule, t, self.snr_gamma)).mean()
+        weights = torch.ones_like(per_video)
+        if self.snr_gamma is not None:
+            weights = weights * min_snr_epsilon_weights(self.schedule, t, self.snr_gamma)
+        if self.noisy_weight_max is not None:
+            weights = weights * noisy_epsilon_weights(self.schedule, t, self.noisy_weight_max)
+        return (per_video * weights).mean()
 
 
 class InterpolationObjective(nn.Module):
