@@ -69,3 +69,35 @@ def test_empty_prompts_file(tiny_model_dir: Path, tmp_path: Path, capsys) -> Non
     code = cli.main(["eval", "synthetic", "--model", str(tiny_model_dir), "--prompts-file", str(prompts)])
     assert code == 2
     assert "holds no prompts" in capsys.readouterr().err
+
+
+def test_eval_directions_writes_a_paired_report(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "probe.json"
+    code = cli.main(
+        ["eval", "directions", "--model", str(tiny_model_dir), "--clips", "3", "--timesteps", "500,900"]
+        + ["--json", str(out)]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["clips"] == 3 and set(report["timesteps"]) == {"500", "900"}
+    for row in report["timesteps"].values():
+        assert row["loss_true"] > 0 and row["loss_reversed"] > 0
+        assert row["prefers_true"] in (0.0, 33.3, 66.7, 100.0)
+    assert "prefers true" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--timesteps", "abc"], "timesteps: expected comma-separated integers"),
+        (["--timesteps", "500,1000"], "timesteps: each must be in [0, 1000)"),
+        (["--clips", "0"], "clips: must be >= 1"),
+        (["--json", "probe.txt"], "json: must end in .json"),
+    ],
+)
+def test_eval_directions_bad_options(
+    extra, message, tiny_model_dir: Path, tmp_path: Path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["eval", "directions", "--model", str(tiny_model_dir), *extra]) == 2
+    assert message in capsys.readouterr().err

@@ -147,3 +147,58 @@ def test_analyse_clip_rejects_bad_frames():
         analyse_clip(np.zeros((4, 32, 32, 3), np.float32))
     with pytest.raises(ValueError, match="^frames: "):
         analyse_clip(np.zeros((1, 32, 32, 3), np.uint8))
+
+
+def test_direction_probe_clips_reverse_to_the_opposite_motion() -> None:
+    from fusionframes.evaluation.direction_probe import directional_clips
+    from fusionframes.training.synth import parse_prompt
+
+    opposite = {"right": "left", "left": "right", "up": "down", "down": "up"}
+
+    def backwards(motion: str) -> str:
+        if motion.startswith("moving "):
+            return "moving " + "-".join(opposite[w] for w in motion.removeprefix("moving ").split("-"))
+        return {"growing": "shrinking", "shrinking": "growing"}.get(motion, motion)
+
+    for video, text, flipped in directional_clips(8, frames=4, size=32, seed=1):
+        assert video.shape == (4, 32, 32, 3) and video.dtype == np.uint8
+        spec, reversed_spec = parse_prompt(text), parse_prompt(flipped)
+        assert flipped != text
+        for obj, rev in zip(spec["objects"], reversed_spec["objects"], strict=True):
+            assert rev["motion"] == backwards(obj["motion"])
+            assert (rev["colour"], rev["shape"]) == (obj["colour"], obj["shape"])
+
+
+def test_direction_probe_reports_which_caption_denoises_better(tiny_model_dir) -> None:
+    """A stand-in U-Net that denoises well only under the true caption must score 100% / a positive gap."""
+    import torch
+
+    from fusionframes.evaluation.direction_probe import direction_probe
+    from fusionframes.pipelines.text_to_video import TextToVideoPipeline
+
+    pipe = TextToVideoPipeline.from_pretrained(str(tiny_model_dir), dtype="float32")
+    unet = pipe.components.keyframe_unet
+    real_encode = pipe.encode_prompts
+    seen: dict[str, float] = {}
+
+    def encode(prompt, negative):
+        context, mask, *rest = real_encode(prompt, negative)
+        marker = float(len(seen) % 2)  # the probe encodes (true, reversed) in turn
+        seen[prompt] = marker
+        return (torch.full_like(context, marker), mask, *rest)
+
+    class Reader(torch.nn.Module):
+        config = unet.config
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, time, context, *args, **kwargs):
+            return x if float(context.flatten()[0]) == 0.0 else torch.zeros_like(x)
+
+    pipe.encode_prompts = encode
+    pipe.components.keyframe_unet = Reader()
+    report = direction_probe(pipe, clips=3, timesteps=(950,))
+    row = report["timesteps"]["950"]
+    assert row["prefers_true"] == 100.0 and row["gap_percent"] > 0
