@@ -35,8 +35,10 @@ stage keyframes keyframes_2.yaml data/shapes runs/keyframes2 &
 wait
 # Stage 2c continues the keyframes from 2b's raw weights at step 5000 with min-SNR loss weighting.
 stage keyframes keyframes_3.yaml data/shapes runs/keyframes3
+# Stage 2d continues from 2c's raw weights at step 8000 with reversed clips and noisy-timestep weighting.
+stage keyframes keyframes_4.yaml data/shapes runs/keyframes4
 
-fusionframes assemble --keyframes runs/keyframes3/model --interpolation runs/interpolation3/model \
+fusionframes assemble --keyframes runs/keyframes4/model --interpolation runs/interpolation3/model \
     --movq runs/movq_decoder/model --out builtin --name fusionframes-builtin --half \
     --sampling "$(cat "$CONFIGS/sampling.json")" \
     --description "FusionFrames built-in: trained on the synthetic shapes world (docs/synthetic_world.md)"
