@@ -521,15 +521,20 @@ def test_ema_warm_up_forgets_the_initial_weights() -> None:
     assert ema_decay_at(0.999, 0) == 0.1 and ema_decay_at(0.999, 10**6) == 0.999
 
 
-def test_min_snr_weights_cap_only_the_clean_timesteps() -> None:
+def cosine_snr():
+    """The 1000-step cosine schedule, every timestep, and the SNR at each (computed here, not by the code)."""
     from fusionframes.diffusion.schedule import DiffusionSchedule
-    from fusionframes.training.objectives import min_snr_epsilon_weights
 
     schedule = DiffusionSchedule.cosine(1000)
-    t = torch.arange(1000)
-    weights = min_snr_epsilon_weights(schedule, t, 5.0)
     acp = schedule.alphas_cumprod.double()
-    snr = acp / (1 - acp)
+    return schedule, torch.arange(1000), acp / (1 - acp)
+
+
+def test_min_snr_weights_cap_only_the_clean_timesteps() -> None:
+    from fusionframes.training.objectives import min_snr_epsilon_weights
+
+    schedule, t, snr = cosine_snr()
+    weights = min_snr_epsilon_weights(schedule, t, 5.0)
     noisy = snr <= 5.0
     assert noisy.any() and (~noisy).any()
     assert torch.equal(weights[noisy], torch.ones(int(noisy.sum())))
@@ -557,14 +562,10 @@ def test_min_snr_keyframe_loss_reweights_the_same_draw(tiny_model_dir) -> None:
 
 
 def test_noisy_weights_raise_only_the_noisy_timesteps() -> None:
-    from fusionframes.diffusion.schedule import DiffusionSchedule
     from fusionframes.training.objectives import noisy_epsilon_weights
 
-    schedule = DiffusionSchedule.cosine(1000)
-    t = torch.arange(1000)
+    schedule, t, snr = cosine_snr()
     weights = noisy_epsilon_weights(schedule, t, 5.0)
-    acp = schedule.alphas_cumprod.double()
-    snr = acp / (1 - acp)
     clean, capped = snr >= 1.0, snr <= 0.2
     middle = ~clean & ~capped
     assert clean.any() and capped.any() and middle.any()
@@ -600,9 +601,12 @@ def test_time_reversal_flips_only_the_flagged_videos() -> None:
 
     latents = torch.arange(2 * 3 * 2, dtype=torch.float32).view(2, 3, 2)
     tokens, reversed_tokens = torch.tensor([[1, 2], [3, 4]]), torch.tensor([[5, 6], [7, 8]])
-    out, ids = reverse_some(latents, tokens, reversed_tokens, torch.tensor([False, True]))
+    mask, reversed_mask = torch.tensor([[1, 1], [1, 0]]), torch.tensor([[1, 0], [1, 1]])
+    out, (ids, kept) = reverse_some(
+        latents, (tokens, mask), (reversed_tokens, reversed_mask), torch.tensor([False, True])
+    )
     assert torch.equal(out[0], latents[0]) and torch.equal(out[1], latents[1].flip(0))
-    assert ids.tolist() == [[1, 2], [7, 8]]
+    assert ids.tolist() == [[1, 2], [7, 8]] and kept.tolist() == [[1, 1], [1, 1]]
 
 
 def test_keyframe_stage_loss_uses_reversed_clips_and_captions(tiny_model_dir) -> None:

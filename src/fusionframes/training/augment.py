@@ -48,9 +48,13 @@ def reverse_caption(caption: str) -> str:
 
 
 def reverse_some(
-    latents: torch.Tensor, tokens: torch.Tensor, reversed_tokens: torch.Tensor, flip: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Play the videos flagged in ``flip`` backwards (``latents`` ``[B, F, ...]``) and take their reversed
-    captions' tokens (``[B, L]`` each)."""
+    latents: torch.Tensor,
+    text: tuple[torch.Tensor, ...],
+    reversed_text: tuple[torch.Tensor, ...],
+    flip: torch.Tensor,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Play the videos flagged in ``flip`` backwards (``latents`` ``[B, F, ...]``) and give them their
+    reversed captions' token tensors (``text``: ids, mask, ... each ``[B, L]``)."""
     latents = torch.where(flip.view(-1, *[1] * (latents.dim() - 1)), latents.flip(1), latents)
-    return latents, torch.where(flip[:, None], reversed_tokens, tokens)
+    chosen = tuple(torch.where(flip[:, None], rev, fwd) for fwd, rev in zip(text, reversed_text, strict=True))
+    return latents, chosen

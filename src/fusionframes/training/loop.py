@@ -633,13 +633,12 @@ def _stage_loss(cfg, model, clips, latents, tokens, idx, gen, strides, step, dev
         return model(movq_batch(clips, idx, gen, device), gen)
     if cfg.stage == "keyframes":
         batch = keyframe_batch(latents, idx, cfg, gen, device)
-        ids, mask = tokens
-        ids, mask = ids[idx], mask[idx]
+        text = tuple(t[idx] for t in tokens)
         if cfg.time_reversal:  # tokens[n:] are the reversed captions of clips 0..n-1
             flip = torch.rand(len(idx), generator=gen) < cfg.time_reversal
-            reversed_idx = [i + len(clips) for i in idx]
-            batch, ids = reverse_some(batch, ids, tokens[0][reversed_idx], flip.to(batch.device))
-            mask = torch.where(flip[:, None], tokens[1][reversed_idx], mask)
+            reversed_text = tuple(t[[i + len(clips) for i in idx]] for t in tokens)
+            batch, text = reverse_some(batch, text, reversed_text, flip.to(batch.device))
+        ids, mask = text
         return model(batch, ids.to(device), mask.to(device), gen)
     codes = sorted(strides)
     code = codes[step % len(codes)]

@@ -31,6 +31,12 @@ def _timesteps(n: int, steps: int, generator: torch.Generator, device: torch.dev
     return torch.randint(0, steps, (n,), generator=generator, device="cpu").to(device)
 
 
+def signal_to_noise(schedule: DiffusionSchedule, t: torch.Tensor) -> torch.Tensor:
+    """alpha_bar / (1 - alpha_bar) at timesteps ``t``, in float64 (it spans about 1e-9 to 1e4)."""
+    acp = schedule.alphas_cumprod.to(t.device)[t].double()
+    return acp / (1.0 - acp)
+
+
 def min_snr_epsilon_weights(schedule: DiffusionSchedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
     """Min-SNR-gamma weights (Hang et al. 2023) for an epsilon loss: ``min(SNR, gamma) / SNR``.
 
@@ -38,8 +44,7 @@ def min_snr_epsilon_weights(schedule: DiffusionSchedule, t: torch.Tensor, gamma:
     gradient while the noisy ones, where colour, layout and motion are decided, barely train. Capping
     the weight at ``gamma`` rebalances the two without changing what the network predicts.
     """
-    acp = schedule.alphas_cumprod.to(t.device)[t].double()
-    snr = acp / (1.0 - acp)
+    snr = signal_to_noise(schedule, t)
     return (snr.clamp(max=gamma) / snr).float()
 
 
@@ -50,8 +55,7 @@ def noisy_epsilon_weights(schedule: DiffusionSchedule, t: torch.Tensor, cap: flo
     (motion direction); a plain epsilon loss scales those x0 errors down by the SNR. ``cap`` bounds the
     weight near pure noise, where 1 / SNR grows without limit.
     """
-    acp = schedule.alphas_cumprod.to(t.device)[t].double()
-    return ((1.0 - acp) / acp).clamp(1.0, cap).float()
+    return (1.0 / signal_to_noise(schedule, t)).clamp(1.0, cap).float()
 
 
 class MoVQObjective(nn.Module):
