@@ -202,3 +202,16 @@ def test_direction_probe_reports_which_caption_denoises_better(tiny_model_dir) -
     report = direction_probe(pipe, clips=3, timesteps=(950,))
     row = report["timesteps"]["950"]
     assert row["prefers_true"] == 100.0 and row["gap_percent"] > 0
+
+
+def test_ground_truth_check_scores_extra_variants() -> None:
+    """A transform that wipes the objects scores 0 on colour while raw and MP4 clips stay at 100%."""
+    report = ground_truth_check(n=4, seed=0, size=128, frames=8, extra_variants={"wiped": _wipe})
+    assert report["raw"]["accuracy"]["colour"] == 100.0 and report["mp4"]["accuracy"]["colour"] == 100.0
+    assert report["wiped"]["accuracy"]["colour"] == 0.0
+    assert any(f["variant"] == "wiped" for f in report["failures"])
+
+
+def _wipe(clip: np.ndarray) -> np.ndarray:
+    """Every pixel of every frame set to the first frame's top-left (background) colour."""
+    return np.broadcast_to(clip[:1, :1, :1], clip.shape).copy()
