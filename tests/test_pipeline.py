@@ -191,3 +191,45 @@ def test_static_clamp_model_rejects_samplers_that_cannot_clamp(tiny_model_dir) -
     for sampler in ("ddpm", "ddim"):
         out = pipe("a red star", scheduler=sampler, seed=1, output_type="pt", **FAST)
         assert torch.isfinite(out.frames).all()
+
+
+def test_text_frame_embed_grows_as_identity_then_ties_frames_to_text(pipe, tiny_model_dir, tmp_path) -> None:
+    """The extension starts as the same function, then conditions every frame on (position, text), and
+    a folder that has it round-trips through the pipeline."""
+    from dataclasses import replace
+
+    from fusionframes.components import with_text_frame_embed
+    from fusionframes.config import UNetConfig
+
+    components = load_model_folder(tiny_model_dir)
+    assert components.config.keyframe_unet.text_frame_embed is False  # the released layout by default
+    grown = with_text_frame_embed(load_model_folder(tiny_model_dir))
+    assert grown.config.keyframe_unet.text_frame_embed is True
+    assert with_text_frame_embed(grown) is grown
+    folder = write_model_folder(grown, tmp_path / "grown", text_encoder_dir=tiny_model_dir / "text_encoder")
+    other = TextToVideoPipeline.from_pretrained(folder, device="cpu", dtype="float32")
+    a = pipe("a red circle", fps="low", seed=5, output_type="pt", **FAST).frames
+    b = other("a red circle", fps="low", seed=5, output_type="pt", **FAST).frames
+    assert torch.equal(a, b)  # zero-initialised: same output
+
+    unet = grown.keyframe_unet
+    with torch.no_grad():
+        unet.text_frame_embed[2].weight.normal_(0, 0.1)
+    frames, cfg = 4, grown.config.keyframe_unet
+    x = torch.randn(frames, 4, 8, 8, generator=torch.Generator().manual_seed(0)).repeat(2, 1, 1, 1)
+    context = torch.randn(2, 3, cfg.context_dim, generator=torch.Generator().manual_seed(1))
+    context = context.repeat_interleave(frames, 0)
+    mask = torch.ones(2 * frames, 3, dtype=torch.bool)
+    positions = torch.arange(frames).repeat(2) * 8
+    with torch.no_grad():
+        out = unet(x, torch.full((2 * frames,), 700), context, mask, positions, num_frames=frames)
+        unet.text_frame_embed[2].weight.zero_()
+        before = unet(x, torch.full((2 * frames,), 700), context, mask, positions, num_frames=frames)
+    change = out - before
+    assert change.abs().max() > 1e-3  # the new layers are wired into the network
+    assert (change[:frames] - change[frames:]).abs().max() > 1e-3  # same frames, other text: other effect
+
+    with pytest.raises(ValueError, match="text_frame_embed: only for a text-conditioned keyframe U-Net"):
+        replace(UNetConfig(), text_frame_embed=True)  # no num_frames: a spatial U-Net
+    with pytest.raises(ValueError, match="text_frame_embed: only for a text-conditioned keyframe U-Net"):
+        UNetConfig(num_frames=4, interpolation=True, text_frame_embed=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -72,3 +72,21 @@ def build_components(
             text_encoder=text_encoder,
             name=name,
         )
+
+
+def with_text_frame_embed(components: ModelComponents) -> ModelComponents:
+    """Give the keyframe U-Net the (zero-initialised) text-aware frame embedding, keeping its weights.
+
+    A no-op when it already has one. The output is unchanged until training moves the new layers.
+    """
+    old = components.keyframe_unet
+    if old.config.text_frame_embed:
+        return components
+    unet_config = replace(old.config, text_frame_embed=True)
+    unet = UNet3D(unet_config).to(next(old.parameters()).device)
+    result = unet.load_state_dict(old.state_dict(), strict=False)
+    if result.unexpected_keys or not all(k.startswith("text_frame_embed.") for k in result.missing_keys):
+        raise RuntimeError(f"with_text_frame_embed: keyframe weights do not carry over ({result})")
+    components.keyframe_unet = unet
+    components.config = replace(components.config, keyframe_unet=unet_config)
+    return components

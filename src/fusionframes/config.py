@@ -49,6 +49,9 @@ class UNetConfig:
     add_self_attention: tuple[bool, ...] = (False, True, True, True)
     num_frames: int | None = None
     interpolation: bool = False
+    # Extension, not in the release (False keeps its layout): a frame-position embedding that also
+    # depends on the pooled text, added to every norm's embedding of a keyframe U-Net. See UNet3D.
+    text_frame_embed: bool = False
 
     def __post_init__(self) -> None:
         levels = len(self.dim_mult)
@@ -61,6 +64,11 @@ class UNetConfig:
         if self.interpolation and self.num_frames is not None:
             # The official constructor drops num_frames for interpolation models; mirror it.
             object.__setattr__(self, "num_frames", None)
+        if self.text_frame_embed and (self.num_frames is None or self.context_dim is None):
+            raise ValueError(
+                "UNetConfig.text_frame_embed: only for a text-conditioned keyframe U-Net "
+                "(num_frames and context_dim set, interpolation False)"
+            )
 
     @property
     def downsampling_factor(self) -> int:

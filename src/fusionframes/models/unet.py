@@ -364,6 +364,8 @@ class UNet3D(nn.Module):
             self.feature_pooling = AttentionPooling(e, cfg.context_dim, cfg.head_dim)
         if cfg.num_frames is not None:
             self.to_temporal_embed = embedding_mlp(init, e)
+        if cfg.text_frame_embed:
+            self.text_frame_embed = text_frame_mlp(e)
         if cfg.interpolation:
             self.perturbation_to_time_embed = embedding_mlp(init, e)
             self.time_embed_merge = nn.Parameter(torch.zeros(1))
@@ -424,6 +426,9 @@ class UNet3D(nn.Module):
         temporal_embed = None
         if temporal_positions is not None:
             temporal_embed = self.to_temporal_embed(temporal_positions)
+            if cfg.text_frame_embed:
+                mixed = self.text_frame_embed(torch.cat([temporal_embed, embed], dim=1))
+                embed, temporal_embed = embed + mixed, temporal_embed + mixed
         if cfg.interpolation and num_temporal_groups is not None:
             zero_time = torch.zeros(x.shape[0], device=x.device)
             perturbation = self.perturbation_to_time_embed(zero_time)
@@ -458,6 +463,20 @@ class UNet3D(nn.Module):
 
             return checkpoint(level, x, *args, use_reentrant=False)
         return level(x, *args)
+
+
+def text_frame_mlp(embed_dim: int) -> nn.Sequential:
+    """(frame-position embedding, time+text embedding) -> an embedding of both, starting at zero.
+
+    The released keyframe U-Net gives frame positions only to its temporal-attention norms and the text
+    only through cross-attention and a pooled vector, so nothing states "frame 0 of a rightward clip":
+    a small model trained on CPU never learned direction words without it. Zero-initialised, so adding
+    it to a trained model leaves its output unchanged until training moves it.
+    """
+    mlp = nn.Sequential(nn.Linear(2 * embed_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
+    nn.init.zeros_(mlp[2].weight)
+    nn.init.zeros_(mlp[2].bias)
+    return mlp
 
 
 class AttentionPooling(nn.Module):
