@@ -348,9 +348,11 @@ def test_fsdp_keyframes_resume_replays_losses(clips, movq_run, tmp_path) -> None
         "train(config_from_dict({**base, 'max_steps': 2}), data, root + '/cut', progress=False)\n"
         "resumed = train(config_from_dict({**base, 'max_steps': 4}), data, root + '/cut', resume=True,"
         " progress=False)\n"
-        "a = [round(l, 5) for _, l in whole['history'][2:]]\n"
-        "b = [round(l, 5) for _, l in resumed['history']]\n"
-        "assert a == b, (a, b)\n"
+        "a = [l for _, l in whole['history'][2:]]\n"
+        "b = [l for _, l in resumed['history']]\n"
+        # a resumed FSDP step can differ by one float32 ulp (gloo's reduction order); rounding both to
+        # 5 decimals made that a coin flip at rounding boundaries, so compare with a tolerance instead
+        "assert len(a) == len(b) == 2 and all(abs(x - y) <= 1e-5 * abs(x) for x, y in zip(a, b)), (a, b)\n"
         "print('RESUME_OK', dist.get_rank())\n"
         "dist.barrier(); dist.destroy_process_group()\n"
     )
