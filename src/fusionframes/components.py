@@ -84,9 +84,15 @@ def with_text_frame_embed(components: ModelComponents) -> ModelComponents:
         return components
     unet_config = replace(old.config, text_frame_embed=True)
     unet = UNet3D(unet_config).to(next(old.parameters()).device)
-    result = unet.load_state_dict(old.state_dict(), strict=False)
-    if result.unexpected_keys or not all(k.startswith("text_frame_embed.") for k in result.missing_keys):
-        raise RuntimeError(f"with_text_frame_embed: keyframe weights do not carry over ({result})")
+    load_without_text_frame_embed(unet, old.state_dict(), "with_text_frame_embed: keyframe weights")
     components.keyframe_unet = unet
     components.config = replace(components.config, keyframe_unet=unet_config)
     return components
+
+
+def load_without_text_frame_embed(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into ``module``, where only the text-frame embedding's layers may be missing
+    (``module`` has them and ``state`` predates them); anything else that differs is an error."""
+    result = module.load_state_dict(state, strict=False)
+    if result.unexpected_keys or not all("text_frame_embed." in k for k in result.missing_keys):
+        raise ValueError(f"{what}: checkpoint does not match the model ({result})")

@@ -27,9 +27,14 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from fusionframes.components import ModelComponents, build_components, with_text_frame_embed
+from fusionframes.components import (
+    ModelComponents,
+    build_components,
+    load_without_text_frame_embed,
+    with_text_frame_embed,
+)
 from fusionframes.config import ModelConfig, preset, small_config
-from fusionframes.io.checkpoints import CheckpointError, load_model_folder, write_model_folder
+from fusionframes.io.checkpoints import load_model_folder, write_model_folder
 from fusionframes.text.tokenizer import make_text_encoder_folder
 from fusionframes.training.augment import reverse_caption, reverse_some
 from fusionframes.training.config import TrainConfig
@@ -604,10 +609,8 @@ def _load_raw_weights(objective: nn.Module, checkpoint: Path, stage: str) -> Non
             f"init_from: {checkpoint} is a {state['progress'].get('stage')!r} checkpoint; a training "
             f"checkpoint can only start a run of the same stage ({stage!r}), else give a model folder"
         )
-    result = objective.load_state_dict(state["objective"], strict=False)
-    new_layers = [k for k in result.missing_keys if "text_frame_embed." in k]  # added by this run's config
-    if result.unexpected_keys or len(new_layers) != len(result.missing_keys):
-        raise CheckpointError(f"init_from: {checkpoint} does not match the model ({result})")
+    # the text-frame embedding may be new in this run (its config adds it to the checkpoint's model)
+    load_without_text_frame_embed(objective, state["objective"], f"init_from: {checkpoint}")
     logger.info("init_from: raw weights of %s (step %s)", checkpoint, state["progress"].get("step"))
 
 
