@@ -145,6 +145,43 @@ def test_objects_stay_in_frame_and_quick_motion_crosses_half_the_frame(scenes):
     assert travel == pytest.approx(size / 2, rel=0.05)
 
 
+def _path_middle(obj: S.ObjectSpec, pan: str | None) -> tuple[float, float]:
+    lo_dx, hi_dx, lo_dy, hi_dy, _ = S._path_bounds(obj, pan)
+    return obj.start[0] + (lo_dx + hi_dx) / 2, obj.start[1] + (lo_dy + hi_dy) / 2
+
+
+def test_path_jitter_centres_paths_so_position_follows_the_words():
+    # jitter 0: every lone object's path is centred in the frame, so "moving right" always starts on
+    # the left; with jitter j the middle moves at most j; None keeps the old, place-anywhere stream
+    for jitter in (0.0, 0.08):
+        starts: dict[str, list[float]] = {"moving right": [], "moving left": []}
+        for i in range(300):
+            rng = np.random.default_rng([5, i])
+            scene = S.sample_scene(rng, path_jitter=jitter)
+            for obj in scene.objects:
+                x, y = _path_middle(obj, scene.camera_pan)
+                if len(scene.objects) == 1:
+                    assert abs(x - 0.5) <= jitter + 1e-9 and abs(y - 0.5) <= jitter + 1e-9
+                if obj.motion in starts:
+                    starts[obj.motion].append(obj.start[0])
+            truth = S.ground_truth(scene, 64, 4)
+            for track in truth["tracks"]:
+                for row in track["frames"]:
+                    x0, y0, x1, y1 = row["box"]
+                    assert x0 >= -1 and y0 >= -1 and x1 <= 65 and y1 <= 65
+        assert max(starts["moving right"]) < 0.5 < min(starts["moving left"])
+    anywhere = [S.sample_scene(np.random.default_rng([5, i])) for i in range(300)]
+    rights = [o.start[0] for s in anywhere for o in s.objects if o.motion == "moving right"]
+    assert any(x > 0.4 for x in rights) and any(x < 0.2 for x in rights)  # spread, not centred
+    # the same scenes and captions as the default stream; only the starts move
+    rng_a, rng_b = np.random.default_rng([5, 3]), np.random.default_rng([5, 3])
+    a, b = S.sample_scene(rng_a), S.sample_scene(rng_b, path_jitter=0.08)
+    assert [(o.colour, o.shape, o.motion) for o in a.objects] == [
+        (o.colour, o.shape, o.motion) for o in b.objects
+    ]
+    assert S.caption(a, rng_a) == S.caption(b, rng_b)
+
+
 def test_render_is_anti_aliased_and_uses_palette_colours():
     obj = S.ObjectSpec("red", "star", "rotating", "quickly", 0.3, (0.5, 0.5))
     clip = S.render_clip(S.Scene([obj], "gray"), 64, 4)
@@ -178,6 +215,9 @@ def test_scene_dict_round_trip_and_scene_from_spec():
         (lambda: S.write_shards("/tmp/never", 0), "videos"),
         (lambda: S.write_shards("/tmp/never", 1, shard_size=0), "shard_size"),
         (lambda: S.sample_scene(np.random.default_rng(0), two_objects=2.0), "two_objects"),
+        (lambda: S.sample_scene(np.random.default_rng(0), path_jitter=0.7), "path_jitter"),
+        (lambda: S.sample_scene(np.random.default_rng(0), path_jitter=True), "path_jitter"),
+        (lambda: S.write_shards("/tmp/never", 1, path_jitter=-0.1), "path_jitter"),
     ],
 )
 def test_bad_input_names_the_parameter(call, name):
@@ -220,6 +260,7 @@ def test_write_shards_layout_determinism_and_manifest(tmp_path):
         assert np.abs(frames.astype(int) - clip).mean() < 4  # low-CRF H.264 keeps the picture
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["videos"] == 5 and manifest["seed"] == 11 and manifest["frames"] == 6
+    assert manifest["path_jitter"] is None
     assert [tuple(h) for h in manifest["held_out"]] == list(S.HELD_OUT)
 
 
@@ -231,3 +272,19 @@ def test_shards_read_with_webdataset(tmp_path):
     assert [s["__key__"] for s in samples] == ["00000000", "00000001", "00000002"]
     assert all({"mp4", "txt", "json"} <= set(s) for s in samples)
     assert S.decode_mp4(io.BytesIO(samples[0]["mp4"]).getvalue()).shape == (4, 64, 64, 3)
+
+
+def test_data_synth_cli_path_jitter_reaches_the_shards_and_is_checked(tmp_path, capsys):
+    from fusionframes import cli
+
+    out = tmp_path / "centred"
+    args = ["data", "synth", "--out", str(out), "--videos", "2", "--frames", "4", "--size", "64"]
+    assert cli.main([*args, "--path-jitter", "0"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["path_jitter"] == 0.0
+    truth = json.loads(_read_tar(out / "shard-000000.tar")["00000000.json"])
+    scene = S.Scene.from_dict(truth["scene"])
+    for obj in scene.objects:  # centred in the frame, or in its half of it
+        for coordinate in _path_middle(obj, scene.camera_pan):
+            assert min(abs(coordinate - c) for c in (0.25, 0.5, 0.75)) < 1e-9
+    assert cli.main([*args[:3], str(tmp_path / "bad"), *args[4:], "--path-jitter", "0.9"]) != 0
+    assert "path-jitter" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -653,3 +653,28 @@ def test_keyframe_stage_loss_uses_reversed_clips_and_captions(tiny_model_dir) ->
         forward = objective(batch, tokens[0][idx], tokens[1][idx], g)  # same draws, played forwards
     assert float(got) == pytest.approx(float(expected), rel=1e-6)
     assert float(got) != pytest.approx(float(forward), rel=1e-3)
+
+
+def test_latent_cache_is_reused_only_for_the_same_frames(tmp_path) -> None:
+    from fusionframes.training.loop import cached_latents
+
+    class CountingEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+            self.calls = 0
+
+        def encode(self, frames: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return frames[:, :1, ::8, ::8] * self.scale
+
+    video = torch.linspace(-1, 1, 5 * 3 * 16 * 16).reshape(5, 3, 16, 16).to(torch.float16)
+    clips = [{"video": video, "caption": "a red circle moving right"}]
+    encoder, path = CountingEncoder(), tmp_path / "latents.safetensors"
+    first = cached_latents(path, encoder, clips, torch.device("cpu"), False, 2)
+    again = cached_latents(path, encoder, clips, torch.device("cpu"), False, 2)
+    assert encoder.calls == 1 and torch.equal(first[0], again[0]) and first[0].shape == (3, 1, 2, 2)
+    moved = [{"video": video.flip(-1), "caption": clips[0]["caption"]}]  # same caption, other pictures
+    fresh = cached_latents(path, encoder, moved, torch.device("cpu"), False, 2)
+    assert encoder.calls == 2 and not torch.equal(fresh[0], first[0])
+    assert torch.equal(fresh[0], encoder.encode(video.flip(-1)[::2].float()).detach())

@@ -222,6 +222,13 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--frames", type=int, default=29, help="frames per clip (29 = 8 keyframes 4 apart)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--shard-size", type=int, default=1000, help="clips per tar shard")
+    synth.add_argument(
+        "--path-jitter",
+        type=float,
+        default=None,
+        help="centre every object's path in the frame, offset by at most this fraction (0-0.5); "
+        "default: paths anywhere they fit",
+    )
     synth.set_defaults(handler=run_data_synth)
 
 
@@ -231,13 +238,23 @@ def run_data_synth(args: argparse.Namespace) -> int:
             raise UsageError(f"{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
     if args.size < 32:
         raise UsageError(f"size: must be >= 32 pixels, got {args.size}")
+    if args.path_jitter is not None and not 0 <= args.path_jitter <= 0.5:
+        raise UsageError(
+            f"path-jitter: must be in [0, 0.5] (a fraction of the frame), got {args.path_jitter}"
+        )
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UsageError(f"out: parent folder does not exist: {out.parent}")
     from fusionframes.training.synth import write_shards
 
     shards = write_shards(
-        out, args.videos, size=args.size, frames=args.frames, seed=args.seed, shard_size=args.shard_size
+        out,
+        args.videos,
+        size=args.size,
+        frames=args.frames,
+        seed=args.seed,
+        shard_size=args.shard_size,
+        path_jitter=args.path_jitter,
     )
     print(f"wrote {args.videos} clips in {len(shards)} shard(s) to {out}")
     return 0

@@ -143,9 +143,11 @@ def encode_clips(
 def cached_latents(
     path: Path, movq: nn.Module, clips: list[dict], device: torch.device, show: bool, frame_step: int
 ) -> list[torch.Tensor]:
-    """Latents from ``path`` if written for this MoVQ, clip list and frame step; else encode and save.
+    """Latents from ``path`` if written for this MoVQ, these clips and frame step; else encode and save.
 
-    Encoding is the slow part of starting a diffusion stage on a CPU; a resumed run skips it.
+    Encoding is the slow part of starting a diffusion stage on a CPU; a resumed run skips it. The key
+    hashes the frames themselves, not only the captions: two data sets may share every caption (the
+    synthetic world with and without ``--path-jitter``) and differ only in the pictures.
     """
     from safetensors.torch import load_file, safe_open, save_file
 
@@ -154,6 +156,8 @@ def cached_latents(
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     digest.update(json.dumps([c["caption"] for c in clips]).encode())
+    for clip in clips:
+        digest.update(clip["video"][::frame_step].contiguous().numpy().tobytes())
     key = f"{digest.hexdigest()}-{frame_step}"
     if path.is_file():
         with safe_open(str(path), "pt") as handle:

@@ -218,15 +218,30 @@ def _path_bounds(obj: ObjectSpec, pan: str | None) -> tuple[float, float, float,
 
 
 def _place(
-    obj: ObjectSpec, rng: np.random.Generator, region: tuple[float, float, float, float], pan: str | None
+    obj: ObjectSpec,
+    rng: np.random.Generator,
+    region: tuple[float, float, float, float],
+    pan: str | None,
+    path_jitter: float | None = None,
 ) -> bool:
-    """Pick a start so the whole path stays inside ``region`` (x0, x1, y0, y1); False if it cannot."""
+    """Pick a start so the whole path stays inside ``region`` (x0, x1, y0, y1); False if it cannot.
+
+    ``path_jitter`` None: anywhere the path fits. A number: the path is centred in the region, moved by
+    at most that fraction of the frame on each axis (still kept inside).
+    """
     lo_dx, hi_dx, lo_dy, hi_dy, half = _path_bounds(obj, pan)
     x_lo, x_hi = region[0] + MARGIN + half - lo_dx, region[1] - MARGIN - half - hi_dx
     y_lo, y_hi = region[2] + MARGIN + half - lo_dy, region[3] - MARGIN - half - hi_dy
     if x_lo > x_hi or y_lo > y_hi:
         return False
-    obj.start = (float(rng.uniform(x_lo, x_hi)), float(rng.uniform(y_lo, y_hi)))
+    if path_jitter is None:
+        obj.start = (float(rng.uniform(x_lo, x_hi)), float(rng.uniform(y_lo, y_hi)))
+        return True
+    # the middle of [lo, hi] is the start that centres the path's extent in the region
+    jitter = rng.uniform(-path_jitter, path_jitter, size=2)
+    x = min(max((x_lo + x_hi) / 2 + jitter[0], x_lo), x_hi)
+    y = min(max((y_lo + y_hi) / 2 + jitter[1], y_lo), y_hi)
+    obj.start = (float(x), float(y))
     return True
 
 
@@ -252,25 +267,36 @@ def _draw_object(rng: np.random.Generator, motions: tuple[str, ...], max_size: f
     )
 
 
-def _lay_out(objects: list[ObjectSpec], rng: np.random.Generator, pan: str | None) -> bool:
+def _lay_out(
+    objects: list[ObjectSpec], rng: np.random.Generator, pan: str | None, path_jitter: float | None
+) -> bool:
     """One object anywhere; two side by side (vertical motions) or stacked (horizontal motions)."""
     if len(objects) == 1:
-        return _place(objects[0], rng, (0.0, 1.0, 0.0, 1.0), pan)
+        return _place(objects[0], rng, (0.0, 1.0, 0.0, 1.0), pan, path_jitter)
     if any(o.motion in ("moving left", "moving right") for o in objects):
         regions = [(0.0, 1.0, 0.0, 0.5), (0.0, 1.0, 0.5, 1.0)]
     else:
         regions = [(0.0, 0.5, 0.0, 1.0), (0.5, 1.0, 0.0, 1.0)]
-    return all(_place(o, rng, r, pan) for o, r in zip(objects, regions, strict=True))
+    return all(_place(o, rng, r, pan, path_jitter) for o, r in zip(objects, regions, strict=True))
 
 
-def sample_scene(rng: np.random.Generator, holdout_ok: bool = False, two_objects: float = 0.3) -> Scene:
+def sample_scene(
+    rng: np.random.Generator,
+    holdout_ok: bool = False,
+    two_objects: float = 0.3,
+    path_jitter: float | None = None,
+) -> Scene:
     """Draw one scene that obeys the contrast rule and keeps objects in frame.
 
     Held-out (colour, shape, motion) triples are rejected unless ``holdout_ok``; two objects never share
-    a colour (the caption and the evaluator tell them apart by colour).
+    a colour (the caption and the evaluator tell them apart by colour). ``path_jitter`` (a fraction of
+    the frame) centres every path in its region up to that offset: then where an object is in each frame
+    follows from its words, which a small model learns far more easily than a direction whose start
+    position only the noise decides (docs/synthetic_world.md). None places paths anywhere they fit.
     """
     if not 0.0 <= two_objects <= 1.0:
         raise ValueError(f"two_objects: must be a probability in [0, 1], got {two_objects}")
+    _check_path_jitter(path_jitter)
     while True:
         if rng.random() < two_objects:
             motions = SIDE_BY_SIDE_MOTIONS if rng.random() < 0.5 else STACKED_MOTIONS
@@ -288,9 +314,22 @@ def sample_scene(rng: np.random.Generator, holdout_ok: bool = False, two_objects
             continue
         if not holdout_ok and any(is_held_out(o) for o in objects):
             continue
-        if not _lay_out(objects, rng, pan):
+        if not _lay_out(objects, rng, pan, path_jitter):
             continue
         return Scene(objects=objects, background=background, gradient=gradient, camera_pan=pan)
+
+
+def _check_path_jitter(path_jitter: float | None) -> None:
+    if path_jitter is None:
+        return
+    if (
+        isinstance(path_jitter, bool)
+        or not isinstance(path_jitter, int | float)
+        or not 0 <= path_jitter <= 0.5
+    ):
+        raise ValueError(
+            f"path_jitter: must be None or a fraction of the frame in [0, 0.5], got {path_jitter!r}"
+        )
 
 
 _SPEC_SIZES = {"small": 0.19, "large": 0.28, None: 0.23}
@@ -757,10 +796,12 @@ def clip_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-def make_sample(seed: int, index: int, size: int = 128, frames: int = 16) -> tuple[np.ndarray, str, dict]:
+def make_sample(
+    seed: int, index: int, size: int = 128, frames: int = 16, path_jitter: float | None = None
+) -> tuple[np.ndarray, str, dict]:
     """(frames, caption, ground truth) of training clip ``index`` (never a held-out triple)."""
     rng = clip_rng(seed, index)
-    scene = sample_scene(rng)
+    scene = sample_scene(rng, path_jitter=path_jitter)
     text = caption(scene, rng)
     truth = ground_truth(scene, size, frames)
     truth["caption"] = text
@@ -772,10 +813,12 @@ def _check_positive(name: str, value: object, minimum: int = 1) -> None:
         raise ValueError(f"{name}: must be an int >= {minimum}, got {value!r}")
 
 
-def _write_tar(tmp: Path, seed: int, indices: range, size: int, frames: int, fps: int) -> None:
+def _write_tar(
+    tmp: Path, seed: int, indices: range, size: int, frames: int, fps: int, path_jitter: float | None
+) -> None:
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for index in indices:
-            clip, text, truth = make_sample(seed, index, size, frames)
+            clip, text, truth = make_sample(seed, index, size, frames, path_jitter)
             for ext, data in (
                 ("mp4", encode_mp4(clip, fps)),
                 ("txt", text.encode()),
@@ -794,6 +837,7 @@ def write_shards(
     seed: int = 0,
     shard_size: int = 1000,
     fps: int = 8,
+    path_jitter: float | None = None,
 ) -> list[Path]:
     """Write ``videos`` clips as WebDataset tars ``shard-000000.tar``... plus ``manifest.json``.
 
@@ -806,13 +850,14 @@ def write_shards(
     _check_positive("shard_size", shard_size)
     _check_positive("fps", fps)
     _check_positive("seed", seed, 0)
+    _check_path_jitter(path_jitter)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shards = []
     for number, first in enumerate(range(0, videos, shard_size)):
         path = out / f"shard-{number:06d}.tar"
         indices = range(first, min(videos, first + shard_size))
-        atomic_write(path, lambda tmp, i=indices: _write_tar(tmp, seed, i, size, frames, fps))
+        atomic_write(path, lambda tmp, i=indices: _write_tar(tmp, seed, i, size, frames, fps, path_jitter))
         shards.append(path)
     manifest = {
         "videos": videos,
@@ -821,6 +866,7 @@ def write_shards(
         "fps": fps,
         "seed": seed,
         "shard_size": shard_size,
+        "path_jitter": path_jitter,
         "shards": [p.name for p in shards],
         "held_out": [list(h) for h in HELD_OUT],
         "palette": {k: list(v) for k, v in PALETTE.items()},
