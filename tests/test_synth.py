@@ -287,4 +287,4 @@ def test_data_synth_cli_path_jitter_reaches_the_shards_and_is_checked(tmp_path, 
         for coordinate in _path_middle(obj, scene.camera_pan):
             assert min(abs(coordinate - c) for c in (0.25, 0.5, 0.75)) < 1e-9
     assert cli.main([*args[:3], str(tmp_path / "bad"), *args[4:], "--path-jitter", "0.9"]) != 0
-    assert "path-jitter" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert "path_jitter: must be" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -238,10 +238,6 @@ def run_data_synth(args: argparse.Namespace) -> int:
             raise UsageError(f"{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
     if args.size < 32:
         raise UsageError(f"size: must be >= 32 pixels, got {args.size}")
-    if args.path_jitter is not None and not 0 <= args.path_jitter <= 0.5:
-        raise UsageError(
-            f"path-jitter: must be in [0, 0.5] (a fraction of the frame), got {args.path_jitter}"
-        )
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UsageError(f"out: parent folder does not exist: {out.parent}")
