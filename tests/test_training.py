@@ -174,16 +174,23 @@ def test_continuing_from_a_checkpoint_under_new_sampling_settings(clips, movq_ru
     second = tmp_path / "keyframes2"
     phase2 = {**base, "stage": "keyframes", "init_from": str(checkpoint), "frame_noise_sharing": 0.8}
     phase2["text_frame_embed"] = True  # grows the zero-initialised layers the checkpoint lacks
+    phase2["position_embed"] = True
     train(config_from_dict({**phase2, "max_steps": 1, "learning_rate": 1e-8}), clips, second, progress=False)
     exported = load_model_folder(second / "model")
     assert exported.config.sampling.frame_noise_sharing == 0.8
     assert exported.config.keyframe_unet.text_frame_embed is True
+    assert exported.config.keyframe_unet.position_embed is True
     unet = {k[len("unet.") :]: v for k, v in raw.items() if k.startswith("unet.")}
     # started from the raw weights (a 1e-8 step moves them by ~1e-8), not the EMA of the folder
     weights = exported.keyframe_unet.state_dict()
-    grown = {k: v for k, v in weights.items() if k.startswith("text_frame_embed.")}
-    assert sorted(grown) == [f"text_frame_embed.{i}.{p}" for i in (0, 2) for p in ("bias", "weight")]
+    grown = {k: v for k, v in weights.items() if k.startswith(("text_frame_embed.", "position_embed."))}
+    levels = len(exported.config.keyframe_unet.dim_mult)
+    assert sorted(grown) == sorted(
+        [f"text_frame_embed.{i}.{p}" for i in (0, 2) for p in ("bias", "weight")]
+        + [f"position_embed.{i}.{p}" for i in range(levels) for p in ("bias", "weight")]
+    )
     assert float(grown["text_frame_embed.2.weight"].abs().max()) < 1e-5  # still (almost) its zero init
+    assert float(grown["position_embed.0.weight"].abs().max()) < 1e-5
     for name, value in weights.items():
         if name not in grown:
             torch.testing.assert_close(value, unet[name], atol=1e-5, rtol=0)
@@ -445,6 +452,7 @@ def test_bad_data_is_skipped_and_counted(tmp_path) -> None:
         ({"time_reversal": 1.5}, "time_reversal: must be in [0, 1]"),
         ({"time_reversal": 0.5, "stage": "interpolation"}, "time_reversal: only the keyframes stage uses it"),
         ({"text_frame_embed": True, "stage": "movq"}, "text_frame_embed: only the keyframes stage uses it"),
+        ({"position_embed": True, "stage": "movq"}, "position_embed: only the keyframes stage uses it"),
     ],
 )
 def test_bad_configs(data: dict, message: str, tmp_path) -> None:

@@ -74,25 +74,35 @@ def build_components(
         )
 
 
-def with_text_frame_embed(components: ModelComponents) -> ModelComponents:
-    """Give the keyframe U-Net the (zero-initialised) text-aware frame embedding, keeping its weights.
+# Layers a keyframe U-Net may gain after training began (UNetConfig flags named as their modules):
+# all zero-initialised, so a grown model computes what it did before.
+KEYFRAME_EXTENSIONS = ("text_frame_embed", "position_embed")
 
-    A no-op when it already has one. The output is unchanged until training moves the new layers.
+
+def with_keyframe_extensions(components: ModelComponents, *names: str) -> ModelComponents:
+    """Give the keyframe U-Net the named extension layers it lacks, keeping its weights.
+
+    A no-op when it already has them all. The output is unchanged until training moves the new layers.
     """
+    unknown = [n for n in names if n not in KEYFRAME_EXTENSIONS]
+    if unknown:
+        raise ValueError(f"names: {unknown} are not keyframe extensions; allowed: {KEYFRAME_EXTENSIONS}")
     old = components.keyframe_unet
-    if old.config.text_frame_embed:
+    missing = [n for n in names if not getattr(old.config, n)]
+    if not missing:
         return components
-    unet_config = replace(old.config, text_frame_embed=True)
+    unet_config = replace(old.config, **dict.fromkeys(missing, True))
     unet = UNet3D(unet_config).to(next(old.parameters()).device)
-    load_without_text_frame_embed(unet, old.state_dict(), "with_text_frame_embed: keyframe weights")
+    load_allowing_extensions(unet, old.state_dict(), "with_keyframe_extensions: keyframe weights")
     components.keyframe_unet = unet
     components.config = replace(components.config, keyframe_unet=unet_config)
     return components
 
 
-def load_without_text_frame_embed(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """Load ``state`` into ``module``, where only the text-frame embedding's layers may be missing
-    (``module`` has them and ``state`` predates them); anything else that differs is an error."""
+def load_allowing_extensions(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into ``module``, where only extension layers may be missing (``module`` has them
+    and ``state`` predates them); anything else that differs is an error."""
     result = module.load_state_dict(state, strict=False)
-    if result.unexpected_keys or not all("text_frame_embed." in k for k in result.missing_keys):
+    grown = tuple(f"{name}." for name in KEYFRAME_EXTENSIONS)
+    if result.unexpected_keys or not all(any(g in k for g in grown) for k in result.missing_keys):
         raise ValueError(f"{what}: checkpoint does not match the model ({result})")

@@ -52,6 +52,9 @@ class UNetConfig:
     # Extension, not in the release (False keeps its layout): a frame-position embedding that also
     # depends on the pooled text, added to every norm's embedding of a keyframe U-Net. See UNet3D.
     text_frame_embed: bool = False
+    # Extension, not in the release: fixed coordinate features of each latent pixel, projected by a
+    # zero-initialised 1x1 conv and added at the input of every down level. See UNet3D.
+    position_embed: bool = False
 
     def __post_init__(self) -> None:
         levels = len(self.dim_mult)

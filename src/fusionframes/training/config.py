@@ -78,6 +78,9 @@ class TrainConfig:
     # keyframes: give the keyframe U-Net the text-aware frame embedding (UNetConfig.text_frame_embed)
     # if it lacks it; zero-initialised, so a run from init_from continues from the same function
     text_frame_embed: bool = False
+    # keyframes: give the keyframe U-Net coordinate features at every down level (UNetConfig.position_embed)
+    # if it lacks them; zero-initialised like text_frame_embed
+    position_embed: bool = False
     # interpolation: learn the in-betweens' difference from the linear blend of their neighbours
     interpolation_residual: bool = False
     # interpolation: the network's output, "v" (as released) or "sample" (x0: a residual model then
@@ -144,8 +147,9 @@ class TrainConfig:
             raise ValueError(f"time_reversal: must be in [0, 1], got {self.time_reversal}")
         if self.time_reversal and self.stage != "keyframes":
             raise ValueError(f"time_reversal: only the keyframes stage uses it, not {self.stage!r}")
-        if self.text_frame_embed and self.stage != "keyframes":
-            raise ValueError(f"text_frame_embed: only the keyframes stage uses it, not {self.stage!r}")
+        for name in ("text_frame_embed", "position_embed"):
+            if getattr(self, name) and self.stage != "keyframes":
+                raise ValueError(f"{name}: only the keyframes stage uses it, not {self.stage!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if self.warmup_steps < 0 or self.grad_clip < 0:

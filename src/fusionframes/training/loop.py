@@ -28,10 +28,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fusionframes.components import (
+    KEYFRAME_EXTENSIONS,
     ModelComponents,
     build_components,
-    load_without_text_frame_embed,
-    with_text_frame_embed,
+    load_allowing_extensions,
+    with_keyframe_extensions,
 )
 from fusionframes.config import ModelConfig, preset, small_config
 from fusionframes.io.checkpoints import load_model_folder, write_model_folder
@@ -469,8 +470,9 @@ def train(
         components.text_encoder = stable_text_encoder(components.text_encoder, run_dir, world)
     else:
         components = prepare_components(cfg, clips, run_dir, world)
-    if cfg.text_frame_embed:
-        components = with_text_frame_embed(components)
+    extensions = [name for name in KEYFRAME_EXTENSIONS if getattr(cfg, name)]
+    if extensions:
+        components = with_keyframe_extensions(components, *extensions)
     components.vocabulary = frozenset(components.vocabulary) | _caption_words(clips)
     objective, tokenizer = build_objective(cfg, components)
     objective.to(world.device).train()
@@ -613,8 +615,8 @@ def _load_raw_weights(objective: nn.Module, checkpoint: Path, stage: str) -> Non
             f"init_from: {checkpoint} is a {state['progress'].get('stage')!r} checkpoint; a training "
             f"checkpoint can only start a run of the same stage ({stage!r}), else give a model folder"
         )
-    # the text-frame embedding may be new in this run (its config adds it to the checkpoint's model)
-    load_without_text_frame_embed(objective, state["objective"], f"init_from: {checkpoint}")
+    # extension layers may be new in this run (its config adds them to the checkpoint's model)
+    load_allowing_extensions(objective, state["objective"], f"init_from: {checkpoint}")
     logger.info("init_from: raw weights of %s (step %s)", checkpoint, state["progress"].get("step"))
 
 
