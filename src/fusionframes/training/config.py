@@ -78,6 +78,11 @@ class TrainConfig:
     # keyframes: give the keyframe U-Net the text-aware frame embedding (UNetConfig.text_frame_embed)
     # if it lacks it; zero-initialised, so a run from init_from continues from the same function
     text_frame_embed: bool = False
+    # keyframes: weight of the caption-contrast term (training/contrast.py): each clip must be denoised
+    # better under its caption than under one with its direction words reversed or a shape swapped, by
+    # the relative margin caption_contrast_margin; 0 = off. Costs a second U-Net pass per video
+    caption_contrast: float = 0.0
+    caption_contrast_margin: float = 0.1
     # keyframes: give the keyframe U-Net coordinate features at every down level (UNetConfig.position_embed)
     # if it lacks them; zero-initialised like text_frame_embed
     position_embed: bool = False
@@ -147,7 +152,12 @@ class TrainConfig:
             raise ValueError(f"time_reversal: must be in [0, 1], got {self.time_reversal}")
         if self.time_reversal and self.stage != "keyframes":
             raise ValueError(f"time_reversal: only the keyframes stage uses it, not {self.stage!r}")
-        for name in ("text_frame_embed", "position_embed"):
+        if self.caption_contrast < 0:
+            raise ValueError(f"caption_contrast: must be >= 0, got {self.caption_contrast}")
+        if not 0.0 <= self.caption_contrast_margin <= 1.0:
+            margin = self.caption_contrast_margin
+            raise ValueError(f"caption_contrast_margin: must be in [0, 1], got {margin}")
+        for name in ("text_frame_embed", "position_embed", "caption_contrast"):
             if getattr(self, name) and self.stage != "keyframes":
                 raise ValueError(f"{name}: only the keyframes stage uses it, not {self.stage!r}")
         if not 0.0 <= self.ema_decay < 1.0:

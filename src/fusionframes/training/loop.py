@@ -39,6 +39,7 @@ from fusionframes.io.checkpoints import load_model_folder, write_model_folder
 from fusionframes.text.tokenizer import make_text_encoder_folder
 from fusionframes.training.augment import reverse_caption, reverse_some
 from fusionframes.training.config import TrainConfig
+from fusionframes.training.contrast import contrast_captions, contrast_rows
 from fusionframes.training.ema import warmup_ema
 from fusionframes.training.objectives import (
     InterpolationObjective,
@@ -350,6 +351,8 @@ def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.M
         cfg.frame_noise_sharing,
         cfg.snr_gamma,
         cfg.noisy_weight_max,
+        cfg.caption_contrast,
+        cfg.caption_contrast_margin,
     )
     return objective, tokenizer
 
@@ -491,7 +494,14 @@ def train(
     tokens = None
     if tokenizer is not None:
         captions = [c["caption"] for c in clips]
-        tokens = caption_tokens(tokenizer, captions, components.config.text.max_length, cfg.time_reversal > 0)
+        tokens = caption_tokens(
+            tokenizer,
+            captions,
+            components.config.text.max_length,
+            cfg.time_reversal > 0 or cfg.caption_contrast > 0,
+            with_contrast=cfg.caption_contrast > 0,
+            seed=cfg.seed,
+        )
 
     state = read_checkpoint_state(checkpoint) if checkpoint is not None else None
     if state is None and cfg.init_from and is_training_checkpoint(cfg.init_from):
@@ -621,12 +631,24 @@ def _load_raw_weights(objective: nn.Module, checkpoint: Path, stage: str) -> Non
 
 
 def caption_tokens(
-    tokenizer: Any, captions: list[str], max_length: int, with_reversed: bool
+    tokenizer: Any,
+    captions: list[str],
+    max_length: int,
+    with_reversed: bool,
+    with_contrast: bool = False,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and masks of every caption; ``with_reversed`` appends the reversed captions (rows n..2n-1)
-    so both share one padded length."""
+    and ``with_contrast`` then the shape-swapped captions and reversals (rows 2n..4n-1, see
+    :func:`~fusionframes.training.contrast.contrast_rows`), all padded to one length."""
+    if with_contrast and not with_reversed:
+        raise ValueError("with_contrast: needs with_reversed (the table's rows n..2n-1)")
     if with_reversed:
-        captions = captions + [reverse_caption(c) for c in captions]
+        table = captions + [reverse_caption(c) for c in captions]
+        if with_contrast:
+            swapped, swapped_reversed = contrast_captions(captions, seed)
+            table += swapped + swapped_reversed
+        captions = table
     batch = tokenizer(
         captions, max_length=max_length, truncation=True, padding="longest", return_tensors="pt"
     )
@@ -648,12 +670,17 @@ def _stage_loss(cfg, model, clips, latents, tokens, idx, gen, strides, step, dev
     if cfg.stage == "keyframes":
         batch = keyframe_batch(latents, idx, cfg, gen, device)
         text = tuple(t[idx] for t in tokens)
+        flip = torch.zeros(len(idx), dtype=torch.bool)
         if cfg.time_reversal:  # tokens[n:] are the reversed captions of clips 0..n-1
             flip = torch.rand(len(idx), generator=gen) < cfg.time_reversal
             reversed_text = tuple(t[[i + len(clips) for i in idx]] for t in tokens)
             batch, text = reverse_some(batch, text, reversed_text, flip.to(batch.device))
         ids, mask = text
-        return model(batch, ids.to(device), mask.to(device), gen)
+        negatives = None
+        if cfg.caption_contrast:
+            rows, available = contrast_rows(tokens[0], torch.as_tensor(idx), flip, len(clips), gen)
+            negatives = (tokens[0][rows].to(device), tokens[1][rows].to(device), available.to(device))
+        return model(batch, ids.to(device), mask.to(device), gen, negatives)
     codes = sorted(strides)
     code = codes[step % len(codes)]
     return model(interpolation_batch(latents, idx, strides[code], cfg, gen, device), code, gen)
