@@ -37,8 +37,10 @@ wait
 stage keyframes keyframes_3.yaml data/shapes runs/keyframes3
 # Stage 2d continues from 2c's raw weights at step 8000 with reversed clips and noisy-timestep weighting.
 stage keyframes keyframes_4.yaml data/shapes runs/keyframes4
+# Stage 2e continues from 2d's raw weights at step 7000 with the text-aware frame embedding.
+stage keyframes keyframes_5.yaml data/shapes runs/keyframes5
 
-fusionframes assemble --keyframes runs/keyframes4/model --interpolation runs/interpolation3/model \
+fusionframes assemble --keyframes runs/keyframes5/model --interpolation runs/interpolation3/model \
     --movq runs/movq_decoder/model --out builtin --name fusionframes-builtin --half \
     --sampling "$(cat "$CONFIGS/sampling.json")" \
     --description "FusionFrames built-in: trained on the synthetic shapes world (docs/synthetic_world.md)"
