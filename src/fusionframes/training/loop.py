@@ -498,7 +498,7 @@ def train(
             tokenizer,
             captions,
             components.config.text.max_length,
-            cfg.time_reversal > 0 or cfg.caption_contrast > 0,
+            cfg.time_reversal > 0,
             with_contrast=cfg.caption_contrast > 0,
             seed=cfg.seed,
         )
@@ -639,11 +639,9 @@ def caption_tokens(
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and masks of every caption; ``with_reversed`` appends the reversed captions (rows n..2n-1)
-    and ``with_contrast`` then the shape-swapped captions and reversals (rows 2n..4n-1, see
+    and ``with_contrast`` those and then the shape-swapped captions and reversals (rows 2n..4n-1, see
     :func:`~fusionframes.training.contrast.contrast_rows`), all padded to one length."""
-    if with_contrast and not with_reversed:
-        raise ValueError("with_contrast: needs with_reversed (the table's rows n..2n-1)")
-    if with_reversed:
+    if with_reversed or with_contrast:
         table = captions + [reverse_caption(c) for c in captions]
         if with_contrast:
             swapped, swapped_reversed = contrast_captions(captions, seed)
