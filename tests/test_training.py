@@ -175,9 +175,11 @@ def test_continuing_from_a_checkpoint_under_new_sampling_settings(clips, movq_ru
     phase2 = {**base, "stage": "keyframes", "init_from": str(checkpoint), "frame_noise_sharing": 0.8}
     phase2["text_frame_embed"] = True  # grows the zero-initialised layers the checkpoint lacks
     phase2["position_embed"] = True
+    phase2["keyframe_prediction"] = "v"
     train(config_from_dict({**phase2, "max_steps": 1, "learning_rate": 1e-8}), clips, second, progress=False)
     exported = load_model_folder(second / "model")
     assert exported.config.sampling.frame_noise_sharing == 0.8
+    assert exported.config.sampling.keyframe_prediction == "v"
     assert exported.config.keyframe_unet.text_frame_embed is True
     assert exported.config.keyframe_unet.position_embed is True
     unet = {k[len("unet.") :]: v for k, v in raw.items() if k.startswith("unet.")}
@@ -211,7 +213,7 @@ def test_continuing_from_a_checkpoint_under_new_sampling_settings(clips, movq_ru
     assemble_model(second / "model", interp / "model", tmp_path / "joined", name="joined")
     joined = load_model_folder(tmp_path / "joined").config.sampling
     assert joined.frame_noise_sharing == 0.8 and joined.interpolation_residual is True
-    assert joined.interpolation_prediction == "sample"
+    assert joined.interpolation_prediction == "sample" and joined.keyframe_prediction == "v"
 
 
 def _cli(args: list[str], **kwargs) -> subprocess.Popen:
@@ -445,6 +447,8 @@ def test_bad_data_is_skipped_and_counted(tmp_path) -> None:
         ({"frame_noise_sharing": 1.0}, "frame_noise_sharing: must be in [0, 1)"),
         ({"stop_after": 0}, "stop_after: must be >= 1"),
         ({"interpolation_prediction": "x0"}, "interpolation_prediction: unknown 'x0'; allowed: v, sample"),
+        ({"keyframe_prediction": "x0"}, "keyframe_prediction: unknown 'x0'; allowed: epsilon, v"),
+        ({"keyframe_prediction": "v", "stage": "movq"}, "keyframe_prediction: only the keyframes stage"),
         ({"snr_gamma": 0}, "snr_gamma: must be a positive number or null"),
         ({"snr_gamma": 5.0, "stage": "interpolation"}, "snr_gamma: only the keyframes stage uses it"),
         ({"noisy_weight_max": 0.5}, "noisy_weight_max: must be a number >= 1 or null"),

@@ -156,6 +156,8 @@ class SamplingDefaults:
     interpolation_residual: bool = False
     # interpolation_prediction: what the interpolation U-Net outputs, "v" (released) or "sample" (x0).
     interpolation_prediction: str = "v"
+    # keyframe_prediction: what the keyframe U-Net outputs, "epsilon" (released) or "v".
+    keyframe_prediction: str = "epsilon"
     # skip_terminal_step: keyframe sampling starts one step below pure noise, where an epsilon model's x0
     # estimate is still usable (the released model relies on dynamic thresholding instead).
     skip_terminal_step: bool = False
@@ -167,6 +169,10 @@ class SamplingDefaults:
         if self.interpolation_prediction not in ("v", "sample"):
             raise ValueError(
                 f"interpolation_prediction: unknown {self.interpolation_prediction!r}; allowed: 'v', 'sample'"
+            )
+        if self.keyframe_prediction not in ("epsilon", "v"):
+            raise ValueError(
+                f"keyframe_prediction: unknown {self.keyframe_prediction!r}; allowed: 'epsilon', 'v'"
             )
         if not 0.0 <= self.frame_noise_sharing < 1.0:
             raise ValueError(f"frame_noise_sharing: must be in [0, 1), got {self.frame_noise_sharing}")

@@ -199,13 +199,15 @@ def ddpm_from(
     callback: StepCallback | None = None,
     percentile: float | None = 0.98,
     matched_time: bool = False,
+    prediction: str = "epsilon",
 ) -> torch.Tensor:
     """Ancestral DDPM from step index ``start`` down to 0 (``start = num_steps - 1`` is a full run);
-    ``matched_time``: the model's ``sampling.matched_timesteps``."""
+    ``matched_time`` and ``prediction``: the model's ``sampling.matched_timesteps`` and
+    ``sampling.keyframe_prediction``."""
     total = start + 1
     for i, step in enumerate(range(start, -1, -1)):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
-        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, "epsilon", percentile, matched_time)
+        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, prediction, percentile, matched_time)
         x = mean + torch.exp(0.5 * log_var) * randn(tuple(x.shape), generator, x.device) if step else mean
         if callback is not None:
             callback(i + 1, total)
@@ -319,6 +321,7 @@ class ImageToImagePipeline:
             callback,
             sampling.thresholding,
             sampling.matched_timesteps,
+            sampling.keyframe_prediction,
         )
         return self.decode(check_finite(latents, "text-to-image"))
 
@@ -353,6 +356,7 @@ class ImageToImagePipeline:
             callback,
             sampling.thresholding,
             sampling.matched_timesteps,
+            sampling.keyframe_prediction,
         )
         return self.decode(check_finite(latents, "image-to-image")).to(image.dtype)
 

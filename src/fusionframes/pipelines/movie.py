@@ -411,6 +411,7 @@ def sample_anchored_keyframes(
     noise_sharing: float = 0.0,
     skip_terminal: bool = False,
     matched_time: bool = False,
+    prediction: str = "epsilon",
 ) -> torch.Tensor:
     """Ancestral DDPM over N keyframes whose first is pinned to ``anchor`` (a clean latent).
 
@@ -427,7 +428,7 @@ def sample_anchored_keyframes(
     for step in tqdm(range(first, -1, -1), desc="keyframes", disable=not progress, leave=False):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
         x[:1] = schedule.add_noise(anchor, randn(tuple(anchor.shape), generator, x.device), t[:1])
-        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, "epsilon", percentile, matched_time)
+        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, prediction, percentile, matched_time)
         if step:
             x = mean + torch.exp(0.5 * log_var) * video_noise(
                 tuple(x.shape), noise_sharing, generator, x.device
@@ -472,6 +473,7 @@ def t2v_scene_latents(
             noise_sharing=t2v.config.sampling.frame_noise_sharing,
             skip_terminal=t2v.config.sampling.skip_terminal_step,
             matched_time=t2v.config.sampling.matched_timesteps,
+            prediction=t2v.config.sampling.keyframe_prediction,
         )
     else:
         denoise = keyframe_denoiser(
@@ -491,6 +493,7 @@ def t2v_scene_latents(
             noise_sharing=sharing,
             skip_terminal=skip,
             matched_time=t2v.config.sampling.matched_timesteps,
+            prediction=t2v.config.sampling.keyframe_prediction,
         )
     check_finite(latents, "keyframes")
     interpolation = DiffusionSchedule.cosine(settings.interpolation_steps)

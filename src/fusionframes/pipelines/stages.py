@@ -76,8 +76,11 @@ def generate_keyframes(
     noise_sharing: float = 0.0,
     skip_terminal: bool = False,
     matched_time: bool = False,
+    prediction: str = "epsilon",
 ) -> torch.Tensor:
-    """Denoise ``num_frames`` keyframe latents ``[N, C, h, w]`` for one prompt (epsilon prediction).
+    """Denoise ``num_frames`` keyframe latents ``[N, C, h, w]`` for one prompt.
+
+    ``prediction``: what the U-Net outputs (``sampling.keyframe_prediction``): epsilon as released, or v.
 
     ``noise_sharing``: the frame-noise correlation the model was trained with (its
     ``sampling.frame_noise_sharing``), used for the initial noise and every DDPM step's noise.
@@ -101,7 +104,7 @@ def generate_keyframes(
         denoise,
         noise,
         schedule,
-        "epsilon",
+        prediction,
         generator=generator,
         percentile=percentile,
         callback=callback,

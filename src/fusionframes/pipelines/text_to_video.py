@@ -424,6 +424,7 @@ class TextToVideoPipeline:
             noise_sharing=self.config.sampling.frame_noise_sharing,
             skip_terminal=self.config.sampling.skip_terminal_step,
             matched_time=self.config.sampling.matched_timesteps,
+            prediction=self.config.sampling.keyframe_prediction,
         )
         check_finite(latents, "keyframes")
         timings["keyframes"] = time.perf_counter() - start

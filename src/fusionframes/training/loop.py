@@ -353,6 +353,7 @@ def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.M
         cfg.noisy_weight_max,
         cfg.caption_contrast,
         cfg.caption_contrast_margin,
+        cfg.keyframe_prediction,
     )
     return objective, tokenizer
 
@@ -429,7 +430,9 @@ def export_model(
     sampling = components.config.sampling
     if isinstance(objective, KeyframeObjective):
         components.keyframe_null = objective.text.null_embedding.detach().clone()
-        sampling = dataclasses.replace(sampling, frame_noise_sharing=objective.noise_sharing)
+        sampling = dataclasses.replace(
+            sampling, frame_noise_sharing=objective.noise_sharing, keyframe_prediction=objective.prediction
+        )
     if isinstance(objective, InterpolationObjective):
         components.interpolation_null = objective.null_embedding.detach().clone()
         sampling = dataclasses.replace(
