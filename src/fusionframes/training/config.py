@@ -95,6 +95,10 @@ class TrainConfig:
     # an epsilon model has to reproduce its input almost exactly to place anything). snr_gamma and
     # noisy_weight_max keep their meaning: they weight the epsilon loss of the same x0 estimate
     keyframe_prediction: str = "epsilon"
+    # keyframes: the share of videos whose timestep is drawn from [high_noise_from, diffusion_steps)
+    # instead of every step (near pure noise, where only the words can say where things are); 0 = off
+    high_noise_share: float = 0.0
+    high_noise_from: int = 900
     diffusion_steps: int = 1000
     movq_latent_weight: float = 0.01  # keeps MoVQ latents near unit scale for the diffusion models
 
@@ -134,6 +138,15 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         check.choice("interpolation_prediction", self.interpolation_prediction, ("v", "sample"))
         check.choice("keyframe_prediction", self.keyframe_prediction, ("epsilon", "v"))
+        if not 0.0 <= self.high_noise_share <= 1.0:
+            raise ValueError(f"high_noise_share: must be in [0, 1], got {self.high_noise_share}")
+        if self.high_noise_share and self.stage != "keyframes":
+            raise ValueError(f"high_noise_share: only the keyframes stage uses it, not {self.stage!r}")
+        if not 0 <= self.high_noise_from < self.diffusion_steps:
+            raise ValueError(
+                f"high_noise_from: must be in [0, diffusion_steps={self.diffusion_steps}), "
+                f"got {self.high_noise_from}"
+            )
         if self.keyframe_prediction != "epsilon" and self.stage != "keyframes":
             raise ValueError(f"keyframe_prediction: only the keyframes stage uses it, not {self.stage!r}")
         if self.stop_after is not None and self.stop_after < 1:

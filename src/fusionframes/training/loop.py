@@ -354,6 +354,8 @@ def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.M
         cfg.caption_contrast,
         cfg.caption_contrast_margin,
         cfg.keyframe_prediction,
+        cfg.high_noise_share,
+        cfg.high_noise_from,
     )
     return objective, tokenizer
 

@@ -130,6 +130,9 @@ class KeyframeObjective(nn.Module):
     ``snr_gamma``: weight each video's loss by :func:`min_snr_epsilon_weights` (None = plain mean).
     ``noisy_weight_max``: also weight it by :func:`noisy_epsilon_weights` (None = off).
     ``contrast_weight``/``contrast_margin``: the caption-contrast term (``forward``'s ``negatives``).
+    ``high_noise_share``: the share of videos whose timestep is drawn from ``[high_noise_from, steps)``
+    instead of every step. Near pure noise the input shows nothing of the layout, so only there does
+    the loss reward placing objects by the words; uniform draws put few videos there.
     """
 
     def __init__(
@@ -144,6 +147,8 @@ class KeyframeObjective(nn.Module):
         contrast_weight: float = 0.0,
         contrast_margin: float = 0.1,
         prediction: str = "epsilon",
+        high_noise_share: float = 0.0,
+        high_noise_from: int = 900,
     ) -> None:
         super().__init__()
         if prediction not in ("epsilon", "v"):
@@ -151,6 +156,8 @@ class KeyframeObjective(nn.Module):
         self.unet = unet
         self.text = text
         self.prediction = prediction
+        self.high_noise_share = high_noise_share
+        self.high_noise_from = high_noise_from
         self.contrast_weight = contrast_weight
         self.contrast_margin = contrast_margin
         self.schedule = DiffusionSchedule.cosine(steps)
@@ -178,6 +185,10 @@ class KeyframeObjective(nn.Module):
         dropped = _uniform(b, generator, device) < self.text_dropout
         context, mask = self.text.drop(context, mask, dropped)
         t = _timesteps(b, self.schedule.num_steps, generator, device)
+        if self.high_noise_share > 0:  # drawn only when on, so other runs keep their random streams
+            pick = _uniform(b, generator, device) < self.high_noise_share
+            high = torch.randint(self.high_noise_from, self.schedule.num_steps, (b,), generator=generator)
+            t = torch.where(pick, high.to(device), t)
         noise = _normal(tuple(latents.shape), generator, device)
         if self.noise_sharing > 0:  # the same mix as sampling's video_noise, one common draw per video
             common = _normal((b, 1, *latents.shape[2:]), generator, device)
