@@ -450,7 +450,10 @@ def test_bad_data_is_skipped_and_counted(tmp_path) -> None:
         ({"keyframe_prediction": "x0"}, "keyframe_prediction: unknown 'x0'; allowed: epsilon, v"),
         ({"high_noise_share": 1.5}, "high_noise_share: must be in [0, 1]"),
         ({"high_noise_share": 0.5, "stage": "movq"}, "high_noise_share: only the keyframes stage"),
-        ({"high_noise_from": 1000}, "high_noise_from: must be in [0, diffusion_steps=1000)"),
+        (
+            {"high_noise_share": 0.5, "high_noise_from": 1000},
+            "high_noise_from: must be in [0, diffusion_steps=1000)",
+        ),
         ({"keyframe_prediction": "v", "stage": "movq"}, "keyframe_prediction: only the keyframes stage"),
         ({"snr_gamma": 0}, "snr_gamma: must be a positive number or null"),
         ({"snr_gamma": 5.0, "stage": "interpolation"}, "snr_gamma: only the keyframes stage uses it"),

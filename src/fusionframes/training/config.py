@@ -142,7 +142,7 @@ class TrainConfig:
             raise ValueError(f"high_noise_share: must be in [0, 1], got {self.high_noise_share}")
         if self.high_noise_share and self.stage != "keyframes":
             raise ValueError(f"high_noise_share: only the keyframes stage uses it, not {self.stage!r}")
-        if not 0 <= self.high_noise_from < self.diffusion_steps:
+        if self.high_noise_share and not 0 <= self.high_noise_from < self.diffusion_steps:
             raise ValueError(
                 f"high_noise_from: must be in [0, diffusion_steps={self.diffusion_steps}), "
                 f"got {self.high_noise_from}"
