@@ -57,8 +57,10 @@ def word_sensitivity(
     x = x.to(pipe.device, dtype)
     positions = temporal_positions(frames, pipe.device)
 
+    encoded = {text: pipe.encode_prompts(text, None)[:2] for text in (prompt, *prompts.values())}
+
     def output(text: str, step: int) -> torch.Tensor:
-        context, mask = pipe.encode_prompts(text, None)[:2]
+        context, mask = encoded[text]
         time = torch.full((frames,), step, device=pipe.device)
         return unet(
             x,
