@@ -45,6 +45,12 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interpolation-guidance", type=float, default=None, help="interpolation guidance (>= 0)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
     p.add_argument("--sampler", default=None, help="denoising sampler (default: the model's)")
+    p.add_argument(
+        "--layout-strength",
+        type=float,
+        default=None,
+        help="models with a layout prior: share of keyframe steps run from its layout, (0, 1]; 1 ignores it",
+    )
     p.add_argument("--model", default=None, help="builtin (default) | kandinsky-video-1.0 | a model folder")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | mps | auto")
     p.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
@@ -99,6 +105,7 @@ def run_generate(args: argparse.Namespace) -> int:
         args.seed,
         scheduler=args.sampler,
         decode_chunk_size=args.decode_chunk,
+        layout_prior_strength=args.layout_strength,
     )
     logging.getLogger(__name__).info("precision %s: %s", precision.dtype, precision.reason)
 
@@ -344,6 +351,61 @@ def run_assemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_layout_prior_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "layout-prior",
+        help="fit a text-to-layout prior for a model folder and write the model with it",
+        description="Regress each caption's keyframe latents from its pooled text (minutes on a CPU); "
+        "keyframe sampling then starts from that layout (docs/training.md, 'Layout prior').",
+    )
+    p.add_argument("--model", required=True, help="model folder to add the prior to")
+    p.add_argument("--data", required=True, help="WebDataset shards folder, or videos + captions.csv/jsonl")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--strength", type=float, default=0.7, help="the model's default layout strength, (0, 1]")
+    p.add_argument(
+        "--foreground-weight", type=float, default=20.0, help="extra loss weight where objects are"
+    )
+    p.add_argument("--keyframe-stride", type=int, default=4, help="frames between keyframes in the clips")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=None, help="file to cache the clips' MoVQ latents in")
+    p.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
+    p.set_defaults(handler=run_layout_prior)
+
+
+def run_layout_prior(args: argparse.Namespace) -> int:
+    for name in ("model", "data"):
+        if not Path(getattr(args, name)).exists():
+            raise FileNotFoundError(f"{name}: not found: {getattr(args, name)}")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"out: parent folder does not exist: {out.parent}")
+    import torch
+
+    from fusionframes.training.layout_prior import PriorTraining, add_layout_prior
+
+    settings = PriorTraining(
+        steps=args.steps,
+        foreground_weight=args.foreground_weight,
+        keyframe_stride=args.keyframe_stride,
+        seed=args.seed,
+    )
+    if not 0.0 < args.strength <= 1.0:
+        raise UsageError(f"strength: must be in (0, 1], got {args.strength}")
+    path, report = add_layout_prior(
+        args.model,
+        args.data,
+        out,
+        settings,
+        args.strength,
+        torch.float16 if args.half else torch.float32,
+        cache=args.cache,
+    )
+    print(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -353,6 +415,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_data,
     add_train,
     add_assemble,
+    add_layout_prior_command,
     add_animate,
     add_movie,
     add_serve,

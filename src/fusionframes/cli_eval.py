@@ -36,6 +36,9 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--interpolation-steps", type=int, default=None)
     s.add_argument("--sampler", default=None, help="denoising sampler (default: the model's)")
     s.add_argument("--guidance", type=float, default=None)
+    s.add_argument(
+        "--layout-strength", type=float, default=None, help="layout prior strength (default: the model's)"
+    )
     s.add_argument("--device", default="auto")
     s.add_argument("--dtype", default="auto")
     s.add_argument("--json", default=None, help="write the summary and per-prompt rows here")
@@ -130,6 +133,7 @@ def run_eval_synthetic(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance,
         seed=args.seed,
         scheduler=args.sampler,
+        layout_prior_strength=args.layout_strength,
     )
 
     import dataclasses
@@ -158,6 +162,7 @@ def run_eval_synthetic(args: argparse.Namespace) -> int:
         "interpolation_steps": settings.interpolation_steps,
         "sampler": settings.scheduler,
         "guidance": settings.guidance_scale,
+        **({"layout_prior_strength": settings.layout_prior_strength} if config.layout_prior else {}),
     }
     print(format_summary(result))
     if json_path is not None:

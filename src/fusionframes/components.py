@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fusionframes.config import ModelConfig
-from fusionframes.models import MoVQ, UNet3D
+from fusionframes.models import LayoutPrior, MoVQ, UNet3D
 from fusionframes.text.conditioning import TextProjection
 
 
@@ -31,19 +31,24 @@ class ModelComponents:
     text_encoder: str | Path
     name: str = "unnamed"
     vocabulary: frozenset[str] = field(default_factory=frozenset)
+    layout_prior: LayoutPrior | None = None  # optional; see fusionframes.models.layout_prior
 
     def networks(self) -> dict[str, nn.Module]:
-        return {
+        nets: dict[str, nn.Module] = {
             "keyframe_unet": self.keyframe_unet,
             "interpolation_unet": self.interpolation_unet,
             "movq": self.movq,
             "text_projection": self.projection,
         }
+        if self.layout_prior is not None:
+            nets["layout_prior"] = self.layout_prior
+        return nets
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ModelComponents:
-        """Move networks in place; the projection and null embeddings stay float32 (tiny, sensitive)."""
+        """Move networks in place; the projection, layout prior and null embeddings stay float32 (tiny,
+        sensitive)."""
         for key, module in self.networks().items():
-            keep_fp32 = key == "text_projection"
+            keep_fp32 = key in ("text_projection", "layout_prior")
             module.to(device=device, dtype=None if keep_fp32 else dtype)
         self.keyframe_null = self.keyframe_null.to(device=device, dtype=torch.float32)
         self.interpolation_null = self.interpolation_null.to(device=device, dtype=torch.float32)
@@ -71,6 +76,7 @@ def build_components(
             projection=TextProjection(config.text.encoder_dim, config.text.context_dim),
             text_encoder=text_encoder,
             name=name,
+            layout_prior=LayoutPrior(config.layout_prior) if config.layout_prior is not None else None,
         )
 
 

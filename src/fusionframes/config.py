@@ -132,6 +132,31 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class LayoutPriorConfig:
+    """The optional text-to-layout prior (:class:`fusionframes.models.layout_prior.LayoutPrior`)."""
+
+    context_dim: int = 64
+    hidden_dim: int = 512
+    num_frames: int = 8
+    latent_channels: int = 4
+    latent_height: int = 16
+    latent_width: int = 16
+
+    def __post_init__(self) -> None:
+        for name in (f.name for f in fields(self)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"LayoutPriorConfig.{name}: must be an integer >= 1, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayoutPriorConfig:
+        return _from_dict(cls, data, "LayoutPriorConfig")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class SamplingDefaults:
     """Defaults a model folder suggests to the pipeline (users can override each per call)."""
 
@@ -164,8 +189,13 @@ class SamplingDefaults:
     # matched_timesteps: the DDPM sampler tells the networks the training step of each step's actual
     # noise level; the official sampler tells them one sampling interval less noise (kept for parity).
     matched_timesteps: bool = False
+    # layout_prior_strength: for a model with a layout prior, keyframe sampling starts from the prior's
+    # layout noised like an image-to-image redraw at this strength (1: from pure noise, the prior unused).
+    layout_prior_strength: float = 1.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.layout_prior_strength, bool) or not 0.0 < self.layout_prior_strength <= 1.0:
+            raise ValueError(f"layout_prior_strength: must be in (0, 1], got {self.layout_prior_strength!r}")
         if self.interpolation_prediction not in ("v", "sample"):
             raise ValueError(
                 f"interpolation_prediction: unknown {self.interpolation_prediction!r}; allowed: 'v', 'sample'"
@@ -196,6 +226,7 @@ class ModelConfig:
     movq: MoVQConfig = field(default_factory=MoVQConfig)
     text: TextConfig = field(default_factory=TextConfig)
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    layout_prior: LayoutPriorConfig | None = None  # none in the released model
 
     @property
     def pixel_multiple(self) -> int:
@@ -211,6 +242,7 @@ class ModelConfig:
             "movq": self.movq.to_dict(),
             "text": self.text.to_dict(),
             "sampling": self.sampling.to_dict(),
+            **({"layout_prior": self.layout_prior.to_dict()} if self.layout_prior is not None else {}),
         }
 
     @classmethod
@@ -221,11 +253,12 @@ class ModelConfig:
             "movq": MoVQConfig,
             "text": TextConfig,
             "sampling": SamplingDefaults,
+            "layout_prior": LayoutPriorConfig,
         }
         unknown = sorted(set(data) - set(parts))
         if unknown:
             raise ValueError(f"ModelConfig: unknown key(s) {unknown}; allowed: {sorted(parts)}")
-        return cls(**{k: parts[k].from_dict(v) for k, v in data.items()})
+        return cls(**{k: (parts[k].from_dict(v) if v is not None else None) for k, v in data.items()})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

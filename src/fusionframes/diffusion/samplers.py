@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fusionframes.diffusion.guidance import Denoiser
-from fusionframes.diffusion.sampling import NoiseFn, StepCallback, sample_ddpm, start_step
+from fusionframes.diffusion.sampling import NoiseFn, StepCallback, check_skip_steps, sample_ddpm, start_step
 from fusionframes.diffusion.schedule import DiffusionSchedule
 
 TRAIN_STEPS = 1000
@@ -79,6 +79,8 @@ def diffusers_sampler(name: str) -> Callable[..., torch.Tensor]:
         noise: NoiseFn | None = None,
         skip_terminal: bool = False,
         matched_time: bool = True,
+        init_sample: torch.Tensor | None = None,
+        skip_steps: int = 0,
     ) -> torch.Tensor:
         # ``matched_time`` is always true here (diffusers passes the training timestep of each step's
         # noise level). ``noise`` is unused: these solvers are deterministic after the initial noise. With
@@ -93,9 +95,17 @@ def diffusers_sampler(name: str) -> Callable[..., torch.Tensor]:
         extra = (
             {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
         )
-        x = x.float() * scheduler.init_noise_sigma
-        steps = len(scheduler.timesteps)
-        for i, t in enumerate(tqdm(scheduler.timesteps, desc=desc, disable=disable, leave=False)):
+        timesteps = scheduler.timesteps
+        if init_sample is not None:  # an img2img start: noise init_sample to the first step that runs
+            skip_steps = check_skip_steps(skip_steps, len(timesteps))
+            timesteps = timesteps[skip_steps:]
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(skip_steps)
+            x = scheduler.add_noise(init_sample.float(), x.float(), timesteps[:1])
+        else:
+            x = x.float() * scheduler.init_noise_sigma
+        steps = len(timesteps)
+        for i, t in enumerate(tqdm(timesteps, desc=desc, disable=disable, leave=False)):
             model_input = scheduler.scale_model_input(x, t)
             time = torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
             output = denoise(model_input, time).float()

@@ -116,6 +116,13 @@ def start_step(num_steps: int, skip_terminal: bool) -> int:
     return num_steps - 2 if skip_terminal and num_steps > 1 else num_steps - 1
 
 
+def check_skip_steps(skip_steps: int, total: int) -> int:
+    """``skip_steps`` leaves at least one of ``total`` steps to run."""
+    if isinstance(skip_steps, bool) or not isinstance(skip_steps, int) or not 0 <= skip_steps < total:
+        raise ValueError(f"skip_steps: must be an integer in [0, {total - 1}], got {skip_steps!r}")
+    return skip_steps
+
+
 def sample_ddpm(
     denoise: Denoiser,
     x: torch.Tensor,
@@ -129,6 +136,8 @@ def sample_ddpm(
     noise: NoiseFn | None = None,
     skip_terminal: bool = False,
     matched_time: bool = False,
+    init_sample: torch.Tensor | None = None,
+    skip_steps: int = 0,
 ) -> torch.Tensor:
     """The official sampler: ancestral DDPM over every step of the schedule, last to first.
 
@@ -136,9 +145,15 @@ def sample_ddpm(
     trained on frame-correlated noise gets the same correlation here. ``skip_terminal``: start from
     ``x`` at the second-to-last step (see :func:`terminal_skipped`); ``matched_time``: tell the network
     the training step of each step's actual noise level (:meth:`DiffusionSchedule.network_time`).
+    ``init_sample`` and ``skip_steps``: leave out the first ``skip_steps`` steps and start from
+    ``init_sample`` noised with ``x`` to the level of the first step that runs (an img2img start).
     """
     steps = schedule.num_steps
     first = start_step(steps, skip_terminal)
+    if init_sample is not None:
+        first = first - check_skip_steps(skip_steps, first + 1)
+        t_first = torch.full((x.shape[0],), first, dtype=torch.long, device=x.device)
+        x = schedule.add_noise(init_sample.float(), x.float(), t_first)
     for i, step in enumerate(tqdm(range(first, -1, -1), desc=desc, disable=disable, leave=False)):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
         mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, prediction, percentile, matched_time)

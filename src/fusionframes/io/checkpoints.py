@@ -8,6 +8,7 @@ A model folder is the project's native format (the built-in model uses it)::
     interpolation_unet/         config.json + model.safetensors + null_embedding.safetensors
     movq/                       config.json + model.safetensors
     text_projection/            config.json + model.safetensors   (keys t5.0.weight, t5.1.*)
+    layout_prior/               optional: config.json + model.safetensors (text-to-layout prior)
     text_encoder/               optional: a transformers T5 encoder + tokenizer saved with save_pretrained
 
 Every file is a plain tensor container (safetensors) or JSON: loading never runs pickled code, and the
@@ -230,6 +231,8 @@ def write_model_folder(
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"out: parent folder does not exist: {path.parent}")
+    if (components.layout_prior is None) != (components.config.layout_prior is None):
+        raise ValueError("components: layout_prior and config.layout_prior must be both set or both None")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         config = components.config
@@ -239,6 +242,8 @@ def write_model_folder(
             "movq": (components.movq, config.movq.to_dict()),
             "text_projection": (components.projection, config.text.to_dict()),
         }
+        if components.layout_prior is not None:
+            parts["layout_prior"] = (components.layout_prior, components.layout_prior.config.to_dict())
         for name, (module, part_config) in parts.items():
             (tmp / name).mkdir()
             _atomic_json(tmp / name / "config.json", part_config)

@@ -26,7 +26,7 @@ from fusionframes.diffusion.guidance import Denoiser, guided
 from fusionframes.diffusion.sampling import StepCallback, ddpm_mean_variance, randn, terminal_skipped
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.models import UNet3D
-from fusionframes.pipelines.stages import decode_latents, temporal_positions
+from fusionframes.pipelines.stages import decode_latents, denoise_steps, temporal_positions
 from fusionframes.pipelines.text_to_video import OUTPUT_TYPES, TextToVideoPipeline, to_output_type
 from fusionframes.runtime import check_finite, finite_number
 
@@ -58,17 +58,6 @@ def check_steps(value: Any, name: str = "steps") -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
     return int(value)
-
-
-def denoise_steps(strength: float, steps: int) -> int:
-    """How many of ``steps`` steps a redraw at ``strength`` runs: round(s * steps), at least 1 if s > 0.
-
-    At least one step so that any non-zero strength really redraws (tiny strengths would otherwise
-    silently do nothing).
-    """
-    if strength <= 0.0:
-        return 0
-    return min(steps, max(1, round(strength * steps)))
 
 
 # --------------------------------------------------------------------------------------------- images

@@ -80,6 +80,8 @@ class Placement:
             return components.to(self.device, dtype)
         components.to(self.storage, dtype)
         components.projection.to(self.device)
+        if components.layout_prior is not None:
+            components.layout_prior.to(self.device)
         components.keyframe_null = components.keyframe_null.to(self.device)
         components.interpolation_null = components.interpolation_null.to(self.device)
         movq = components.movq

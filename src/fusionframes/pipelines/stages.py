@@ -10,7 +10,14 @@ from collections.abc import Callable
 import torch
 
 from fusionframes.diffusion.guidance import guided
-from fusionframes.diffusion.sampling import StepCallback, randn, sample_ddpm, terminal_skipped, video_noise
+from fusionframes.diffusion.sampling import (
+    StepCallback,
+    randn,
+    sample_ddpm,
+    start_step,
+    terminal_skipped,
+    video_noise,
+)
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.models import MoVQ, UNet3D
 from fusionframes.pipelines.acceleration import memory_format_of
@@ -77,8 +84,13 @@ def generate_keyframes(
     skip_terminal: bool = False,
     matched_time: bool = False,
     prediction: str = "epsilon",
+    layout: torch.Tensor | None = None,
+    layout_strength: float = 1.0,
 ) -> torch.Tensor:
     """Denoise ``num_frames`` keyframe latents ``[N, C, h, w]`` for one prompt.
+
+    ``layout``: keyframe latents to start from (a layout prior's output), noised like an image-to-image
+    redraw at ``layout_strength`` (1: every step runs and the layout barely matters).
 
     ``prediction``: what the U-Net outputs (``sampling.keyframe_prediction``): epsilon as released, or v.
 
@@ -100,6 +112,13 @@ def generate_keyframes(
         def step_noise(shape: tuple[int, ...]) -> torch.Tensor:
             return video_noise(shape, noise_sharing, generator, device)
 
+    layout_start = {}
+    if layout is not None:
+        total = start_step(schedule.num_steps, skip_terminal) + 1
+        run = denoise_steps(layout_strength, total)
+        if run < 1:
+            raise ValueError(f"layout_strength: must be in (0, 1], got {layout_strength}")
+        layout_start = {"init_sample": layout.to(device), "skip_steps": total - run}
     return sampler(
         denoise,
         noise,
@@ -113,7 +132,19 @@ def generate_keyframes(
         noise=step_noise,
         skip_terminal=skip_terminal,
         matched_time=matched_time,
+        **layout_start,
     )
+
+
+def denoise_steps(strength: float, steps: int) -> int:
+    """How many of ``steps`` steps a redraw at ``strength`` runs: round(s * steps), at least 1 if s > 0.
+
+    At least one step so that any non-zero strength really redraws (tiny strengths would otherwise
+    silently do nothing).
+    """
+    if strength <= 0.0:
+        return 0
+    return min(steps, max(1, round(strength * steps)))
 
 
 def interpolation_denoiser(

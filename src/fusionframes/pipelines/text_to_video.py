@@ -65,6 +65,7 @@ class GenerationSettings:
     num_keyframes: int
     scheduler: str = "ddpm"
     decode_chunk_size: int = 4
+    layout_prior_strength: float = 1.0  # used only by models with a layout prior
 
     @property
     def num_frames(self) -> int:
@@ -111,6 +112,7 @@ def validate_settings(
     scheduler: str | None = None,
     decode_chunk_size: int = 4,
     draw_seed: bool = True,
+    layout_prior_strength: float | None = None,
 ) -> GenerationSettings:
     """Check every option against ``config`` and fill the gaps from the model's sampling defaults.
 
@@ -175,7 +177,18 @@ def validate_settings(
         num_keyframes=keyframes,
         scheduler=scheduler,
         decode_chunk_size=_int(decode_chunk_size, "decode_chunk_size"),
+        layout_prior_strength=_strength(
+            layout_prior_strength if layout_prior_strength is not None else defaults.layout_prior_strength,
+            "layout_prior_strength",
+        ),
     )
+
+
+def _strength(value: Any, name: str) -> float:
+    value = finite_number(value, name)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name}: must be in (0, 1] (1 starts from pure noise), got {value:g}")
+    return value
 
 
 @dataclass
@@ -348,9 +361,13 @@ class TextToVideoPipeline:
         decode_chunk_size: int = 4,
         callback: ProgressCallback | None = None,
         progress: bool = True,
+        layout_prior_strength: float | None = None,
     ) -> VideoOutput:
         """Generate one video. ``generator`` wins over ``seed``; with neither, a random seed is drawn
-        and recorded in ``output.settings.seed`` so the result can be reproduced."""
+        and recorded in ``output.settings.seed`` so the result can be reproduced.
+
+        ``layout_prior_strength`` (models with a layout prior): how much of the keyframe sampling runs
+        from the prior's layout, in (0, 1]; default from the model, 1 ignores the prior."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type: unknown {output_type!r}; allowed: {', '.join(OUTPUT_TYPES)}")
         settings = validate_settings(
@@ -369,10 +386,21 @@ class TextToVideoPipeline:
             scheduler,
             decode_chunk_size,
             draw_seed=generator is None,
+            layout_prior_strength=layout_prior_strength,
         )
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(settings.seed)
         return self.generate(settings, generator, output_type, callback, progress)
+
+    @torch.no_grad()
+    def _layout(
+        self, context: torch.Tensor, mask: torch.Tensor, num_frames: int, latent_shape: tuple[int, int, int]
+    ) -> torch.Tensor | None:
+        """The layout prior's keyframe latents for the prompt, or None for a model without one."""
+        prior = self.components.layout_prior
+        if prior is None:
+            return None
+        return prior.layout(context.float(), mask, num_frames, latent_shape)
 
     @torch.no_grad()
     def generate(
@@ -425,6 +453,8 @@ class TextToVideoPipeline:
             skip_terminal=self.config.sampling.skip_terminal_step,
             matched_time=self.config.sampling.matched_timesteps,
             prediction=self.config.sampling.keyframe_prediction,
+            layout=self._layout(context, mask, settings.num_keyframes, latent_shape),
+            layout_strength=settings.layout_prior_strength,
         )
         check_finite(latents, "keyframes")
         timings["keyframes"] = time.perf_counter() - start

@@ -1,0 +1,244 @@
+"""The text-to-layout prior: config, resampling, fitting, sampling from it, the model-folder round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fusionframes.cli import main
+from fusionframes.config import LayoutPriorConfig, ModelConfig, SamplingDefaults
+from fusionframes.diffusion.samplers import SAMPLERS
+from fusionframes.diffusion.sampling import sample_ddpm
+from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.io.checkpoints import load_model_folder, write_model_folder
+from fusionframes.models.layout_prior import LayoutPrior, pooled_text
+from fusionframes.pipelines.text_to_video import TextToVideoPipeline
+from fusionframes.training.layout_prior import (
+    PriorTraining,
+    add_layout_prior,
+    fit_layout_prior,
+    foreground_weights,
+)
+
+
+def test_config_round_trip_and_checks() -> None:
+    config = dataclasses.replace(ModelConfig(), layout_prior=LayoutPriorConfig(num_frames=4))
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert "layout_prior" not in ModelConfig().to_dict()  # the released model's config is unchanged
+    with pytest.raises(ValueError, match="LayoutPriorConfig.hidden_dim"):
+        LayoutPriorConfig(hidden_dim=0)
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match="layout_prior_strength"):
+            SamplingDefaults(layout_prior_strength=bad)
+
+
+def test_pooled_text_ignores_padding() -> None:
+    context = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert torch.allclose(pooled_text(context, mask), torch.tensor([[2.0, 3.0]]))
+
+
+def test_layout_is_resampled_to_the_video() -> None:
+    torch.manual_seed(0)
+    prior = LayoutPrior(
+        LayoutPriorConfig(context_dim=6, hidden_dim=8, num_frames=4, latent_height=4, latent_width=4)
+    )
+    context, mask = torch.randn(1, 3, 6), torch.ones(1, 3)
+    same = prior.layout(context, mask, 4, (4, 4, 4))
+    assert torch.allclose(same, prior(context, mask)[0])
+    longer = prior.layout(context, mask, 7, (4, 8, 6))
+    assert longer.shape == (7, 4, 8, 6)
+    wide = prior.layout(context, mask, 4, (4, 8, 6))
+    assert torch.allclose(longer[0], wide[0], atol=1e-6) and torch.allclose(longer[-1], wide[-1], atol=1e-6)
+    assert torch.allclose(longer[2], wide[1], atol=1e-5)  # frame 2 of 7 is frame 1 of 4
+    assert torch.allclose(longer[3], (wide[1] + wide[2]) / 2, atol=1e-5)  # frame 3 of 7 sits halfway
+    with pytest.raises(ValueError, match="latent_shape"):
+        prior.layout(context, mask, 4, (3, 4, 4))
+
+
+def _moving_blobs(n: int, frames: int = 4, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents of a bright square moving right (label 0) or left (label 1), and their labels."""
+    latents = torch.zeros(n, frames, 4, size, size)
+    labels = torch.arange(n) % 2
+    for i in range(n):
+        for f in range(frames):
+            x = 1 + 2 * f if labels[i] == 0 else size - 3 - 2 * f
+            latents[i, f, :, 3:5, x : x + 2] = 2.0
+    return latents, labels
+
+
+def test_foreground_weights_mark_the_moving_object() -> None:
+    latents, _ = _moving_blobs(2)
+    weights = foreground_weights(latents, 20.0, 0.2)
+    assert weights.shape == (2, 4, 1, 8, 8)
+    moving = latents.abs().sum(2, keepdim=True) > 0
+    assert torch.all(weights[moving] == 21.0)
+    assert torch.all(weights[~moving] == 1.0)
+
+
+def test_fit_learns_which_way_a_word_moves_things() -> None:
+    torch.manual_seed(0)
+    latents, labels = _moving_blobs(128)
+    # The direction shows in one feature of four, and by far less than the others vary (as in real text).
+    features = torch.randn(128, 4) * 3.0
+    features[:, 2] = labels.float() * 0.2
+    settings = PriorTraining(steps=300, batch_size=32, hidden_dim=32, holdout=16, seed=0)
+    prior, report = fit_layout_prior(features, latents, settings, progress=False)
+    assert report["holdout_clips"] == 16
+    assert report["holdout_mse"] < report["holdout_mse_of_mean"]
+    assert report["loss_last_100"] < report["loss_first_100"]
+    templates = [latents[labels == label][0] for label in (0, 1)]
+    for label in (0, 1):
+        rows = features[labels == label][-4:]  # held-out clips of this direction
+        out = prior.net((rows - prior.in_mean) / prior.in_std).view(-1, 4, 4, 8, 8)
+        own = ((out - templates[label]) ** 2).mean().item()
+        other = ((out - templates[1 - label]) ** 2).mean().item()
+        assert own < 0.5 * other, (label, own, other)
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="steps"):
+        PriorTraining(steps=0)
+    with pytest.raises(ValueError, match="foreground_weight"):
+        PriorTraining(foreground_weight=-1.0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        PriorTraining(learning_rate=0.0)
+
+
+def _blank_denoiser(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(x)  # an epsilon model that sees no noise: x0 = x / sqrt(alpha_bar)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_samplers_start_from_a_noised_sample(name: str) -> None:
+    schedule = DiffusionSchedule.cosine(10)
+    start = torch.full((2, 4, 4, 4), 1.5)
+    noise = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    calls = []
+    out = SAMPLERS[name](
+        _blank_denoiser,
+        noise,
+        schedule,
+        "epsilon",
+        generator=torch.Generator().manual_seed(1),
+        percentile=None,
+        callback=lambda i, n: calls.append(n),
+        disable=True,
+        init_sample=start,
+        skip_steps=7,
+    )
+    assert calls[-1] == 3 and len(calls) == 3  # 10 steps, 7 skipped
+    assert torch.isfinite(out).all()
+    # With epsilon 0 the model's x0 is the input rescaled, so the result keeps the start's level (1.5);
+    # from pure noise it would centre on 0.
+    assert abs(out.mean().item() - 1.5) < 0.3
+
+
+def test_skip_steps_must_leave_a_step() -> None:
+    with pytest.raises(ValueError, match="skip_steps"):
+        sample_ddpm(
+            _blank_denoiser,
+            torch.zeros(1, 4, 2, 2),
+            DiffusionSchedule.cosine(5),
+            "epsilon",
+            init_sample=torch.zeros(1, 4, 2, 2),
+            skip_steps=5,
+        )
+
+
+@pytest.fixture(scope="module")
+def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fusionframes.training.synth import write_shards
+
+    out = tmp_path_factory.mktemp("shards") / "clips"
+    write_shards(out, 12, size=64, frames=13, seed=0, shard_size=12)
+    return out
+
+
+def test_add_layout_prior_writes_a_model_the_pipeline_uses(
+    tiny_model_dir: Path, tiny_shards: Path, tmp_path: Path
+) -> None:
+    settings = PriorTraining(steps=20, batch_size=4, hidden_dim=16, holdout=2)
+    out, report = add_layout_prior(tiny_model_dir, tiny_shards, tmp_path / "with_prior", settings, 0.5)
+    assert report["clips"] == 12 and math.isfinite(report["holdout_mse"])
+    loaded = load_model_folder(out)
+    assert loaded.layout_prior is not None
+    assert loaded.config.sampling.layout_prior_strength == 0.5
+    assert loaded.config.layout_prior.num_frames == loaded.config.keyframe_unet.num_frames
+
+    pipe = TextToVideoPipeline.from_pretrained(out, device="cpu", dtype="float32")
+    kwargs = dict(fps="low", num_inference_steps=4, seed=3, output_type="np", progress=False)
+    from_layout = pipe("a red circle moving right on a gray background", **kwargs)
+    assert from_layout.settings.layout_prior_strength == 0.5
+    from_noise = pipe("a red circle moving right on a gray background", layout_prior_strength=1.0, **kwargs)
+    assert from_layout.frames.shape == from_noise.frames.shape
+    assert not (from_layout.frames == from_noise.frames).all()
+    with pytest.raises(ValueError, match="layout_prior_strength"):
+        pipe("a red circle", layout_prior_strength=0.0, **kwargs)
+
+
+def test_strength_steers_keyframes_toward_the_layout(tiny_model_dir: Path) -> None:
+    from fusionframes.pipelines.stages import generate_keyframes
+
+    components = load_model_folder(tiny_model_dir)
+    unet = components.keyframe_unet
+    context = torch.randn(1, 5, unet.config.context_dim)
+    mask = torch.ones(1, 5)
+    layout = torch.randn(4, 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 2.0
+
+    def run(strength: float) -> torch.Tensor:
+        return generate_keyframes(
+            unet,
+            context,
+            mask,
+            torch.zeros_like(context),
+            mask,
+            (4, 16, 16),
+            4,
+            DiffusionSchedule.cosine(10),
+            1.0,
+            torch.Generator().manual_seed(0),
+            progress=False,
+            percentile=None,
+            layout=layout,
+            layout_strength=strength,
+        )
+
+    def corr(a: torch.Tensor) -> float:
+        return torch.corrcoef(torch.stack([a.flatten(), layout.flatten()]))[0, 1].item()
+
+    assert corr(run(0.2)) > 0.8
+    assert corr(run(0.2)) > corr(run(1.0)) + 0.3
+
+
+def test_folder_with_mismatched_prior_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    components = load_model_folder(tiny_model_dir)
+    components.layout_prior = LayoutPrior(LayoutPriorConfig(context_dim=16, num_frames=4))
+    with pytest.raises(ValueError, match="layout_prior"):
+        write_model_folder(components, tmp_path / "bad")
+
+
+def test_cli_names_bad_arguments(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    missing = ["layout-prior", "--model", str(tiny_model_dir), "--data", str(tmp_path / "none"), "--out", "x"]
+    assert main(missing) == 2
+    assert "data: not found" in capsys.readouterr().err
+    (tmp_path / "d").mkdir()
+    code = main(
+        [
+            "layout-prior",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(tmp_path / "d"),
+            "--out",
+            str(tmp_path / "o"),
+            "--strength",
+            "1.5",
+        ]
+    )
+    assert code == 2
+    assert "strength: must be in (0, 1]" in capsys.readouterr().err
