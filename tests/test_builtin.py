@@ -23,6 +23,8 @@ def test_builtin_folder_is_complete_and_small() -> None:
     model = load_model_folder(BUILTIN_DIR)
     sampling = model.config.sampling
     assert min(sampling.width, sampling.height) >= 128 and model.config.keyframe_unet.num_frames >= 8
+    # keyframe sampling starts from the layout prior's output (docs/training.md, "Layout prior")
+    assert model.layout_prior is not None and 0.0 < sampling.layout_prior_strength < 1.0
 
 
 def test_quick_start_command_writes_the_video(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -41,6 +41,13 @@ stage keyframes keyframes_4.yaml data/shapes runs/keyframes4
 stage keyframes keyframes_5.yaml data/shapes runs/keyframes5
 
 fusionframes assemble --keyframes runs/keyframes5/model --interpolation runs/interpolation3/model \
-    --movq runs/movq_decoder/model --out builtin --name fusionframes-builtin --half \
+    --movq runs/movq_decoder/model --out runs/assembled --name fusionframes-builtin --half \
     --sampling "$(cat "$CONFIGS/sampling.json")" \
     --description "FusionFrames built-in: trained on the synthetic shapes world (docs/synthetic_world.md)"
+
+# The layout prior (minutes): fitted on a second data set with the same seed and captions whose paths are
+# centred in the frame, so where the object is in each keyframe follows from the words.
+[ -f data/shapes-centred/manifest.json ] || fusionframes data synth --out data/shapes-centred --videos 3000 \
+    --frames 29 --size 128 --seed 0 --shard-size 500 --path-jitter 0.08
+fusionframes layout-prior --model runs/assembled --data data/shapes-centred --out builtin --half \
+    --foreground-weight 50 --steps 4000 --strength 0.6 --cache runs/latents-centred.safetensors
