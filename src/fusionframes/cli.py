@@ -390,8 +390,6 @@ def run_layout_prior(args: argparse.Namespace) -> int:
         keyframe_stride=args.keyframe_stride,
         seed=args.seed,
     )
-    if not 0.0 < args.strength <= 1.0:
-        raise UsageError(f"strength: must be in (0, 1], got {args.strength}")
     path, report = add_layout_prior(
         args.model,
         args.data,
