@@ -15,7 +15,7 @@ from fusionframes.diffusion.samplers import SAMPLERS
 from fusionframes.diffusion.sampling import sample_ddpm
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.io.checkpoints import load_model_folder, write_model_folder
-from fusionframes.models.layout_prior import LayoutPrior, pooled_text
+from fusionframes.models.layout_prior import LayoutPrior, low_pass, pooled_text
 from fusionframes.pipelines.text_to_video import TextToVideoPipeline
 from fusionframes.training.layout_prior import (
     PriorTraining,
@@ -34,6 +34,20 @@ def test_config_round_trip_and_checks() -> None:
     for bad in (0.0, 1.5, -0.2):
         with pytest.raises(ValueError, match="layout_prior_strength"):
             SamplingDefaults(layout_prior_strength=bad)
+
+
+def test_low_pass_keeps_where_things_are() -> None:
+    delta = torch.zeros(2, 4, 9, 9)
+    delta[:, :, 4, 4] = 1.0
+    assert torch.equal(low_pass(delta, 0.0), delta)
+    blurred = low_pass(delta, 1.0)
+    assert blurred.shape == delta.shape
+    assert blurred.max() < 0.2 and torch.allclose(blurred.sum(dim=(-2, -1)), torch.ones(2, 4), atol=1e-5)
+    assert blurred[0, 0].argmax().item() == 4 * 9 + 4  # the peak stays where it was
+    flat = torch.full((1, 4, 5, 5), 0.7)
+    assert torch.allclose(low_pass(flat, 2.0), flat)  # edges replicated: a flat field stays flat
+    with pytest.raises(ValueError, match="layout_prior_blur"):
+        SamplingDefaults(layout_prior_blur=-1.0)
 
 
 def test_pooled_text_ignores_padding() -> None:
@@ -163,11 +177,14 @@ def test_add_layout_prior_writes_a_model_the_pipeline_uses(
     tiny_model_dir: Path, tiny_shards: Path, tmp_path: Path
 ) -> None:
     settings = PriorTraining(steps=20, batch_size=4, hidden_dim=16, holdout=2)
-    out, report = add_layout_prior(tiny_model_dir, tiny_shards, tmp_path / "with_prior", settings, 0.5)
+    out, report = add_layout_prior(
+        tiny_model_dir, tiny_shards, tmp_path / "with_prior", settings, 0.5, blur=1.0
+    )
     assert report["clips"] == 12 and math.isfinite(report["holdout_mse"])
     loaded = load_model_folder(out)
     assert loaded.layout_prior is not None
     assert loaded.config.sampling.layout_prior_strength == 0.5
+    assert loaded.config.sampling.layout_prior_blur == 1.0
     assert loaded.config.layout_prior.num_frames == loaded.config.keyframe_unet.num_frames
 
     pipe = TextToVideoPipeline.from_pretrained(out, device="cpu", dtype="float32")

@@ -192,8 +192,13 @@ class SamplingDefaults:
     # layout_prior_strength: for a model with a layout prior, keyframe sampling starts from the prior's
     # layout noised like an image-to-image redraw at this strength (1: from pure noise, the prior unused).
     layout_prior_strength: float = 1.0
+    # layout_prior_blur: Gaussian sigma (latent pixels) applied to the layout before it is noised; it keeps
+    # where things are and drops the prior's blurred outlines, which otherwise cost shape accuracy.
+    layout_prior_blur: float = 0.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.layout_prior_blur, bool) or not 0.0 <= self.layout_prior_blur <= 16.0:
+            raise ValueError(f"layout_prior_blur: must be in [0, 16], got {self.layout_prior_blur!r}")
         if isinstance(self.layout_prior_strength, bool) or not 0.0 < self.layout_prior_strength <= 1.0:
             raise ValueError(f"layout_prior_strength: must be in (0, 1], got {self.layout_prior_strength!r}")
         if self.interpolation_prediction not in ("v", "sample"):

@@ -21,6 +21,7 @@ from fusionframes.components import ModelComponents
 from fusionframes.config import ModelConfig
 from fusionframes.diffusion.samplers import SAMPLERS, check_clamp_support
 from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.models.layout_prior import low_pass
 from fusionframes.pipelines.acceleration import (
     compile_components,
     to_channels_last,
@@ -400,7 +401,8 @@ class TextToVideoPipeline:
         prior = self.components.layout_prior
         if prior is None:
             return None
-        return prior.layout(context.float(), mask, num_frames, latent_shape)
+        layout = prior.layout(context.float(), mask, num_frames, latent_shape)
+        return low_pass(layout, self.config.sampling.layout_prior_blur)
 
     @torch.no_grad()
     def generate(

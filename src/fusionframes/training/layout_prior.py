@@ -181,14 +181,17 @@ def add_layout_prior(
     settings: PriorTraining | None = None,
     strength: float = 0.7,
     weights_dtype: torch.dtype = torch.float32,
+    blur: float = 0.0,
     cache: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[Path, dict]:
     """Fit a layout prior for the model folder ``model`` on ``data`` and write ``model`` plus the prior
-    to ``out``, with ``layout_prior_strength`` = ``strength`` as its sampling default."""
+    to ``out``, with ``strength`` and ``blur`` as its ``layout_prior_strength`` and ``layout_prior_blur``."""
     settings = settings or PriorTraining()
     if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0.0 < strength <= 1.0:
         raise ValueError(f"strength: must be in (0, 1], got {strength!r}")
+    if isinstance(blur, bool) or not isinstance(blur, int | float) or not 0.0 <= blur <= 16.0:
+        raise ValueError(f"blur: must be in [0, 16], got {blur!r}")
     components = load_model_folder(model)
     latents, captions = keyframe_latents(
         components, data, settings.keyframe_stride, Path(cache) if cache else None, progress
@@ -198,7 +201,11 @@ def add_layout_prior(
     logger.info("layout prior: %s", report)
     components.layout_prior = prior
     sampling = SamplingDefaults.from_dict(
-        {**components.config.sampling.to_dict(), "layout_prior_strength": float(strength)}
+        {
+            **components.config.sampling.to_dict(),
+            "layout_prior_strength": float(strength),
+            "layout_prior_blur": float(blur),
+        }
     )
     components.config = dataclasses.replace(components.config, layout_prior=prior.config, sampling=sampling)
     manifest = read_manifest(model)
