@@ -25,6 +25,7 @@ from fusionframes.io.checkpoints import (
     write_model_folder,
 )
 from fusionframes.models.layout_prior import LayoutPrior, pooled_text
+from fusionframes.training.config import _Checker
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,9 @@ class PriorTraining:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check = _Checker()
         for name in ("steps", "batch_size", "hidden_dim", "keyframe_stride"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+            check.positive(name, getattr(self, name))
         if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 0:
             raise ValueError(f"holdout: must be an integer >= 0, got {self.holdout!r}")
         for name in ("learning_rate", "weight_decay", "foreground_weight", "foreground_threshold"):
