@@ -259,3 +259,19 @@ def test_cli_names_bad_arguments(tiny_model_dir: Path, tmp_path: Path, capsys) -
     )
     assert code == 2
     assert "strength: must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_replacing_a_prior_keeps_the_parameter_count(
+    tiny_model_dir: Path, tiny_shards: Path, tmp_path: Path
+) -> None:
+    import json
+
+    base = tmp_path / "counted"
+    components = load_model_folder(tiny_model_dir)
+    write_model_folder(components, base, metadata={"parameters": 1000})
+    settings = PriorTraining(steps=2, batch_size=4, hidden_dim=8, holdout=0)
+    once, _ = add_layout_prior(base, tiny_shards, tmp_path / "once", settings, 0.5)
+    twice, _ = add_layout_prior(once, tiny_shards, tmp_path / "twice", settings, 0.5)
+    prior_size = sum(p.numel() for p in load_model_folder(once).layout_prior.parameters())
+    counts = [json.loads((path / "model_index.json").read_text())["parameters"] for path in (once, twice)]
+    assert counts == [1000 + prior_size, 1000 + prior_size]

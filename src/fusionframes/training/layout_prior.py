@@ -199,6 +199,7 @@ def add_layout_prior(
     features = caption_features(components, captions)
     prior, report = fit_layout_prior(features, latents, settings, progress)
     logger.info("layout prior: %s", report)
+    replaced = components.layout_prior  # a model may already carry one; the new one takes its place
     components.layout_prior = prior
     sampling = SamplingDefaults.from_dict(
         {
@@ -212,6 +213,8 @@ def add_layout_prior(
     text_dir = Path(str(text_encoder_source(model, manifest)))
     keep = {k: v for k, v in manifest.items() if k.startswith("trained_") or k == "description"}
     added = sum(p.numel() for p in prior.parameters())
+    if replaced is not None:
+        added -= sum(p.numel() for p in replaced.parameters())
     if "parameters" in manifest:
         keep["parameters"] = manifest["parameters"] + added
     keep["layout_prior_training"] = {**dataclasses.asdict(settings), **report}
