@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -131,6 +133,28 @@ class TextConfig:
         return dataclasses.asdict(self)
 
 
+def _finite_real(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name}: must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_layout_prior_strength(value: Any, name: str = "layout_prior_strength") -> float:
+    """The share of keyframe steps run from the layout prior's output: (0, 1], 1 from pure noise."""
+    value = _finite_real(value, name)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name}: must be in (0, 1] (1 starts from pure noise), got {value:g}")
+    return value
+
+
+def check_layout_prior_blur(value: Any, name: str = "layout_prior_blur") -> float:
+    """The Gaussian sigma, in latent pixels, applied to the layout before it is noised: [0, 16]."""
+    value = _finite_real(value, name)
+    if not 0.0 <= value <= 16.0:
+        raise ValueError(f"{name}: must be in [0, 16], got {value:g}")
+    return value
+
+
 @dataclass(frozen=True)
 class LayoutPriorConfig:
     """The optional text-to-layout prior (:class:`fusionframes.models.layout_prior.LayoutPrior`)."""
@@ -197,10 +221,8 @@ class SamplingDefaults:
     layout_prior_blur: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.layout_prior_blur, bool) or not 0.0 <= self.layout_prior_blur <= 16.0:
-            raise ValueError(f"layout_prior_blur: must be in [0, 16], got {self.layout_prior_blur!r}")
-        if isinstance(self.layout_prior_strength, bool) or not 0.0 < self.layout_prior_strength <= 1.0:
-            raise ValueError(f"layout_prior_strength: must be in (0, 1], got {self.layout_prior_strength!r}")
+        check_layout_prior_strength(self.layout_prior_strength)
+        check_layout_prior_blur(self.layout_prior_blur)
         if self.interpolation_prediction not in ("v", "sample"):
             raise ValueError(
                 f"interpolation_prediction: unknown {self.interpolation_prediction!r}; allowed: 'v', 'sample'"

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import torch
 
+from fusionframes.config import check_layout_prior_strength
 from fusionframes.diffusion.guidance import guided
 from fusionframes.diffusion.sampling import (
     StepCallback,
@@ -115,9 +116,7 @@ def generate_keyframes(
     layout_start = {}
     if layout is not None:
         total = start_step(schedule.num_steps, skip_terminal) + 1
-        run = denoise_steps(layout_strength, total)
-        if run < 1:
-            raise ValueError(f"layout_strength: must be in (0, 1], got {layout_strength}")
+        run = denoise_steps(check_layout_prior_strength(layout_strength, "layout_strength"), total)
         layout_start = {"init_sample": layout.to(device), "skip_steps": total - run}
     return sampler(
         denoise,

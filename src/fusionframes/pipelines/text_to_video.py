@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fusionframes.components import ModelComponents
-from fusionframes.config import ModelConfig
+from fusionframes.config import ModelConfig, check_layout_prior_strength
 from fusionframes.diffusion.samplers import SAMPLERS, check_clamp_support
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.models.layout_prior import low_pass
@@ -148,6 +148,7 @@ def validate_settings(
     )
     if keyframes < 2:
         raise ValueError(f"num_keyframes: must be >= 2, got {keyframes}")
+    strength = layout_prior_strength if layout_prior_strength is not None else defaults.layout_prior_strength
     if seed is None and draw_seed:
         seed = secrets.randbelow(2**31)
     if seed is not None:
@@ -178,18 +179,8 @@ def validate_settings(
         num_keyframes=keyframes,
         scheduler=scheduler,
         decode_chunk_size=_int(decode_chunk_size, "decode_chunk_size"),
-        layout_prior_strength=_strength(
-            layout_prior_strength if layout_prior_strength is not None else defaults.layout_prior_strength,
-            "layout_prior_strength",
-        ),
+        layout_prior_strength=check_layout_prior_strength(finite_number(strength, "layout_prior_strength")),
     )
-
-
-def _strength(value: Any, name: str) -> float:
-    value = finite_number(value, name)
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"{name}: must be in (0, 1] (1 starts from pure noise), got {value:g}")
-    return value
 
 
 @dataclass

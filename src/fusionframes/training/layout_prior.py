@@ -17,7 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 from fusionframes.components import ModelComponents
-from fusionframes.config import LayoutPriorConfig, SamplingDefaults
+from fusionframes.config import (
+    LayoutPriorConfig,
+    SamplingDefaults,
+    check_layout_prior_blur,
+    check_layout_prior_strength,
+)
 from fusionframes.io.checkpoints import (
     load_model_folder,
     read_manifest,
@@ -188,10 +193,8 @@ def add_layout_prior(
     """Fit a layout prior for the model folder ``model`` on ``data`` and write ``model`` plus the prior
     to ``out``, with ``strength`` and ``blur`` as its ``layout_prior_strength`` and ``layout_prior_blur``."""
     settings = settings or PriorTraining()
-    if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0.0 < strength <= 1.0:
-        raise ValueError(f"strength: must be in (0, 1], got {strength!r}")
-    if isinstance(blur, bool) or not isinstance(blur, int | float) or not 0.0 <= blur <= 16.0:
-        raise ValueError(f"blur: must be in [0, 16], got {blur!r}")
+    strength = check_layout_prior_strength(strength, "strength")
+    blur = check_layout_prior_blur(blur, "blur")
     components = load_model_folder(model)
     latents, captions = keyframe_latents(
         components, data, settings.keyframe_stride, Path(cache) if cache else None, progress
@@ -204,8 +207,8 @@ def add_layout_prior(
     sampling = SamplingDefaults.from_dict(
         {
             **components.config.sampling.to_dict(),
-            "layout_prior_strength": float(strength),
-            "layout_prior_blur": float(blur),
+            "layout_prior_strength": strength,
+            "layout_prior_blur": blur,
         }
     )
     components.config = dataclasses.replace(components.config, layout_prior=prior.config, sampling=sampling)
