@@ -31,6 +31,11 @@ def test_config_round_trip_and_checks() -> None:
     assert "layout_prior" not in ModelConfig().to_dict()  # the released model's config is unchanged
     with pytest.raises(ValueError, match="LayoutPriorConfig.hidden_dim"):
         LayoutPriorConfig(hidden_dim=0)
+    for bad in ((), (12,), (16, 0), [16, 8]):
+        with pytest.raises(ValueError, match="LayoutPriorConfig.channels"):
+            LayoutPriorConfig(channels=bad)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        LayoutPriorConfig(channels=(32, 16, 8), latent_height=6)
     for bad in (0.0, 1.5, -0.2):
         with pytest.raises(ValueError, match="layout_prior_strength"):
             SamplingDefaults(layout_prior_strength=bad)
@@ -59,7 +64,9 @@ def test_pooled_text_ignores_padding() -> None:
 def test_layout_is_resampled_to_the_video() -> None:
     torch.manual_seed(0)
     prior = LayoutPrior(
-        LayoutPriorConfig(context_dim=6, hidden_dim=8, num_frames=4, latent_height=4, latent_width=4)
+        LayoutPriorConfig(
+            context_dim=6, hidden_dim=8, num_frames=4, latent_height=4, latent_width=4, channels=(16, 8)
+        )
     )
     context, mask = torch.randn(1, 3, 6), torch.ones(1, 3)
     same = prior.layout(context, mask, 4, (4, 4, 4))
@@ -108,7 +115,7 @@ def test_fit_learns_which_way_a_word_moves_things() -> None:
     templates = [latents[labels == label][0] for label in (0, 1)]
     for label in (0, 1):
         rows = features[labels == label][-4:]  # held-out clips of this direction
-        out = prior.net((rows - prior.in_mean) / prior.in_std).view(-1, 4, 4, 8, 8)
+        out = prior.decode((rows - prior.in_mean) / prior.in_std)
         own = ((out - templates[label]) ** 2).mean().item()
         other = ((out - templates[1 - label]) ** 2).mean().item()
         assert own < 0.5 * other, (label, own, other)
@@ -176,7 +183,7 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_add_layout_prior_writes_a_model_the_pipeline_uses(
     tiny_model_dir: Path, tiny_shards: Path, tmp_path: Path
 ) -> None:
-    settings = PriorTraining(steps=20, batch_size=4, hidden_dim=16, holdout=2)
+    settings = PriorTraining(steps=20, batch_size=4, hidden_dim=16, channels=(16, 8), holdout=2)
     out, report = add_layout_prior(
         tiny_model_dir, tiny_shards, tmp_path / "with_prior", settings, 0.5, blur=1.0
     )
@@ -269,7 +276,7 @@ def test_replacing_a_prior_keeps_the_parameter_count(
     base = tmp_path / "counted"
     components = load_model_folder(tiny_model_dir)
     write_model_folder(components, base, metadata={"parameters": 1000})
-    settings = PriorTraining(steps=2, batch_size=4, hidden_dim=8, holdout=0)
+    settings = PriorTraining(steps=2, batch_size=4, hidden_dim=8, channels=(8, 8), holdout=0)
     once, _ = add_layout_prior(base, tiny_shards, tmp_path / "once", settings, 0.5)
     twice, _ = add_layout_prior(once, tiny_shards, tmp_path / "twice", settings, 0.5)
     prior_size = sum(p.numel() for p in load_model_folder(once).layout_prior.parameters())

@@ -50,4 +50,4 @@ fusionframes assemble --keyframes runs/keyframes5/model --interpolation runs/int
 [ -f data/shapes-centred/manifest.json ] || fusionframes data synth --out data/shapes-centred --videos 3000 \
     --frames 29 --size 128 --seed 0 --shard-size 500 --path-jitter 0.08
 fusionframes layout-prior --model runs/assembled --data data/shapes-centred --out builtin --half \
-    --foreground-weight 50 --steps 4000 --strength 0.6 --blur 1.0 --cache runs/latents-centred.safetensors
+    --foreground-weight 50 --steps 2000 --strength 0.45 --blur 0 --cache runs/latents-centred.safetensors

@@ -362,12 +362,12 @@ def add_layout_prior_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="WebDataset shards folder, or videos + captions.csv/jsonl")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--strength", type=float, default=0.7, help="the model's default layout strength, (0, 1]")
+    p.add_argument("--strength", type=float, default=0.6, help="the model's default layout strength, (0, 1]")
     p.add_argument(
         "--blur", type=float, default=0.0, help="Gaussian sigma (latent pixels) on the layout, [0, 16]"
     )
     p.add_argument(
-        "--foreground-weight", type=float, default=20.0, help="extra loss weight where objects are"
+        "--foreground-weight", type=float, default=50.0, help="extra loss weight where objects are"
     )
     p.add_argument("--keyframe-stride", type=int, default=4, help="frames between keyframes in the clips")
     p.add_argument("--seed", type=int, default=0)

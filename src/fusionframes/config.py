@@ -157,20 +157,39 @@ def check_layout_prior_blur(value: Any, name: str = "layout_prior_blur") -> floa
 
 @dataclass(frozen=True)
 class LayoutPriorConfig:
-    """The optional text-to-layout prior (:class:`fusionframes.models.layout_prior.LayoutPrior`)."""
+    """The optional text-to-layout prior (:class:`fusionframes.models.layout_prior.LayoutPrior`).
+
+    ``hidden_dim``: width of the text MLP; ``channels``: the decoder's widths from its coarsest grid (the
+    latent size / 2 ** (len(channels) - 1)) to the latent grid, each a multiple of 8 (group norm)."""
 
     context_dim: int = 64
-    hidden_dim: int = 512
+    hidden_dim: int = 256
     num_frames: int = 8
     latent_channels: int = 4
     latent_height: int = 16
     latent_width: int = 16
+    channels: tuple[int, ...] = (96, 64, 32)
 
     def __post_init__(self) -> None:
-        for name in (f.name for f in fields(self)):
+        for name in (f.name for f in fields(self) if f.name != "channels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"LayoutPriorConfig.{name}: must be an integer >= 1, got {value!r}")
+        channels = self.channels
+        if (
+            not isinstance(channels, tuple)
+            or not channels
+            or any(isinstance(c, bool) or not isinstance(c, int) or c < 8 or c % 8 for c in channels)
+        ):
+            raise ValueError(
+                f"LayoutPriorConfig.channels: must be a non-empty tuple of multiples of 8, got {channels!r}"
+            )
+        scale = 2 ** (len(channels) - 1)
+        if self.latent_height % scale or self.latent_width % scale:
+            raise ValueError(
+                f"LayoutPriorConfig.channels: {len(channels)} levels need latent_height and latent_width "
+                f"divisible by {scale}, got {self.latent_height}x{self.latent_width}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LayoutPriorConfig:

@@ -43,11 +43,12 @@ class PriorTraining:
     settles on the mean over every direction instead."""
 
     steps: int = 2000
-    batch_size: int = 64
+    batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
-    hidden_dim: int = 512
-    foreground_weight: float = 20.0
+    hidden_dim: int = 256
+    channels: tuple[int, ...] = (96, 64, 32)
+    foreground_weight: float = 50.0
     foreground_threshold: float = 0.2
     keyframe_stride: int = 4
     holdout: int = 300
@@ -65,6 +66,11 @@ class PriorTraining:
                 raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate!r}")
+        channels = self.channels
+        if not channels or any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 8 or c % 8 for c in channels
+        ):
+            raise ValueError(f"channels: must be a non-empty list of multiples of 8, got {channels!r}")
 
 
 def foreground_weights(latents: torch.Tensor, weight: float, threshold: float) -> torch.Tensor:
@@ -107,6 +113,7 @@ def fit_layout_prior(
     config = LayoutPriorConfig(
         context_dim=features.shape[1],
         hidden_dim=settings.hidden_dim,
+        channels=tuple(settings.channels),
         num_frames=frames,
         latent_channels=channels,
         latent_height=height,
@@ -120,15 +127,19 @@ def fit_layout_prior(
     inputs = (features - prior.in_mean) / prior.in_std
     weights = foreground_weights(latents, settings.foreground_weight, settings.foreground_threshold)
     optimizer = torch.optim.AdamW(
-        prior.net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+        prior.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.steps)
+    warmup = max(1, settings.steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / settings.steps)),
+    )
     generator = torch.Generator().manual_seed(settings.seed)
     losses = []
     start = time.perf_counter()
     for _ in tqdm(range(settings.steps), desc="layout prior", disable=not progress, leave=False):
         idx = torch.randint(0, train_n, (min(settings.batch_size, train_n),), generator=generator)
-        pred = prior.net(inputs[idx]).view(-1, frames, channels, height, width)
+        pred = prior.decode(inputs[idx])
         loss = (weights[idx] * (pred - latents[idx]) ** 2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -145,7 +156,7 @@ def fit_layout_prior(
     }
     if holdout:
         with torch.no_grad():
-            pred = prior.net(inputs[train_n:]).view(-1, frames, channels, height, width)
+            pred = torch.cat([prior.decode(chunk) for chunk in inputs[train_n:].split(64)])
             err = (pred - latents[train_n:]) ** 2
             mean_err = (latents[train_n:] - latents[:train_n].mean(0)) ** 2
             report.update(
@@ -184,7 +195,7 @@ def add_layout_prior(
     data: str | Path,
     out: str | Path,
     settings: PriorTraining | None = None,
-    strength: float = 0.7,
+    strength: float = 0.6,
     weights_dtype: torch.dtype = torch.float32,
     blur: float = 0.0,
     cache: str | Path | None = None,
@@ -196,6 +207,12 @@ def add_layout_prior(
     strength = check_layout_prior_strength(strength, "strength")
     blur = check_layout_prior_blur(blur, "blur")
     components = load_model_folder(model)
+    factor, sampling = components.config.movq.scale_factor, components.config.sampling
+    LayoutPriorConfig(  # the decoder's levels must fit the latent size: say so before minutes of encoding
+        channels=tuple(settings.channels),
+        latent_height=sampling.height // factor,
+        latent_width=sampling.width // factor,
+    )
     latents, captions = keyframe_latents(
         components, data, settings.keyframe_stride, Path(cache) if cache else None, progress
     )
