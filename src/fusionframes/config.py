@@ -155,6 +155,18 @@ def check_layout_prior_blur(value: Any, name: str = "layout_prior_blur") -> floa
     return value
 
 
+def check_layout_prior_channels(value: Any, name: str = "LayoutPriorConfig.channels") -> tuple[int, ...]:
+    """The layout prior decoder's widths: a non-empty sequence of multiples of 8 (its group norms use 8
+    groups); returned as a tuple."""
+    if (
+        not isinstance(value, tuple | list)
+        or not value
+        or any(isinstance(c, bool) or not isinstance(c, int) or c < 8 or c % 8 for c in value)
+    ):
+        raise ValueError(f"{name}: must be a non-empty tuple of multiples of 8, got {value!r}")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class LayoutPriorConfig:
     """The optional text-to-layout prior (:class:`fusionframes.models.layout_prior.LayoutPrior`).
@@ -176,14 +188,9 @@ class LayoutPriorConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"LayoutPriorConfig.{name}: must be an integer >= 1, got {value!r}")
         channels = self.channels
-        if (
-            not isinstance(channels, tuple)
-            or not channels
-            or any(isinstance(c, bool) or not isinstance(c, int) or c < 8 or c % 8 for c in channels)
-        ):
-            raise ValueError(
-                f"LayoutPriorConfig.channels: must be a non-empty tuple of multiples of 8, got {channels!r}"
-            )
+        if not isinstance(channels, tuple):
+            raise ValueError(f"LayoutPriorConfig.channels: must be a tuple, got {channels!r}")
+        check_layout_prior_channels(channels)
         scale = 2 ** (len(channels) - 1)
         if self.latent_height % scale or self.latent_width % scale:
             raise ValueError(

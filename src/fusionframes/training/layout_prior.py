@@ -21,6 +21,7 @@ from fusionframes.config import (
     LayoutPriorConfig,
     SamplingDefaults,
     check_layout_prior_blur,
+    check_layout_prior_channels,
     check_layout_prior_strength,
 )
 from fusionframes.io.checkpoints import (
@@ -66,11 +67,7 @@ class PriorTraining:
                 raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate!r}")
-        channels = self.channels
-        if not channels or any(
-            isinstance(c, bool) or not isinstance(c, int) or c < 8 or c % 8 for c in channels
-        ):
-            raise ValueError(f"channels: must be a non-empty list of multiples of 8, got {channels!r}")
+        check_layout_prior_channels(self.channels, "channels")
 
 
 def foreground_weights(latents: torch.Tensor, weight: float, threshold: float) -> torch.Tensor:
