@@ -115,7 +115,7 @@ def test_fit_learns_which_way_a_word_moves_things() -> None:
     templates = [latents[labels == label][0] for label in (0, 1)]
     for label in (0, 1):
         rows = features[labels == label][-4:]  # held-out clips of this direction
-        out = prior.decode((rows - prior.in_mean) / prior.in_std)
+        out = prior.decode(prior.standardise(rows))
         own = ((out - templates[label]) ** 2).mean().item()
         other = ((out - templates[1 - label]) ** 2).mean().item()
         assert own < 0.5 * other, (label, own, other)

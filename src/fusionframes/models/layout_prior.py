@@ -96,9 +96,13 @@ class LayoutPrior(nn.Module):
         )
         self.out = nn.Conv2d(channels[-1], config.latent_channels, 3, padding=1)
 
+    def standardise(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled captions ``[B, context_dim]`` scaled by the training captions' statistics."""
+        return (pooled - self.in_mean) / self.in_std
+
     def features(self, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Standardised pooled caption ``[B, context_dim]`` of the projected text ``[B, L, D]``."""
-        return (pooled_text(context.float(), mask) - self.in_mean) / self.in_std
+        return self.standardise(pooled_text(context.float(), mask))
 
     def decode(self, features: torch.Tensor) -> torch.Tensor:
         """Keyframe latents ``[B, F, C, h, w]`` from standardised features (:meth:`features`)."""

@@ -121,7 +121,7 @@ def fit_layout_prior(
     prior.in_mean.copy_(features[:train_n].mean(0))
     if train_n > 1:
         prior.in_std.copy_(features[:train_n].std(0).clamp(min=1e-6))
-    inputs = (features - prior.in_mean) / prior.in_std
+    inputs = prior.standardise(features)
     weights = foreground_weights(latents, settings.foreground_weight, settings.foreground_threshold)
     optimizer = torch.optim.AdamW(
         prior.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
