@@ -15,13 +15,15 @@ from fusionframes.diffusion.samplers import SAMPLERS
 from fusionframes.diffusion.sampling import sample_ddpm
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.io.checkpoints import load_model_folder, write_model_folder
-from fusionframes.models.layout_prior import LayoutPrior, low_pass, pooled_text
+from fusionframes.models.layout_prior import SLOT_CODE_DIM, LayoutPrior, low_pass, object_maps, pooled_text
 from fusionframes.pipelines.text_to_video import TextToVideoPipeline
 from fusionframes.training.layout_prior import (
     PriorTraining,
     add_layout_prior,
     fit_layout_prior,
     foreground_weights,
+    keyframe_tracks,
+    track_loss,
 )
 
 
@@ -36,6 +38,10 @@ def test_config_round_trip_and_checks() -> None:
             LayoutPriorConfig(channels=bad)
     with pytest.raises(ValueError, match="divisible by 4"):
         LayoutPriorConfig(channels=(32, 16, 8), latent_height=6)
+    with pytest.raises(ValueError, match="LayoutPriorConfig.object_slots: must be an integer >= 0"):
+        LayoutPriorConfig(object_slots=-1)
+    with_slots = dataclasses.replace(ModelConfig(), layout_prior=LayoutPriorConfig(object_slots=2))
+    assert ModelConfig.from_dict(with_slots.to_dict()).layout_prior.object_slots == 2
     for bad in (0.0, 1.5, -0.2):
         with pytest.raises(ValueError, match="layout_prior_strength"):
             SamplingDefaults(layout_prior_strength=bad)
@@ -101,24 +107,114 @@ def test_foreground_weights_mark_the_moving_object() -> None:
     assert torch.all(weights[~moving] == 1.0)
 
 
+def _caption_tokens(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features ``[N, D]`` as two-token captions ``[N, 2, D]`` (the second token padding), with masks."""
+    context = torch.stack([features, torch.full_like(features, 50.0)], 1)
+    return context, torch.tensor([[True, False]]).expand(features.shape[0], 2)
+
+
 def test_fit_learns_which_way_a_word_moves_things() -> None:
     torch.manual_seed(0)
     latents, labels = _moving_blobs(128)
     # The direction shows in one feature of four, and by far less than the others vary (as in real text).
     features = torch.randn(128, 4) * 3.0
     features[:, 2] = labels.float() * 0.2
+    context, mask = _caption_tokens(features)
     settings = PriorTraining(steps=300, batch_size=32, hidden_dim=32, holdout=16, seed=0)
-    prior, report = fit_layout_prior(features, latents, settings, progress=False)
+    prior, report = fit_layout_prior(context, mask, latents, settings, progress=False)
     assert report["holdout_clips"] == 16
     assert report["holdout_mse"] < report["holdout_mse_of_mean"]
     assert report["loss_last_100"] < report["loss_first_100"]
     templates = [latents[labels == label][0] for label in (0, 1)]
     for label in (0, 1):
-        rows = features[labels == label][-4:]  # held-out clips of this direction
-        out = prior.decode(prior.standardise(rows))
+        rows = labels == label
+        out = prior(context[rows][-4:], mask[rows][-4:])  # held-out clips of this direction
         own = ((out - templates[label]) ** 2).mean().item()
         other = ((out - templates[1 - label]) ** 2).mean().item()
         assert own < 0.5 * other, (label, own, other)
+
+
+def test_object_maps_centre_rotate_and_leave_out_absent_slots() -> None:
+    tracks = torch.zeros(1, 2, 2, 5)
+    tracks[0, :, 0] = torch.tensor([1.0, 0.5, -0.5, math.log(0.25), 0.0])  # right of centre, above it
+    codes = torch.zeros(1, 2, SLOT_CODE_DIM)
+    codes[0, 0, 1] = 3.0
+    maps = object_maps(tracks, codes, 8, 8)
+    per_slot = 4 + SLOT_CODE_DIM
+    assert maps.shape == (2, 2 * per_slot, 8, 8)
+    bump = maps[0, 2]
+    assert divmod(bump.argmax().item(), 8) in {(1, 5), (1, 6), (2, 5), (2, 6)}  # nearest the centre
+    assert torch.all(maps[:, 3] == 1.0)  # slot 0 present everywhere
+    assert torch.allclose(maps[1, 5], 3.0 * bump)  # its code painted on its bump, in every frame
+    assert torch.all(maps[:, 4] == 0.0) and torch.all(maps[:, 6:per_slot] == 0.0)
+    assert torch.all(maps[:, per_slot:] == 0.0)  # slot 1 absent: all zeros
+    turned = tracks.clone()
+    turned[..., 4] = math.pi / 2
+    quarter = object_maps(turned, codes, 8, 8)
+    # a quarter turn maps the object's own x axis onto the image's y axis
+    assert torch.allclose(quarter[0, 0], maps[0, 1], atol=1e-5)
+    assert torch.allclose(quarter[0, 1], -maps[0, 0], atol=1e-5)
+    with pytest.raises(ValueError, match="tracks: last dimension must be 5"):
+        object_maps(torch.zeros(1, 1, 1, 4), codes, 4, 4)
+    with pytest.raises(ValueError, match="codes: must be"):
+        object_maps(tracks, torch.zeros(1, 3, SLOT_CODE_DIM), 4, 4)
+
+
+def test_keyframe_tracks_read_the_synthetic_ground_truth() -> None:
+    import numpy as np
+
+    from fusionframes.training.synth import ground_truth, sample_scene
+
+    rng = np.random.default_rng(3)
+    scenes = [sample_scene(rng, two_objects=1.0), sample_scene(rng, two_objects=0.0)]
+    metas = [ground_truth(scene, 64, 13) for scene in scenes]
+    tracks = keyframe_tracks(metas, frames=4, stride=4, slots=2)
+    assert tracks.shape == (2, 4, 2, 5)
+    assert torch.all(tracks[0, :, :, 0] == 1.0) and torch.all(
+        tracks[1, :, 1] == 0.0
+    )  # one object: slot 1 empty
+    last = metas[0]["tracks"][1]["frames"][12]
+    assert tracks[0, 3, 1, 1].item() == pytest.approx(last["centroid"][0] / 32 - 1, abs=1e-5)
+    assert tracks[0, 3, 1, 3].item() == pytest.approx(math.log(last["radius"] / 32), abs=1e-5)
+    with pytest.raises(ValueError, match="clip 1 .* no object tracks; object_slots"):
+        keyframe_tracks([metas[0], {"caption": "a red circle"}], frames=4, stride=4, slots=2)
+
+
+def _blob_tracks(labels: torch.Tensor, frames: int = 4, size: int = 8) -> torch.Tensor:
+    """The tracks of :func:`_moving_blobs`' squares, in the prior's units."""
+    tracks = torch.zeros(len(labels), frames, 1, 5)
+    for i, label in enumerate(labels.tolist()):
+        for f in range(frames):
+            x = 1 + 2 * f if label == 0 else size - 3 - 2 * f
+            tracks[i, f, 0] = torch.tensor([1.0, (x + 1) / size * 2 - 1, 0.0, math.log(2 / size), 0.0])
+    return tracks
+
+
+def test_tracking_prior_learns_the_track_and_draws_along_it() -> None:
+    torch.manual_seed(0)
+    latents, labels = _moving_blobs(96)
+    tracks = _blob_tracks(labels)
+    features = torch.randn(96, 4)
+    features[:, 2] = labels.float() * 2 - 1
+    context, mask = _caption_tokens(features)
+    settings = PriorTraining(
+        steps=200, batch_size=16, hidden_dim=32, channels=(16, 8), holdout=16, object_slots=1, track_steps=300
+    )
+    with pytest.raises(ValueError, match=r"tracks: object_slots 1 needs tracks \[96, 4, 1, 5\], got None"):
+        fit_layout_prior(context, mask, latents, settings, progress=False)
+    prior, report = fit_layout_prior(context, mask, latents, settings, tracks, progress=False)
+    assert report["track_loss_last_100"] < report["track_loss_first_100"]
+    held = slice(80, None)
+    predicted = prior.track_logits(context[held], mask[held])
+    moved = predicted[:, -1, 0, 1] - predicted[:, 0, 0, 1]
+    assert torch.all((moved > 0) == (labels[held] == 0)), moved  # right for label 0, left for label 1
+    mean_track = tracks[:80].mean(0, keepdim=True).expand_as(tracks[held]).clone()
+    mean_track[..., 0] = 10.0  # a certain presence logit: only the geometry differs
+    assert track_loss(predicted, tracks[held]) < 0.5 * track_loss(mean_track, tracks[held])
+    out = prior(context[held], mask[held])
+    own = ((out - latents[held]) ** 2).mean().item()
+    swapped = ((out - latents[held].flip(0)) ** 2).mean().item()  # held-out labels alternate
+    assert own < 0.5 * swapped
 
 
 def test_settings_are_checked() -> None:
@@ -128,6 +224,10 @@ def test_settings_are_checked() -> None:
         PriorTraining(foreground_weight=-1.0)
     with pytest.raises(ValueError, match="learning_rate"):
         PriorTraining(learning_rate=0.0)
+    with pytest.raises(ValueError, match="object_slots"):
+        PriorTraining(object_slots=-2)
+    with pytest.raises(ValueError, match="track_steps"):
+        PriorTraining(track_steps=0)
 
 
 def _blank_denoiser(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
@@ -183,13 +283,16 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_add_layout_prior_writes_a_model_the_pipeline_uses(
     tiny_model_dir: Path, tiny_shards: Path, tmp_path: Path
 ) -> None:
-    settings = PriorTraining(steps=20, batch_size=4, hidden_dim=16, channels=(16, 8), holdout=2)
+    settings = PriorTraining(
+        steps=20, batch_size=4, hidden_dim=16, channels=(16, 8), holdout=2, object_slots=2, track_steps=20
+    )
     out, report = add_layout_prior(
         tiny_model_dir, tiny_shards, tmp_path / "with_prior", settings, 0.5, blur=1.0
     )
     assert report["clips"] == 12 and math.isfinite(report["holdout_mse"])
+    assert math.isfinite(report["holdout_track_loss"])
     loaded = load_model_folder(out)
-    assert loaded.layout_prior is not None
+    assert loaded.layout_prior is not None and loaded.config.layout_prior.object_slots == 2
     assert loaded.config.sampling.layout_prior_strength == 0.5
     assert loaded.config.sampling.layout_prior_blur == 1.0
     assert loaded.config.layout_prior.num_frames == loaded.config.keyframe_unet.num_frames

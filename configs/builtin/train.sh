@@ -46,8 +46,10 @@ fusionframes assemble --keyframes runs/keyframes5/model --interpolation runs/int
     --description "FusionFrames built-in: trained on the synthetic shapes world (docs/synthetic_world.md)"
 
 # The layout prior (minutes): fitted on a second data set with the same seed and captions whose paths are
-# centred in the frame, so where the object is in each keyframe follows from the words.
+# centred in the frame, so where the object is in each keyframe follows from the words; it learns the
+# objects' tracks from the clips' ground truth (two slots: up to two objects per clip).
 [ -f data/shapes-centred/manifest.json ] || fusionframes data synth --out data/shapes-centred --videos 3000 \
     --frames 29 --size 128 --seed 0 --shard-size 500 --path-jitter 0.08
 fusionframes layout-prior --model runs/assembled --data data/shapes-centred --out builtin --half \
-    --foreground-weight 50 --steps 2000 --strength 0.45 --blur 0 --cache runs/latents-centred.safetensors
+    --foreground-weight 50 --steps 2000 --object-slots 2 --strength 0.45 --blur 0 \
+    --cache runs/latents-centred.safetensors

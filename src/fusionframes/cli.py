@@ -370,6 +370,14 @@ def add_layout_prior_command(sub: argparse._SubParsersAction) -> None:
         "--foreground-weight", type=float, default=50.0, help="extra loss weight where objects are"
     )
     p.add_argument("--keyframe-stride", type=int, default=4, help="frames between keyframes in the clips")
+    p.add_argument(
+        "--object-slots",
+        type=int,
+        default=0,
+        help="objects to track per clip (needs data with object tracks, as `fusionframes data synth` "
+        "writes); 0 draws the layout from the text alone",
+    )
+    p.add_argument("--track-steps", type=int, default=4000, help="training steps of the track predictor")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="file to cache the clips' MoVQ latents in")
     p.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
@@ -392,6 +400,8 @@ def run_layout_prior(args: argparse.Namespace) -> int:
         foreground_weight=args.foreground_weight,
         keyframe_stride=args.keyframe_stride,
         seed=args.seed,
+        object_slots=args.object_slots,
+        track_steps=args.track_steps,
     )
     path, report = add_layout_prior(
         args.model,

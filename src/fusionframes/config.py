@@ -172,7 +172,9 @@ class LayoutPriorConfig:
     """The optional text-to-layout prior (:class:`fusionframes.models.layout_prior.LayoutPrior`).
 
     ``hidden_dim``: width of the text MLP; ``channels``: the decoder's widths from its coarsest grid (the
-    latent size / 2 ** (len(channels) - 1)) to the latent grid, each a multiple of 8 (group norm)."""
+    latent size / 2 ** (len(channels) - 1)) to the latent grid, each a multiple of 8 (group norm).
+    ``object_slots``: how many objects the prior tracks (a position, size and angle per keyframe, learned
+    from data that carries object tracks); 0 draws the layout from the text alone."""
 
     context_dim: int = 64
     hidden_dim: int = 256
@@ -181,12 +183,13 @@ class LayoutPriorConfig:
     latent_height: int = 16
     latent_width: int = 16
     channels: tuple[int, ...] = (96, 64, 32)
+    object_slots: int = 0
 
     def __post_init__(self) -> None:
         for name in (f.name for f in fields(self) if f.name != "channels"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"LayoutPriorConfig.{name}: must be an integer >= 1, got {value!r}")
+            value, least = getattr(self, name), 0 if name == "object_slots" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"LayoutPriorConfig.{name}: must be an integer >= {least}, got {value!r}")
         channels = self.channels
         if not isinstance(channels, tuple):
             raise ValueError(f"LayoutPriorConfig.channels: must be a tuple, got {channels!r}")

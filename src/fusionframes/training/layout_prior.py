@@ -1,8 +1,9 @@
 """Train a text-to-layout prior for a finished model and write the model folder with it.
 
-The prior (:mod:`fusionframes.models.layout_prior`) is a regression from the pooled caption to the
-keyframe latents, so it trains in minutes on a CPU against the model's own MoVQ latents and text
-encoder; the U-Nets are untouched.
+The prior (:mod:`fusionframes.models.layout_prior`) is a regression from the caption to the keyframe
+latents, so it trains in minutes on a CPU against the model's own MoVQ latents and text encoder; the
+U-Nets are untouched. With object slots it has two parts fitted apart: the decoder learns to draw each
+clip along its true object tracks, and the track predictor learns the tracks from the caption.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fusionframes.components import ModelComponents
@@ -30,7 +32,7 @@ from fusionframes.io.checkpoints import (
     text_encoder_source,
     write_model_folder,
 )
-from fusionframes.models.layout_prior import LayoutPrior, pooled_text
+from fusionframes.models.layout_prior import TRACK_FIELDS, LayoutPrior, pooled_text
 from fusionframes.training.config import _Checker
 
 logger = logging.getLogger(__name__)
@@ -54,11 +56,24 @@ class PriorTraining:
     keyframe_stride: int = 4
     holdout: int = 300
     seed: int = 0
+    object_slots: int = 0
+    track_steps: int = 4000
+    track_batch_size: int = 128
 
     def __post_init__(self) -> None:
         check = _Checker()
-        for name in ("steps", "batch_size", "hidden_dim", "keyframe_stride"):
+        for name in (
+            "steps",
+            "batch_size",
+            "hidden_dim",
+            "keyframe_stride",
+            "track_steps",
+            "track_batch_size",
+        ):
             check.positive(name, getattr(self, name))
+        slots = self.object_slots
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
+            raise ValueError(f"object_slots: must be an integer >= 0, got {slots!r}")
         if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 0:
             raise ValueError(f"holdout: must be an integer >= 0, got {self.holdout!r}")
         for name in ("learning_rate", "weight_decay", "foreground_weight", "foreground_threshold"):
@@ -79,104 +94,253 @@ def foreground_weights(latents: torch.Tensor, weight: float, threshold: float) -
 
 
 @torch.no_grad()
-def caption_features(components: ModelComponents, captions: list[str], batch: int = 256) -> torch.Tensor:
-    """Pooled projected text of every caption ``[N, D]``, as the pipeline computes it for a prompt."""
+def caption_context(
+    components: ModelComponents, captions: list[str], batch: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projected text ``[N, L, D]`` and its mask ``[N, L]`` of every caption, as the pipeline computes it
+    for a prompt (padded to the longest caption)."""
     from fusionframes.text.conditioning import TextConditioner
 
     text = TextConditioner.from_pretrained(
         components.text_encoder, components.projection, components.config.text.max_length
     )
-    pooled = []
+    contexts, masks = [], []
     for start in range(0, len(captions), batch):
         context, mask = text(captions[start : start + batch])
-        pooled.append(pooled_text(context.float(), mask))
-    return torch.cat(pooled)
+        contexts.append(context.float())
+        masks.append(mask.bool())
+    length = max(c.shape[1] for c in contexts)
+    context = torch.cat([F.pad(c, (0, 0, 0, length - c.shape[1])) for c in contexts])
+    mask = torch.cat([F.pad(m, (0, length - m.shape[1])) for m in masks])
+    return context, mask
 
 
-def fit_layout_prior(
-    features: torch.Tensor, latents: torch.Tensor, settings: PriorTraining, progress: bool = True
-) -> tuple[LayoutPrior, dict]:
-    """Fit a prior to pooled caption ``features`` ``[N, D]`` and keyframe ``latents`` ``[N, F, C, h, w]``.
+def keyframe_tracks(metas: list[dict], frames: int, stride: int, slots: int) -> torch.Tensor:
+    """Object tracks ``[N, F, S, 5]`` of every clip's keyframes from the synthetic world's ground truth
+    (``meta["tracks"]``, :func:`fusionframes.training.synth.ground_truth`), in the prior's units: centres
+    in [-1, 1], log radius as a fraction of half the frame, angle in radians; objects past ``slots`` are
+    left out."""
+    tracks = torch.zeros(len(metas), frames, slots, TRACK_FIELDS)
+    for n, meta in enumerate(metas):
+        if "tracks" not in meta or "size" not in meta:
+            raise ValueError(
+                f"data: clip {n} ({meta.get('key', '?')}) has no object tracks; object_slots needs data "
+                "that carries them (fusionframes data synth writes them), or use object_slots 0"
+            )
+        size, picked = meta["size"], meta.get("frame_indices")
+        for slot, track in enumerate(meta["tracks"][:slots]):
+            for f in range(frames):
+                frame = picked[f * stride] if picked else f * stride
+                row = track["frames"][frame]
+                cx, cy = row["centroid"]
+                tracks[n, f, slot] = torch.tensor(
+                    [
+                        1.0,
+                        cx / size * 2 - 1,
+                        cy / size * 2 - 1,
+                        math.log(max(row["radius"], 1e-3) / size * 2),
+                        math.radians(row["angle"]),
+                    ]
+                )
+    return tracks
 
-    The last ``settings.holdout`` clips are kept out of training and scored (weighted and plain MSE), so
-    the report says whether the prior generalises to captions it did not see.
-    """
-    n = latents.shape[0]
-    if features.shape[0] != n:
-        raise ValueError(f"features: {features.shape[0]} rows for {n} clips")
-    holdout = settings.holdout if n - settings.holdout >= 1 else 0
-    train_n = n - holdout
-    _, frames, channels, height, width = latents.shape
-    config = LayoutPriorConfig(
-        context_dim=features.shape[1],
-        hidden_dim=settings.hidden_dim,
-        channels=tuple(settings.channels),
-        num_frames=frames,
-        latent_channels=channels,
-        latent_height=height,
-        latent_width=width,
+
+def track_loss(logits: torch.Tensor, tracks: torch.Tensor) -> torch.Tensor:
+    """Presence cross-entropy plus the squared error of centre, log radius and angle where present."""
+    present = tracks[..., 0]
+    presence = F.binary_cross_entropy_with_logits(logits[..., 0], present)
+    error = ((logits[..., 1:] - tracks[..., 1:]) ** 2).sum(-1)
+    return presence + (error * present).sum() / present.sum().clamp(min=1.0)
+
+
+def _warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = max(1, steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
     )
-    torch.manual_seed(settings.seed)
-    prior = LayoutPrior(config)
-    prior.in_mean.copy_(features[:train_n].mean(0))
-    if train_n > 1:
-        prior.in_std.copy_(features[:train_n].std(0).clamp(min=1e-6))
-    inputs = prior.standardise(features)
-    weights = foreground_weights(latents, settings.foreground_weight, settings.foreground_threshold)
+
+
+def _fit_tracker(
+    prior: LayoutPrior,
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    tracks: torch.Tensor,
+    train_n: int,
+    settings: PriorTraining,
+    progress: bool,
+) -> list[float]:
+    """Fit the prior's track predictor alone: the decoder never sees its output in training."""
+    tracker = prior.tracker
     optimizer = torch.optim.AdamW(
-        prior.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+        tracker.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
-    warmup = max(1, settings.steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / settings.steps)),
-    )
+    schedule = _warmup_cosine(optimizer, settings.track_steps)
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    features = prior.features(context, mask)
+    losses = []
+    tracker.train()
+    for _ in tqdm(range(settings.track_steps), desc="object tracks", disable=not progress, leave=False):
+        idx = torch.randint(0, train_n, (min(settings.track_batch_size, train_n),), generator=generator)
+        loss = track_loss(tracker(features[idx], context[idx], mask[idx]), tracks[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _fit_decoder(
+    prior: LayoutPrior,
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    latents: torch.Tensor,
+    weights: torch.Tensor,
+    tracks: torch.Tensor | None,
+    train_n: int,
+    settings: PriorTraining,
+    progress: bool,
+) -> list[float]:
+    """Fit the text MLP and decoder to the weighted keyframe latents, drawing along the true tracks."""
+    params = [p for name, p in prior.named_parameters() if not name.startswith("tracker.")]
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    schedule = _warmup_cosine(optimizer, settings.steps)
     generator = torch.Generator().manual_seed(settings.seed)
     losses = []
-    start = time.perf_counter()
     for _ in tqdm(range(settings.steps), desc="layout prior", disable=not progress, leave=False):
         idx = torch.randint(0, train_n, (min(settings.batch_size, train_n),), generator=generator)
-        pred = prior.decode(inputs[idx])
+        pred = prior.draw(context[idx], mask[idx], tracks[idx] if tracks is not None else None)
         loss = (weights[idx] * (pred - latents[idx]) ** 2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-    prior.eval().requires_grad_(False)
-    report = {
+    return losses
+
+
+def _mean(values: list[float]) -> float:
+    return round(sum(values) / max(len(values), 1), 5)
+
+
+def fit_layout_prior(
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    latents: torch.Tensor,
+    settings: PriorTraining,
+    tracks: torch.Tensor | None = None,
+    progress: bool = True,
+) -> tuple[LayoutPrior, dict]:
+    """Fit a prior to the captions' projected text ``[N, L, D]`` (mask ``[N, L]``), their keyframe
+    ``latents`` ``[N, F, C, h, w]`` and, when ``settings.object_slots`` > 0, their object ``tracks``
+    ``[N, F, S, 5]`` (:func:`keyframe_tracks`).
+
+    The last ``settings.holdout`` clips are kept out of training and scored (weighted and plain MSE of
+    the layout drawn along the predicted tracks), so the report says whether the prior generalises to
+    captions it did not see.
+    """
+    n = latents.shape[0]
+    if context.shape[0] != n or mask.shape[0] != n:
+        raise ValueError(f"context: {context.shape[0]} rows and mask {mask.shape[0]} for {n} clips")
+    slots = settings.object_slots
+    if slots and (tracks is None or tracks.shape[:3] != (n, latents.shape[1], slots)):
+        got = None if tracks is None else tuple(tracks.shape)
+        raise ValueError(
+            f"tracks: object_slots {slots} needs tracks [{n}, {latents.shape[1]}, {slots}, 5], got {got}"
+        )
+    holdout = settings.holdout if n - settings.holdout >= 1 else 0
+    train_n = n - holdout
+    _, frames, channels, height, width = latents.shape
+    config = LayoutPriorConfig(
+        context_dim=context.shape[-1],
+        hidden_dim=settings.hidden_dim,
+        channels=tuple(settings.channels),
+        num_frames=frames,
+        latent_channels=channels,
+        latent_height=height,
+        latent_width=width,
+        object_slots=slots,
+    )
+    torch.manual_seed(settings.seed)
+    prior = LayoutPrior(config)
+    pooled = pooled_text(context, mask)
+    prior.in_mean.copy_(pooled[:train_n].mean(0))
+    if train_n > 1:
+        prior.in_std.copy_(pooled[:train_n].std(0).clamp(min=1e-6))
+    weights = foreground_weights(latents, settings.foreground_weight, settings.foreground_threshold)
+    start = time.perf_counter()
+    losses = _fit_decoder(
+        prior, context, mask, latents, weights, tracks if slots else None, train_n, settings, progress
+    )
+    report: dict = {
         "clips": n,
         "steps": settings.steps,
-        "seconds": round(time.perf_counter() - start, 1),
-        "loss_first_100": round(sum(losses[:100]) / len(losses[:100]), 5),
-        "loss_last_100": round(sum(losses[-100:]) / len(losses[-100:]), 5),
+        "loss_first_100": _mean(losses[:100]),
+        "loss_last_100": _mean(losses[-100:]),
     }
+    if slots:
+        track_losses = _fit_tracker(prior, context, mask, tracks, train_n, settings, progress)
+        report.update(
+            track_loss_first_100=_mean(track_losses[:100]), track_loss_last_100=_mean(track_losses[-100:])
+        )
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    prior.eval().requires_grad_(False)
     if holdout:
-        with torch.no_grad():
-            pred = torch.cat([prior.decode(chunk) for chunk in inputs[train_n:].split(64)])
-            err = (pred - latents[train_n:]) ** 2
-            mean_err = (latents[train_n:] - latents[:train_n].mean(0)) ** 2
-            report.update(
-                holdout_clips=holdout,
-                holdout_mse=round(err.mean().item(), 5),
-                holdout_mse_of_mean=round(mean_err.mean().item(), 5),
-                holdout_weighted_mse=round((weights[train_n:] * err).mean().item(), 5),
-            )
+        report.update(holdout_report(prior, context, mask, latents, weights, tracks, train_n))
     return prior, report
+
+
+@torch.no_grad()
+def holdout_report(
+    prior: LayoutPrior,
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    latents: torch.Tensor,
+    weights: torch.Tensor,
+    tracks: torch.Tensor | None,
+    train_n: int,
+) -> dict:
+    """Errors on the clips after ``train_n``: of the layout as sampling draws it, against predicting the
+    training mean, and for a tracking prior the track loss and the error drawn along the true tracks."""
+    held = slice(train_n, None)
+    pred = torch.cat(
+        [prior(c, m) for c, m in zip(context[held].split(64), mask[held].split(64), strict=True)]
+    )
+    err = (pred - latents[held]) ** 2
+    report = {
+        "holdout_clips": latents.shape[0] - train_n,
+        "holdout_mse": round(err.mean().item(), 5),
+        "holdout_mse_of_mean": round(((latents[held] - latents[:train_n].mean(0)) ** 2).mean().item(), 5),
+        "holdout_weighted_mse": round((weights[held] * err).mean().item(), 5),
+    }
+    if prior.tracker is not None and tracks is not None:
+        drawn = prior.draw(context[held], mask[held], tracks[held])
+        report.update(
+            holdout_track_loss=round(
+                track_loss(prior.track_logits(context[held], mask[held]), tracks[held]).item(), 5
+            ),
+            holdout_weighted_mse_true_tracks=round(
+                (weights[held] * (drawn - latents[held]) ** 2).mean().item(), 5
+            ),
+        )
+    return report
 
 
 def keyframe_latents(
     components: ModelComponents, data: str | Path, stride: int, cache: Path | None, progress: bool
-) -> tuple[torch.Tensor, list[str]]:
-    """MoVQ latents of every clip's keyframes ``[N, F, C, h, w]`` (F = the keyframe U-Net's frames) and
-    the captions; cached in ``cache`` for this MoVQ and these clips."""
+) -> tuple[torch.Tensor, list[str], list[dict]]:
+    """MoVQ latents of every clip's keyframes ``[N, F, C, h, w]`` (F = the keyframe U-Net's frames), the
+    captions and the clips' metadata; the latents are cached in ``cache`` for this MoVQ and these clips."""
     from fusionframes.training.data import make_dataset
     from fusionframes.training.loop import cached_latents, encode_clips
 
     frames = components.config.keyframe_unet.num_frames or 8
     size = (components.config.sampling.height, components.config.sampling.width)
     dataset = make_dataset(data, num_frames=(frames - 1) * stride + 1, size=size)
-    clips = [{"video": item["video"].to(torch.float16), "caption": item["caption"]} for item in dataset]
+    clips = [
+        {"video": item["video"].to(torch.float16), "caption": item["caption"], "meta": item.get("meta", {})}
+        for item in dataset
+    ]
     if not clips:
         raise ValueError(f"data: no usable clips in {data}")
     movq = components.movq.float()
@@ -184,7 +348,11 @@ def keyframe_latents(
         latents = cached_latents(cache, movq, clips, torch.device("cpu"), progress, stride)
     else:
         latents = encode_clips(movq, clips, torch.device("cpu"), progress, stride)
-    return torch.stack([lat.float() for lat in latents]), [c["caption"] for c in clips]
+    return (
+        torch.stack([lat.float() for lat in latents]),
+        [c["caption"] for c in clips],
+        [c["meta"] for c in clips],
+    )
 
 
 def add_layout_prior(
@@ -210,11 +378,14 @@ def add_layout_prior(
         latent_height=sampling.height // factor,
         latent_width=sampling.width // factor,
     )
-    latents, captions = keyframe_latents(
+    latents, captions, metas = keyframe_latents(
         components, data, settings.keyframe_stride, Path(cache) if cache else None, progress
     )
-    features = caption_features(components, captions)
-    prior, report = fit_layout_prior(features, latents, settings, progress)
+    tracks = None
+    if settings.object_slots:
+        tracks = keyframe_tracks(metas, latents.shape[1], settings.keyframe_stride, settings.object_slots)
+    context, mask = caption_context(components, captions)
+    prior, report = fit_layout_prior(context, mask, latents, settings, tracks, progress)
     logger.info("layout prior: %s", report)
     replaced = components.layout_prior  # a model may already carry one; the new one takes its place
     components.layout_prior = prior
