@@ -51,5 +51,5 @@ fusionframes assemble --keyframes runs/keyframes5/model --interpolation runs/int
 [ -f data/shapes-centred/manifest.json ] || fusionframes data synth --out data/shapes-centred --videos 3000 \
     --frames 29 --size 128 --seed 0 --shard-size 500 --path-jitter 0.08
 fusionframes layout-prior --model runs/assembled --data data/shapes-centred --out builtin --half \
-    --foreground-weight 50 --steps 2000 --object-slots 2 --strength 0.45 --blur 0 \
+    --foreground-weight 50 --steps 2000 --object-slots 2 --strength 0.35 --blur 0 \
     --cache runs/latents-centred.safetensors
