@@ -15,7 +15,13 @@ from fusionframes.diffusion.samplers import SAMPLERS
 from fusionframes.diffusion.sampling import sample_ddpm
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.io.checkpoints import load_model_folder, write_model_folder
-from fusionframes.models.layout_prior import SLOT_CODE_DIM, LayoutPrior, low_pass, object_maps, pooled_text
+from fusionframes.models.layout_prior import (
+    SLOT_CODE_DIM,
+    LayoutPrior,
+    low_pass,
+    object_maps,
+    pooled_text,
+)
 from fusionframes.pipelines.text_to_video import TextToVideoPipeline
 from fusionframes.training.layout_prior import (
     PriorTraining,
@@ -385,3 +391,23 @@ def test_replacing_a_prior_keeps_the_parameter_count(
     prior_size = sum(p.numel() for p in load_model_folder(once).layout_prior.parameters())
     counts = [json.loads((path / "model_index.json").read_text())["parameters"] for path in (once, twice)]
     assert counts == [1000 + prior_size, 1000 + prior_size]
+
+
+def test_data_without_tracks_is_refused_before_encoding(
+    tiny_model_dir: Path, tiny_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fusionframes.training.layout_prior as fitting
+
+    read = fitting.read_clips
+
+    def untracked(*args, **kwargs) -> list[dict]:  # the clips of a data set with captions only
+        return [{**clip, "meta": {"key": f"clip{i}"}} for i, clip in enumerate(read(*args, **kwargs))]
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoding started before the tracks were checked")
+
+    monkeypatch.setattr(fitting, "read_clips", untracked)
+    monkeypatch.setattr(fitting, "keyframe_latents", no_encoding)
+    settings = PriorTraining(steps=2, batch_size=4, hidden_dim=8, channels=(8, 8), object_slots=2)
+    with pytest.raises(ValueError, match=r"clip 0 \(clip0\) has no object tracks; object_slots"):
+        add_layout_prior(tiny_model_dir, tiny_shards, tmp_path / "out", settings)

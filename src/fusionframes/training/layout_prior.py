@@ -326,33 +326,40 @@ def holdout_report(
     return report
 
 
-def keyframe_latents(
-    components: ModelComponents, data: str | Path, stride: int, cache: Path | None, progress: bool
-) -> tuple[torch.Tensor, list[str], list[dict]]:
-    """MoVQ latents of every clip's keyframes ``[N, F, C, h, w]`` (F = the keyframe U-Net's frames), the
-    captions and the clips' metadata; the latents are cached in ``cache`` for this MoVQ and these clips."""
-    from fusionframes.training.data import make_dataset
-    from fusionframes.training.loop import cached_latents, encode_clips
+def keyframe_count(components: ModelComponents) -> int:
+    """Keyframes per clip the prior is fitted to: the keyframe U-Net's frames."""
+    return components.config.keyframe_unet.num_frames or 8
 
-    frames = components.config.keyframe_unet.num_frames or 8
+
+def read_clips(components: ModelComponents, data: str | Path, stride: int) -> list[dict]:
+    """Every usable clip of ``data`` at the model's size, long enough for its keyframes ``stride`` frames
+    apart: ``{"video", "caption", "meta"}``."""
+    from fusionframes.training.data import make_dataset
+
     size = (components.config.sampling.height, components.config.sampling.width)
-    dataset = make_dataset(data, num_frames=(frames - 1) * stride + 1, size=size)
+    dataset = make_dataset(data, num_frames=(keyframe_count(components) - 1) * stride + 1, size=size)
     clips = [
         {"video": item["video"].to(torch.float16), "caption": item["caption"], "meta": item.get("meta", {})}
         for item in dataset
     ]
     if not clips:
         raise ValueError(f"data: no usable clips in {data}")
+    return clips
+
+
+def keyframe_latents(
+    components: ModelComponents, clips: list[dict], stride: int, cache: Path | None, progress: bool
+) -> torch.Tensor:
+    """MoVQ latents of every clip's keyframes ``[N, F, C, h, w]``, cached in ``cache`` for this MoVQ and
+    these clips."""
+    from fusionframes.training.loop import cached_latents, encode_clips
+
     movq = components.movq.float()
     if cache is not None:
         latents = cached_latents(cache, movq, clips, torch.device("cpu"), progress, stride)
     else:
         latents = encode_clips(movq, clips, torch.device("cpu"), progress, stride)
-    return (
-        torch.stack([lat.float() for lat in latents]),
-        [c["caption"] for c in clips],
-        [c["meta"] for c in clips],
-    )
+    return torch.stack([lat.float() for lat in latents])
 
 
 def add_layout_prior(
@@ -378,13 +385,17 @@ def add_layout_prior(
         latent_height=sampling.height // factor,
         latent_width=sampling.width // factor,
     )
-    latents, captions, metas = keyframe_latents(
-        components, data, settings.keyframe_stride, Path(cache) if cache else None, progress
-    )
+    clips = read_clips(components, data, settings.keyframe_stride)
     tracks = None
-    if settings.object_slots:
-        tracks = keyframe_tracks(metas, latents.shape[1], settings.keyframe_stride, settings.object_slots)
-    context, mask = caption_context(components, captions)
+    if settings.object_slots:  # before minutes of encoding: does every clip carry its tracks?
+        metas = [clip["meta"] for clip in clips]
+        tracks = keyframe_tracks(
+            metas, keyframe_count(components), settings.keyframe_stride, settings.object_slots
+        )
+    latents = keyframe_latents(
+        components, clips, settings.keyframe_stride, Path(cache) if cache else None, progress
+    )
+    context, mask = caption_context(components, [clip["caption"] for clip in clips])
     prior, report = fit_layout_prior(context, mask, latents, settings, tracks, progress)
     logger.info("layout prior: %s", report)
     replaced = components.layout_prior  # a model may already carry one; the new one takes its place
