@@ -12,10 +12,12 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from fusionframes.components import ModelComponents
@@ -153,64 +155,29 @@ def track_loss(logits: torch.Tensor, tracks: torch.Tensor) -> torch.Tensor:
     return presence + (error * present).sum() / present.sum().clamp(min=1.0)
 
 
-def _warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def _minimise(
+    params: list[nn.Parameter],
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    steps: int,
+    batch_size: int,
+    train_n: int,
+    settings: PriorTraining,
+    seed: int,
+    desc: str,
+    progress: bool,
+) -> list[float]:
+    """AdamW with warmup and cosine decay on ``batch_loss`` of random batches (indices) of the first
+    ``train_n`` clips; the loss of every step."""
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     warmup = max(1, steps // 20)
-    return torch.optim.lr_scheduler.LambdaLR(
+    schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
     )
-
-
-def _fit_tracker(
-    prior: LayoutPrior,
-    context: torch.Tensor,
-    mask: torch.Tensor,
-    tracks: torch.Tensor,
-    train_n: int,
-    settings: PriorTraining,
-    progress: bool,
-) -> list[float]:
-    """Fit the prior's track predictor alone: the decoder never sees its output in training."""
-    tracker = prior.tracker
-    optimizer = torch.optim.AdamW(
-        tracker.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
-    schedule = _warmup_cosine(optimizer, settings.track_steps)
-    generator = torch.Generator().manual_seed(settings.seed + 1)
-    features = prior.features(context, mask)
+    generator = torch.Generator().manual_seed(seed)
     losses = []
-    tracker.train()
-    for _ in tqdm(range(settings.track_steps), desc="object tracks", disable=not progress, leave=False):
-        idx = torch.randint(0, train_n, (min(settings.track_batch_size, train_n),), generator=generator)
-        loss = track_loss(tracker(features[idx], context[idx], mask[idx]), tracks[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    return losses
-
-
-def _fit_decoder(
-    prior: LayoutPrior,
-    context: torch.Tensor,
-    mask: torch.Tensor,
-    latents: torch.Tensor,
-    weights: torch.Tensor,
-    tracks: torch.Tensor | None,
-    train_n: int,
-    settings: PriorTraining,
-    progress: bool,
-) -> list[float]:
-    """Fit the text MLP and decoder to the weighted keyframe latents, drawing along the true tracks."""
-    params = [p for name, p in prior.named_parameters() if not name.startswith("tracker.")]
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = _warmup_cosine(optimizer, settings.steps)
-    generator = torch.Generator().manual_seed(settings.seed)
-    losses = []
-    for _ in tqdm(range(settings.steps), desc="layout prior", disable=not progress, leave=False):
-        idx = torch.randint(0, train_n, (min(settings.batch_size, train_n),), generator=generator)
-        pred = prior.draw(context[idx], mask[idx], tracks[idx] if tracks is not None else None)
-        loss = (weights[idx] * (pred - latents[idx]) ** 2).mean()
+    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+        idx = torch.randint(0, train_n, (min(batch_size, train_n),), generator=generator)
+        loss = batch_loss(idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -269,8 +236,23 @@ def fit_layout_prior(
         prior.in_std.copy_(pooled[:train_n].std(0).clamp(min=1e-6))
     weights = foreground_weights(latents, settings.foreground_weight, settings.foreground_threshold)
     start = time.perf_counter()
-    losses = _fit_decoder(
-        prior, context, mask, latents, weights, tracks if slots else None, train_n, settings, progress
+    true_tracks = tracks if slots else None
+
+    def decoder_loss(idx: torch.Tensor) -> torch.Tensor:  # drawn along the true tracks (teacher forcing)
+        pred = prior.draw(context[idx], mask[idx], true_tracks[idx] if true_tracks is not None else None)
+        return (weights[idx] * (pred - latents[idx]) ** 2).mean()
+
+    decoder_params = [p for name, p in prior.named_parameters() if not name.startswith("tracker.")]
+    losses = _minimise(
+        decoder_params,
+        decoder_loss,
+        settings.steps,
+        settings.batch_size,
+        train_n,
+        settings,
+        settings.seed,
+        "layout prior",
+        progress,
     )
     report: dict = {
         "clips": n,
@@ -278,8 +260,23 @@ def fit_layout_prior(
         "loss_first_100": _mean(losses[:100]),
         "loss_last_100": _mean(losses[-100:]),
     }
-    if slots:
-        track_losses = _fit_tracker(prior, context, mask, tracks, train_n, settings, progress)
+    if slots:  # the track predictor alone: the decoder never sees its output in training
+        features = prior.features(context, mask)
+
+        def tracker_loss(idx: torch.Tensor) -> torch.Tensor:
+            return track_loss(prior.tracker(features[idx], context[idx], mask[idx]), tracks[idx])
+
+        track_losses = _minimise(
+            list(prior.tracker.parameters()),
+            tracker_loss,
+            settings.track_steps,
+            settings.track_batch_size,
+            train_n,
+            settings,
+            settings.seed + 1,
+            "object tracks",
+            progress,
+        )
         report.update(
             track_loss_first_100=_mean(track_losses[:100]), track_loss_last_100=_mean(track_losses[-100:])
         )
