@@ -17,10 +17,15 @@ from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.io.checkpoints import load_model_folder, write_model_folder
 from fusionframes.models.layout_prior import (
     SLOT_CODE_DIM,
+    SPRITE_CHANNELS,
     LayoutPrior,
+    ObjectSprites,
+    label_groups,
     low_pass,
     object_maps,
+    one_hot_labels,
     pooled_text,
+    read_tokens,
 )
 from fusionframes.pipelines.text_to_video import TextToVideoPipeline
 from fusionframes.training.layout_prior import (
@@ -28,7 +33,9 @@ from fusionframes.training.layout_prior import (
     add_layout_prior,
     fit_layout_prior,
     foreground_weights,
+    keyframe_labels,
     keyframe_tracks,
+    label_loss,
     track_loss,
 )
 
@@ -140,6 +147,32 @@ def test_fit_learns_which_way_a_word_moves_things() -> None:
         assert own < 0.5 * other, (label, own, other)
 
 
+def test_token_reader_tells_the_first_word_from_the_last_by_order() -> None:
+    tokens = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [9.0, 9.0]]])  # the last is padding
+    mask = torch.tensor([[True, True, True, False]])
+    keys = torch.zeros_like(tokens)  # every word alike to the query: only the order decides
+    queries = torch.zeros(3, 2)
+    read = read_tokens(tokens, mask, queries, keys, torch.tensor([-10.0, 10.0, 0.0])).view(3, 2)
+    assert torch.allclose(read[0], tokens[0, 0], atol=1e-6)  # the first word
+    assert torch.allclose(read[1], tokens[0, 2], atol=1e-6)  # the last valid word, never the padding
+    assert torch.allclose(read[2], tokens[0, :3].mean(0), atol=1e-6)  # no slope: the plain mean
+
+
+def test_priors_from_before_the_word_order_slopes_still_load() -> None:
+    from fusionframes.io.checkpoints import CheckpointError, load_strict
+
+    config = LayoutPriorConfig(context_dim=8, hidden_dim=16, channels=(16, 8), object_slots=1)
+    older = {k: v for k, v in LayoutPrior(config).state_dict().items() if k != "tracker.order"}
+    prior = LayoutPrior(config)
+    with torch.no_grad():
+        prior.tracker.order.fill_(3.0)
+    load_strict(prior, older, "older prior")
+    assert torch.all(prior.tracker.order == 0.0)  # read as the older prior did
+    del older["tracker.keys.weight"]
+    with pytest.raises(CheckpointError, match="missing key.*tracker.keys.weight"):
+        load_strict(prior, older, "older prior")
+
+
 def test_object_maps_centre_rotate_and_leave_out_absent_slots() -> None:
     tracks = torch.zeros(1, 2, 2, 5)
     tracks[0, :, 0] = torch.tensor([1.0, 0.5, -0.5, math.log(0.25), 0.0])  # right of centre, above it
@@ -223,6 +256,115 @@ def test_tracking_prior_learns_the_track_and_draws_along_it() -> None:
     assert own < 0.5 * swapped
 
 
+def test_object_labels_are_checked() -> None:
+    labels = ("colour:red", "colour:blue", "shape:star")
+    config = dataclasses.replace(
+        ModelConfig(), layout_prior=LayoutPriorConfig(object_slots=1, object_labels=labels)
+    )
+    assert ModelConfig.from_dict(config.to_dict()).layout_prior.object_labels == labels
+    for bad, why in (
+        (("red",), "must be 'key:value'"),
+        (("a:b", "c:d", "a:e"), "next to each other"),
+        (("a:b", "a:b"), "distinct"),
+        (["a:b"], "tuple"),
+    ):
+        with pytest.raises(ValueError, match=f"LayoutPriorConfig.object_labels: .*{why}"):
+            LayoutPriorConfig(object_slots=1, object_labels=bad)
+    with pytest.raises(ValueError, match="object_labels: label objects only with object_slots >= 1"):
+        LayoutPriorConfig(object_labels=("a:b",))
+    with pytest.raises(ValueError, match="object_label_keys: label objects only with object_slots"):
+        PriorTraining(object_label_keys=("colour",))
+    with pytest.raises(ValueError, match="object_label_keys: must be a tuple of names without ':'"):
+        PriorTraining(object_slots=1, object_label_keys=("colour:red",))
+
+
+def test_label_groups_pick_one_value_per_key() -> None:
+    names = ("colour:blue", "colour:red", "shape:circle", "shape:square", "shape:star")
+    assert label_groups(names) == [slice(0, 2), slice(2, 5)]
+    logits = torch.tensor([[[0.1, 2.0, -1.0, 3.0, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0]]])
+    picked = one_hot_labels(logits, names)
+    assert picked[0, 0].tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+    assert picked.sum(-1).tolist() == [[2.0, 2.0]]  # ties still pick one value of each key
+    target = torch.zeros(1, 2, 5)
+    target[0, 0, 1] = target[0, 0, 3] = 1.0  # slot 1 is empty: left out of the loss
+    assert label_loss(logits, target, names) < label_loss(-logits, target, names)
+
+
+def test_keyframe_labels_read_each_object_in_caption_order() -> None:
+    import numpy as np
+
+    from fusionframes.training.synth import ground_truth, sample_scene
+
+    rng = np.random.default_rng(3)
+    scenes = [sample_scene(rng, two_objects=1.0), sample_scene(rng, two_objects=0.0)]
+    metas = [ground_truth(scene, 64, 13) for scene in scenes]
+    names, labels = keyframe_labels(metas, 2, ("colour", "shape"))
+    assert list(names) == sorted(n for n in names if n.startswith("colour:")) + sorted(
+        n for n in names if n.startswith("shape:")
+    )
+    assert labels.shape == (2, 2, len(names))
+    for slot, obj in enumerate(scenes[0].objects):
+        assert {names[i] for i in labels[0, slot].nonzero().flatten().tolist()} == {
+            f"colour:{obj.colour}",
+            f"shape:{obj.shape}",
+        }
+    assert labels[1, 1].sum() == 0  # one object: the second slot is empty
+    with pytest.raises(ValueError, match="clip 0 .* without 'size'; object_label_keys"):
+        keyframe_labels(metas, 2, ("size",))
+
+
+def test_sprites_move_with_their_object_and_vanish_when_it_is_absent() -> None:
+    torch.manual_seed(0)
+    sprites = ObjectSprites(labels=3)
+    tracks = torch.zeros(1, 1, 2, 5)
+    tracks[0, 0, 0] = torch.tensor([1.0, -0.25, 0.0, math.log(0.2), 0.3])
+    labels = torch.tensor([[[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]])
+    here = sprites(tracks, labels, 16, 16)
+    assert here.shape == (1, SPRITE_CHANNELS, 16, 16)
+    moved = tracks.clone()
+    moved[0, 0, 0, 1] += 4 / 16 * 2  # four latent pixels to the right
+    there = sprites(moved, labels, 16, 16)
+    assert torch.allclose(there[..., 6:], here[..., 2:-4], atol=1e-5)  # the same drawing, shifted
+    assert here[..., 14:].abs().max() < 0.05 * here.abs().max()  # faded out far away; slot 1 draws nothing
+    other = labels.clone()
+    other[0, 0] = torch.tensor([1.0, 0.0, 0.0])
+    assert not torch.allclose(sprites(tracks, other, 16, 16), here)  # another label, another drawing
+
+
+def test_labelling_prior_learns_what_each_object_looks_like() -> None:
+    torch.manual_seed(0)
+    latents, direction = _moving_blobs(96)
+    tracks = _blob_tracks(direction)
+    tone = (torch.arange(96) // 2) % 2  # bright or dark, independent of the direction
+    latents = latents * (1 - 2 * tone.float()).view(-1, 1, 1, 1, 1)
+    names = ("tone:bright", "tone:dark")
+    labels = torch.nn.functional.one_hot(tone, 2).float().view(96, 1, 2)
+    features = torch.randn(96, 4)
+    features[:, 2] = direction.float() * 2 - 1
+    features[:, 3] = tone.float() * 2 - 1
+    context, mask = _caption_tokens(features)
+    settings = PriorTraining(
+        steps=200,
+        batch_size=16,
+        hidden_dim=32,
+        channels=(16, 8),
+        holdout=16,
+        object_slots=1,
+        object_label_keys=("tone",),
+        track_steps=300,
+    )
+    with pytest.raises(ValueError, match="labels: needed exactly when settings.object_label_keys is set"):
+        fit_layout_prior(context, mask, latents, settings, tracks, progress=False)
+    prior, report = fit_layout_prior(context, mask, latents, settings, tracks, False, (names, labels))
+    assert prior.config.object_labels == names
+    assert report["holdout_objects_labelled_right"] == 1.0
+    held = slice(80, None)
+    out = prior(context[held], mask[held])
+    own = ((out - latents[held]) ** 2).mean().item()
+    flipped = ((out + latents[held]) ** 2).mean().item()  # the other tone at the same places
+    assert own < 0.5 * flipped
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="steps"):
         PriorTraining(steps=0)
@@ -290,7 +432,14 @@ def test_add_layout_prior_writes_a_model_the_pipeline_uses(
     tiny_model_dir: Path, tiny_shards: Path, tmp_path: Path
 ) -> None:
     settings = PriorTraining(
-        steps=20, batch_size=4, hidden_dim=16, channels=(16, 8), holdout=2, object_slots=2, track_steps=20
+        steps=20,
+        batch_size=4,
+        hidden_dim=16,
+        channels=(16, 8),
+        holdout=2,
+        object_slots=2,
+        object_label_keys=("colour", "shape"),
+        track_steps=20,
     )
     out, report = add_layout_prior(
         tiny_model_dir, tiny_shards, tmp_path / "with_prior", settings, 0.5, blur=1.0
@@ -299,6 +448,8 @@ def test_add_layout_prior_writes_a_model_the_pipeline_uses(
     assert math.isfinite(report["holdout_track_loss"])
     loaded = load_model_folder(out)
     assert loaded.layout_prior is not None and loaded.config.layout_prior.object_slots == 2
+    assert {n.split(":")[0] for n in loaded.config.layout_prior.object_labels} == {"colour", "shape"}
+    assert 0.0 <= report["holdout_objects_labelled_right"] <= 1.0
     assert loaded.config.sampling.layout_prior_strength == 0.5
     assert loaded.config.sampling.layout_prior_blur == 1.0
     assert loaded.config.layout_prior.num_frames == loaded.config.keyframe_unet.num_frames
@@ -375,6 +526,17 @@ def test_cli_names_bad_arguments(tiny_model_dir: Path, tmp_path: Path, capsys) -
     )
     assert code == 2
     assert "strength: must be in (0, 1]" in capsys.readouterr().err
+    base = [
+        "layout-prior",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(tmp_path / "d"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main([*base, "--object-labels", "colour,shape"]) == 2
+    assert "object_label_keys: label objects only with object_slots >= 1" in capsys.readouterr().err
 
 
 def test_replacing_a_prior_keeps_the_parameter_count(

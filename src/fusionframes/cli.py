@@ -377,6 +377,12 @@ def add_layout_prior_command(sub: argparse._SubParsersAction) -> None:
         help="objects to track per clip (needs data with object tracks, as `fusionframes data synth` "
         "writes); 0 draws the layout from the text alone",
     )
+    p.add_argument(
+        "--object-labels",
+        default="",
+        help="comma-separated keys of each tracked object to predict and draw it with, for example "
+        "colour,shape (the synthetic world's tracks carry both); empty: a code from the pooled caption",
+    )
     p.add_argument("--track-steps", type=int, default=4000, help="training steps of the track predictor")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="file to cache the clips' MoVQ latents in")
@@ -401,6 +407,7 @@ def run_layout_prior(args: argparse.Namespace) -> int:
         keyframe_stride=args.keyframe_stride,
         seed=args.seed,
         object_slots=args.object_slots,
+        object_label_keys=tuple(k.strip() for k in args.object_labels.split(",") if k.strip()),
         track_steps=args.track_steps,
     )
     path, report = add_layout_prior(

@@ -95,8 +95,21 @@ def require_keys(state: Mapping, keys: tuple[str, ...], what: str, path: str | P
         )
 
 
+def defaults_for_older_checkpoints(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Values of parameters that files written before they existed lack, from every submodule's
+    ``defaults_for_older_checkpoints()`` (each a value that keeps the older behaviour)."""
+    defaults = {}
+    for prefix, sub in module.named_modules():
+        fill = getattr(sub, "defaults_for_older_checkpoints", None)
+        if callable(fill):
+            defaults.update({f"{prefix}.{k}" if prefix else k: v for k, v in fill().items()})
+    return defaults
+
+
 def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """Strict key and shape match, with a report of the missing, unexpected and mis-shaped keys."""
+    """Strict key and shape match, with a report of the missing, unexpected and mis-shaped keys (keys
+    newer than the file are filled with their :func:`defaults_for_older_checkpoints`)."""
+    state = {**defaults_for_older_checkpoints(module), **state}
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -34,7 +34,13 @@ from fusionframes.io.checkpoints import (
     text_encoder_source,
     write_model_folder,
 )
-from fusionframes.models.layout_prior import TRACK_FIELDS, LayoutPrior, pooled_text
+from fusionframes.models.layout_prior import (
+    TRACK_FIELDS,
+    LayoutPrior,
+    label_groups,
+    one_hot_labels,
+    pooled_text,
+)
 from fusionframes.training.config import _Checker
 
 logger = logging.getLogger(__name__)
@@ -59,6 +65,7 @@ class PriorTraining:
     holdout: int = 300
     seed: int = 0
     object_slots: int = 0
+    object_label_keys: tuple[str, ...] = ()
     track_steps: int = 4000
     track_batch_size: int = 128
 
@@ -76,6 +83,13 @@ class PriorTraining:
         slots = self.object_slots
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
             raise ValueError(f"object_slots: must be an integer >= 0, got {slots!r}")
+        keys = self.object_label_keys
+        if not isinstance(keys, tuple) or not all(isinstance(k, str) and k and ":" not in k for k in keys):
+            raise ValueError(f"object_label_keys: must be a tuple of names without ':', got {keys!r}")
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"object_label_keys: names must be distinct, got {keys!r}")
+        if keys and not slots:
+            raise ValueError("object_label_keys: label objects only with object_slots >= 1")
         if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 0:
             raise ValueError(f"holdout: must be an integer >= 0, got {self.holdout!r}")
         for name in ("learning_rate", "weight_decay", "foreground_weight", "foreground_threshold"):
@@ -147,6 +161,44 @@ def keyframe_tracks(metas: list[dict], frames: int, stride: int, slots: int) -> 
     return tracks
 
 
+def keyframe_labels(
+    metas: list[dict], slots: int, keys: tuple[str, ...]
+) -> tuple[tuple[str, ...], torch.Tensor]:
+    """Every value the clips' objects take for each of ``keys`` (``meta["tracks"][i][key]``, as
+    "key:value", sorted within a key) and each clip's slots one-hot ``[N, S, L]`` (absent slots zero)."""
+    values: dict[str, set[str]] = {key: set() for key in keys}
+    for n, meta in enumerate(metas):
+        for track in meta.get("tracks", [])[:slots]:
+            for key in keys:
+                if key not in track:
+                    raise ValueError(
+                        f"data: clip {n} ({meta.get('key', '?')}) has an object without {key!r}; "
+                        f"object_label_keys {list(keys)} needs every tracked object to carry them"
+                    )
+                values[key].add(str(track[key]))
+    names = tuple(f"{key}:{value}" for key in keys for value in sorted(values[key]))
+    index = {name: i for i, name in enumerate(names)}
+    labels = torch.zeros(len(metas), slots, len(names))
+    for n, meta in enumerate(metas):
+        for slot, track in enumerate(meta.get("tracks", [])[:slots]):
+            for key in keys:
+                labels[n, slot, index[f"{key}:{track[key]}"]] = 1.0
+    return names, labels
+
+
+def label_loss(logits: torch.Tensor, labels: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
+    """Cross-entropy of each label group's logits ``[N, S, L]`` against the one-hot ``labels`` over the
+    slots that hold an object."""
+    present = labels.sum(-1) > 0
+    if not present.any():
+        return logits.sum() * 0.0
+    loss = logits.new_zeros(())
+    for group in label_groups(names):
+        target = labels[..., group][present].argmax(-1)
+        loss = loss + F.cross_entropy(logits[..., group][present], target)
+    return loss
+
+
 def track_loss(logits: torch.Tensor, tracks: torch.Tensor) -> torch.Tensor:
     """Presence cross-entropy plus the squared error of centre, log radius and angle where present."""
     present = tracks[..., 0]
@@ -197,10 +249,12 @@ def fit_layout_prior(
     settings: PriorTraining,
     tracks: torch.Tensor | None = None,
     progress: bool = True,
+    labels: tuple[tuple[str, ...], torch.Tensor] | None = None,
 ) -> tuple[LayoutPrior, dict]:
     """Fit a prior to the captions' projected text ``[N, L, D]`` (mask ``[N, L]``), their keyframe
     ``latents`` ``[N, F, C, h, w]`` and, when ``settings.object_slots`` > 0, their object ``tracks``
-    ``[N, F, S, 5]`` (:func:`keyframe_tracks`).
+    ``[N, F, S, 5]`` (:func:`keyframe_tracks`) and, when ``settings.object_label_keys`` is set, their
+    objects' labels (names and one-hot ``[N, S, L]``, :func:`keyframe_labels`).
 
     The last ``settings.holdout`` clips are kept out of training and scored (weighted and plain MSE of
     the layout drawn along the predicted tracks), so the report says whether the prior generalises to
@@ -215,6 +269,11 @@ def fit_layout_prior(
         raise ValueError(
             f"tracks: object_slots {slots} needs tracks [{n}, {latents.shape[1]}, {slots}, 5], got {got}"
         )
+    if bool(settings.object_label_keys) != (labels is not None):
+        raise ValueError("labels: needed exactly when settings.object_label_keys is set")
+    names, true_labels = labels if labels is not None else ((), None)
+    if true_labels is not None and true_labels.shape[:2] != (n, slots):
+        raise ValueError(f"labels: need [{n}, {slots}, L] one-hot labels, got {tuple(true_labels.shape)}")
     holdout = settings.holdout if n - settings.holdout >= 1 else 0
     train_n = n - holdout
     _, frames, channels, height, width = latents.shape
@@ -227,6 +286,7 @@ def fit_layout_prior(
         latent_height=height,
         latent_width=width,
         object_slots=slots,
+        object_labels=names,
     )
     torch.manual_seed(settings.seed)
     prior = LayoutPrior(config)
@@ -239,7 +299,12 @@ def fit_layout_prior(
     true_tracks = tracks if slots else None
 
     def decoder_loss(idx: torch.Tensor) -> torch.Tensor:  # drawn along the true tracks (teacher forcing)
-        pred = prior.draw(context[idx], mask[idx], true_tracks[idx] if true_tracks is not None else None)
+        pred = prior.draw(
+            context[idx],
+            mask[idx],
+            true_tracks[idx] if true_tracks is not None else None,
+            true_labels[idx] if true_labels is not None else None,
+        )
         return (weights[idx] * (pred - latents[idx]) ** 2).mean()
 
     decoder_params = [p for name, p in prior.named_parameters() if not name.startswith("tracker.")]
@@ -264,7 +329,11 @@ def fit_layout_prior(
         features = prior.features(context, mask)
 
         def tracker_loss(idx: torch.Tensor) -> torch.Tensor:
-            return track_loss(prior.tracker(features[idx], context[idx], mask[idx]), tracks[idx])
+            raw, label_logits = prior.tracker(features[idx], context[idx], mask[idx])
+            loss = track_loss(raw, tracks[idx])
+            if label_logits is not None:
+                loss = loss + label_loss(label_logits, true_labels[idx], names)
+            return loss
 
         track_losses = _minimise(
             list(prior.tracker.parameters()),
@@ -283,7 +352,7 @@ def fit_layout_prior(
     report["seconds"] = round(time.perf_counter() - start, 1)
     prior.eval().requires_grad_(False)
     if holdout:
-        report.update(holdout_report(prior, context, mask, latents, weights, tracks, train_n))
+        report.update(holdout_report(prior, context, mask, latents, weights, tracks, train_n, true_labels))
     return prior, report
 
 
@@ -296,9 +365,11 @@ def holdout_report(
     weights: torch.Tensor,
     tracks: torch.Tensor | None,
     train_n: int,
+    labels: torch.Tensor | None = None,
 ) -> dict:
     """Errors on the clips after ``train_n``: of the layout as sampling draws it, against predicting the
-    training mean, and for a tracking prior the track loss and the error drawn along the true tracks."""
+    training mean, and for a tracking prior the track loss and the error drawn along the true tracks
+    (and labels), and for a labelling prior the share of objects with every label right."""
     held = slice(train_n, None)
     pred = torch.cat(
         [prior(c, m) for c, m in zip(context[held].split(64), mask[held].split(64), strict=True)]
@@ -311,11 +382,15 @@ def holdout_report(
         "holdout_weighted_mse": round((weights[held] * err).mean().item(), 5),
     }
     if prior.tracker is not None and tracks is not None:
-        drawn = prior.draw(context[held], mask[held], tracks[held])
+        true_labels = labels[held] if labels is not None else None
+        drawn = prior.draw(context[held], mask[held], tracks[held], true_labels)
+        raw, label_logits = prior.object_logits(context[held], mask[held])
+        if label_logits is not None and true_labels is not None:
+            present = true_labels.sum(-1) > 0
+            right = (one_hot_labels(label_logits, prior.config.object_labels) == true_labels).all(-1)
+            report["holdout_objects_labelled_right"] = round(right[present].float().mean().item(), 4)
         report.update(
-            holdout_track_loss=round(
-                track_loss(prior.track_logits(context[held], mask[held]), tracks[held]).item(), 5
-            ),
+            holdout_track_loss=round(track_loss(raw, tracks[held]).item(), 5),
             holdout_weighted_mse_true_tracks=round(
                 (weights[held] * (drawn - latents[held]) ** 2).mean().item(), 5
             ),
@@ -383,17 +458,19 @@ def add_layout_prior(
         latent_width=sampling.width // factor,
     )
     clips = read_clips(components, data, settings.keyframe_stride)
-    tracks = None
+    tracks, labels = None, None
     if settings.object_slots:  # before minutes of encoding: does every clip carry its tracks?
         metas = [clip["meta"] for clip in clips]
         tracks = keyframe_tracks(
             metas, keyframe_count(components), settings.keyframe_stride, settings.object_slots
         )
+        if settings.object_label_keys:
+            labels = keyframe_labels(metas, settings.object_slots, settings.object_label_keys)
     latents = keyframe_latents(
         components, clips, settings.keyframe_stride, Path(cache) if cache else None, progress
     )
     context, mask = caption_context(components, [clip["caption"] for clip in clips])
-    prior, report = fit_layout_prior(context, mask, latents, settings, tracks, progress)
+    prior, report = fit_layout_prior(context, mask, latents, settings, tracks, progress, labels)
     logger.info("layout prior: %s", report)
     replaced = components.layout_prior  # a model may already carry one; the new one takes its place
     components.layout_prior = prior
