@@ -204,14 +204,21 @@ class _TokenReader(nn.Module):
         self.norm = nn.LayerNorm(context_dim)
         self.queries = nn.Parameter(torch.randn(queries, context_dim) * 0.1)
         self.keys = nn.Linear(context_dim, context_dim)
-        self.order = nn.Parameter(torch.zeros(queries))
+        self.order = nn.Parameter(torch.zeros(queries))  # zeros: no pull to either end
 
-    def forward(self, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def defaults_for_older_checkpoints(self) -> dict[str, torch.Tensor]:
+        """Priors written before the word-order slopes read their tokens without them (zeros)."""
+        return {"order": torch.zeros(self.order.shape)}
+
+    def read(self, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``[B, queries * D]`` for the projected text ``[B, L, D]`` and its mask ``[B, L]``."""
         tokens = self.norm(context.to(self.queries.dtype))
         return read_tokens(tokens, mask, self.queries, self.keys(tokens), self.order)
 
+    forward = read
 
-class TrackPredictor(nn.Module):
+
+class TrackPredictor(_TokenReader):
     """Caption -> raw object tracks ``[B, F, S, 5]`` (presence logit, centre x, y, log radius, angle)
     and, given labels, each slot's label logits ``[B, S, labels]``.
 
@@ -232,12 +239,8 @@ class TrackPredictor(nn.Module):
         dropout: float = 0.1,
         labels: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(context_dim, queries)  # its own queries read where each object goes
         self.frames, self.slots, self.labels = frames, slots, labels
-        self.norm = nn.LayerNorm(context_dim)
-        self.queries = nn.Parameter(torch.randn(queries, context_dim) * 0.1)
-        self.keys = nn.Linear(context_dim, context_dim)
-        self.order = nn.Parameter(torch.zeros(queries))  # see read_tokens; zeros: no pull to either end
         self.mlp = nn.Sequential(
             nn.Linear(context_dim * (queries + 1), hidden),
             nn.SiLU(),
@@ -257,19 +260,14 @@ class TrackPredictor(nn.Module):
                 nn.Linear(hidden, slots * labels),
             )
 
-    def defaults_for_older_checkpoints(self) -> dict[str, torch.Tensor]:
-        """Priors written before the word-order slopes read their tokens without them (zeros)."""
-        return {"order": torch.zeros(self.order.shape)}
-
-    def forward(
+    def forward(  # type: ignore[override]
         self, features: torch.Tensor, context: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        tokens = self.norm(context.to(features.dtype))
-        found = read_tokens(tokens, mask, self.queries, self.keys(tokens), self.order)
+        found = self.read(context, mask)
         raw = self.mlp(torch.cat([features, found], 1)).view(-1, self.frames, self.slots, TRACK_FIELDS)
         if not self.labels:
             return raw, None
-        read = self.label_reader(context.to(features.dtype), mask)
+        read = self.label_reader(context, mask)
         labels = self.label_mlp(torch.cat([features, read], 1)).view(-1, self.slots, self.labels)
         return raw, labels
 
