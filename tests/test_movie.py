@@ -184,6 +184,47 @@ def test_animate_continue_with_redraws_and_prompt_schedule(pipe) -> None:
     assert out.settings["scenes"][1]["image"] == "last frame of scene 1"
 
 
+def test_t2v_scene_starts_from_the_layout_prior(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from fusionframes.config import LayoutPriorConfig
+    from fusionframes.models.layout_prior import LayoutPrior
+    from fusionframes.pipelines import movie
+
+    t2v = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
+    unet = t2v.config.keyframe_unet
+    prior_config = LayoutPriorConfig(
+        context_dim=unet.context_dim,
+        hidden_dim=8,
+        channels=(8, 8),
+        num_frames=2,
+        latent_channels=unet.num_channels,
+        latent_height=4,
+        latent_width=4,
+    )
+    t2v.components.layout_prior = LayoutPrior(prior_config).eval()
+    plan = validate_movie(t2v.config, ["a red circle"], [1.0], seed=3, steps=4, interpolation_steps=2)
+    settings = dataclasses.replace(plan.t2v[0], layout_prior_strength=0.5)
+    seen = {}
+    real = movie.generate_keyframes
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(movie, "generate_keyframes", spy)
+    latents = t2v_scene_latents(t2v, settings, torch.Generator().manual_seed(3), progress=False)
+    assert torch.isfinite(latents).all()
+    assert seen["layout_strength"] == 0.5
+    context, mask, _, _ = t2v.encode_prompts(settings.prompt, settings.negative_prompt)
+    factor = t2v.config.movq.scale_factor
+    shape = (unet.num_channels, settings.height // factor, settings.width // factor)
+    expected = t2v.keyframe_layout(context, mask, settings.num_keyframes, shape)
+    torch.testing.assert_close(seen["layout"], expected)  # the same start as a single video
+
+
 def test_t2v_continue_first_keyframe_is_the_previous_last_latent(pipe) -> None:
     scenes = ["a red circle", "a blue square"]
     plan = validate_movie(

@@ -1,6 +1,8 @@
 """Mini-movies: several prompts (scenes) rendered one after another and joined into one video.
 
-``mode="t2v"`` makes each scene with the text-to-video stages (keyframes, interpolation, decoding);
+``mode="t2v"`` makes each scene with the text-to-video stages (keyframes, interpolation, decoding),
+keyframe sampling started from the model's layout prior like a single video (not for a continued scene,
+whose first keyframe is the previous scene's last);
 ``mode="animate"`` makes each scene a camera animation. Scenes are joined by a ``transition``:
 
 - ``cut``: scenes follow each other as they are.
@@ -474,6 +476,8 @@ def t2v_scene_latents(
             skip_terminal=t2v.config.sampling.skip_terminal_step,
             matched_time=t2v.config.sampling.matched_timesteps,
             prediction=t2v.config.sampling.keyframe_prediction,
+            layout=t2v.keyframe_layout(context, mask, n, shape),
+            layout_strength=settings.layout_prior_strength,
         )
     else:
         denoise = keyframe_denoiser(

@@ -385,10 +385,11 @@ class TextToVideoPipeline:
         return self.generate(settings, generator, output_type, callback, progress)
 
     @torch.no_grad()
-    def _layout(
+    def keyframe_layout(
         self, context: torch.Tensor, mask: torch.Tensor, num_frames: int, latent_shape: tuple[int, int, int]
     ) -> torch.Tensor | None:
-        """The layout prior's keyframe latents for the prompt, or None for a model without one."""
+        """The layout prior's keyframe latents for the prompt (blurred by the model's
+        ``layout_prior_blur``), where keyframe sampling starts; None for a model without a prior."""
         prior = self.components.layout_prior
         if prior is None:
             return None
@@ -446,7 +447,7 @@ class TextToVideoPipeline:
             skip_terminal=self.config.sampling.skip_terminal_step,
             matched_time=self.config.sampling.matched_timesteps,
             prediction=self.config.sampling.keyframe_prediction,
-            layout=self._layout(context, mask, settings.num_keyframes, latent_shape),
+            layout=self.keyframe_layout(context, mask, settings.num_keyframes, latent_shape),
             layout_strength=settings.layout_prior_strength,
         )
         check_finite(latents, "keyframes")
