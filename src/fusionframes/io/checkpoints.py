@@ -45,6 +45,7 @@ OFFICIAL_FILES = {
     "movq": "weights/movq.pt",
 }
 OFFICIAL_NAME = "kandinsky-video-1.0"
+RELEASE_11_NAME = "kandinsky-video-1.1"  # loaded by fusionframes.io.official_kv11
 BUILTIN_NAME = "builtin"
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin"
 
@@ -248,6 +249,8 @@ def write_model_folder(
         raise FileNotFoundError(f"out: parent folder does not exist: {path.parent}")
     if (components.layout_prior is None) != (components.config.layout_prior is None):
         raise ValueError("components: layout_prior and config.layout_prior must be both set or both None")
+    if (components.video_movq is None) != (components.config.video_movq is None):
+        raise ValueError("components: video_movq and config.video_movq must be both set or both None")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         config = components.config
@@ -257,6 +260,13 @@ def write_model_folder(
             "movq": (components.movq, config.movq.to_dict()),
             "text_projection": (components.projection, config.text.to_dict()),
         }
+        if components.video_movq is not None:
+            parts["video_movq"] = (components.video_movq, config.video_movq.to_dict())
+        if components.interpolation_projection is not None:
+            parts["interpolation_text_projection"] = (
+                components.interpolation_projection,
+                config.text.to_dict(),
+            )
         if components.layout_prior is not None:
             parts["layout_prior"] = (components.layout_prior, components.layout_prior.config.to_dict())
         for name, (module, part_config) in parts.items():
@@ -356,6 +366,10 @@ def model_config_for(model: str | Path | None) -> ModelConfig:
     source = resolve_model_source(model)
     if source == OFFICIAL_NAME:
         return preset(OFFICIAL_NAME)
+    if source == RELEASE_11_NAME:
+        from fusionframes.io import official_kv11
+
+        return official_kv11.cached_model_config()
     return read_folder_config(source)
 
 
@@ -368,8 +382,8 @@ def resolve_model_source(model: str | Path | None) -> str | Path:
                 f"pass --model DIR (a model folder) or --model {OFFICIAL_NAME}"
             )
         return BUILTIN_DIR
-    if str(model) == OFFICIAL_NAME:
-        return OFFICIAL_NAME
+    if str(model) in (OFFICIAL_NAME, RELEASE_11_NAME):
+        return str(model)
     path = Path(model)
     if path.is_dir() and (path / MANIFEST).is_file():
         return path
@@ -379,7 +393,7 @@ def resolve_model_source(model: str | Path | None) -> str | Path:
         )
     raise FileNotFoundError(
         f"model: {model!r} is neither a model folder nor a known name; allowed: {BUILTIN_NAME}, "
-        f"{OFFICIAL_NAME}, or a folder with {MANIFEST}"
+        f"{OFFICIAL_NAME}, {RELEASE_11_NAME}, or a folder with {MANIFEST}"
     )
 
 
@@ -387,6 +401,10 @@ def load_model(model: str | Path | None = None, cache_dir: str | Path | None = N
     source = resolve_model_source(model)
     if source == OFFICIAL_NAME:
         return load_official(resolve_official_files(cache_dir=cache_dir))
+    if source == RELEASE_11_NAME:
+        from fusionframes.io import official_kv11
+
+        return official_kv11.load_release(official_kv11.hub_files(cache_dir))
     return load_model_folder(source)
 
 
@@ -414,6 +432,9 @@ def list_models() -> list[dict]:
             "description": "Kandinsky Video 1.0 (released weights; downloads ~20 GB + Flan-UL2 on first use)",
         }
     )
+    from fusionframes.io import official_kv11
+
+    rows.append(official_kv11.model_row())
     return rows
 
 
