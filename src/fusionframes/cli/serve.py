@@ -177,6 +177,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     config = ServeConfig(
         data_dir=store.data_dir,
+        host=args.host,
         model=args.model,
         device=args.device,
         dtype=args.dtype,

@@ -49,6 +49,7 @@ OFFICIAL_FILES = {
     "movq": "weights/movq.pt",
 }
 OFFICIAL_NAME = "kandinsky-video-1.0"
+RELEASE_11_NAME = "kandinsky-video-1.1"  # loaded by fusionframes.io.official_kv11
 BUILTIN_NAME = "builtin"
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin"
 ROOT_CONFIG = "config.json"
@@ -60,6 +61,8 @@ COMPONENT_CONFIGS: dict[str, tuple[str, type]] = {
     "movq": ("movq", MoVQConfig),
     "text_projection": ("text", TextConfig),
     "layout_prior": ("layout_prior", LayoutPriorConfig),
+    "video_movq": ("video_movq", MoVQConfig),
+    "interpolation_text_projection": ("text", TextConfig),  # 1.1: a second projection, same TextConfig
 }
 REQUIRED_COMPONENTS = ("interpolation_unet", "keyframe_unet", "movq", "text_projection")
 # The safetensors metadata key under which a component's weights record the config.json they fit.
@@ -175,15 +178,17 @@ class OfficialFiles:
     text_encoder: str | Path = OFFICIAL_TEXT_ENCODER
 
 
-def hub_file(filename: str, what: str, flag: str, cache_dir: str | Path | None = None) -> Path:
-    """Download (or find in the cache) one file of the official repo, with an actionable offline error."""
+def hub_file(
+    filename: str, what: str, flag: str, cache_dir: str | Path | None = None, repo: str = OFFICIAL_REPO
+) -> Path:
+    """Download (or find in the cache) one file of an official repo, with an actionable offline error."""
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(OFFICIAL_REPO, filename, cache_dir=cache_dir))
+        return Path(hf_hub_download(repo, filename, cache_dir=cache_dir))
     except Exception as error:
         raise FileNotFoundError(
-            f"{what}: {OFFICIAL_REPO}/{filename} is not in the local Hugging Face cache and could not be "
+            f"{what}: {repo}/{filename} is not in the local Hugging Face cache and could not be "
             f"downloaded ({type(error).__name__}). Download it when online, or pass a local path with {flag}."
         ) from error
 
@@ -273,6 +278,8 @@ def write_model_folder(
         raise FileNotFoundError(f"out: parent folder does not exist: {path.parent}")
     if (components.layout_prior is None) != (components.config.layout_prior is None):
         raise ValueError("components: layout_prior and config.layout_prior must be both set or both None")
+    if (components.video_movq is None) != (components.config.video_movq is None):
+        raise ValueError("components: video_movq and config.video_movq must be both set or both None")
     tmp = temp_sibling(path)
     tmp.mkdir()
     try:
@@ -385,18 +392,24 @@ def read_folder_config(path: str | Path) -> ModelConfig:
     path = Path(path)
     manifest = read_manifest(path)
     root = read_json(path / ROOT_CONFIG, "model")
-    parts = read_component_configs(path, manifest)
-    for name, data in parts.items():  # folders written before: the root repeated every component
+    fields: dict[str, tuple[str, dict]] = {}  # ModelConfig field -> (first folder giving it, its config)
+    for name, data in read_component_configs(path, manifest).items():
         key = COMPONENT_CONFIGS[name][0]
-        if key in root and root[key] != data:
+        if key in root and root[key] != data:  # folders written before: the root repeated every component
             raise CheckpointError(
                 f"{name}: {path / name / ROOT_CONFIG} and {path / ROOT_CONFIG} disagree on "
                 f"{_first_difference(data, root[key])}; the component's own config.json loads it"
             )
+        if key in fields and fields[key][1] != data:  # two folders of one config (the text projections)
+            raise CheckpointError(
+                f"{name}: {path / name / ROOT_CONFIG} and {path / fields[key][0] / ROOT_CONFIG} disagree on "
+                f"{_first_difference(data, fields[key][1])}"
+            )
+        fields.setdefault(key, (name, data))
     own = {key for key, _ in COMPONENT_CONFIGS.values()}
     rest = {key: value for key, value in root.items() if key not in own}
     try:
-        return ModelConfig.from_dict({**rest, **{COMPONENT_CONFIGS[n][0]: d for n, d in parts.items()}})
+        return ModelConfig.from_dict({**rest, **{key: data for key, (_, data) in fields.items()}})
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"model: {path / ROOT_CONFIG}: {error}") from None
 
@@ -470,6 +483,10 @@ def model_config_for(model: str | Path | None) -> ModelConfig:
     source = resolve_model_source(model)
     if source == OFFICIAL_NAME:
         return preset(OFFICIAL_NAME)
+    if source == RELEASE_11_NAME:
+        from fusionframes.io import official_kv11
+
+        return official_kv11.cached_model_config()
     return read_folder_config(source)
 
 
@@ -482,8 +499,8 @@ def resolve_model_source(model: str | Path | None) -> str | Path:
                 f"pass --model DIR (a model folder) or --model {OFFICIAL_NAME}"
             )
         return BUILTIN_DIR
-    if str(model) == OFFICIAL_NAME:
-        return OFFICIAL_NAME
+    if str(model) in (OFFICIAL_NAME, RELEASE_11_NAME):
+        return str(model)
     path = Path(model)
     if path.is_dir() and (path / MANIFEST).is_file():
         return path
@@ -493,7 +510,7 @@ def resolve_model_source(model: str | Path | None) -> str | Path:
         )
     raise FileNotFoundError(
         f"model: {model!r} is neither a model folder nor a known name; allowed: {BUILTIN_NAME}, "
-        f"{OFFICIAL_NAME}, or a folder with {MANIFEST}"
+        f"{OFFICIAL_NAME}, {RELEASE_11_NAME}, or a folder with {MANIFEST}"
     )
 
 
@@ -501,6 +518,10 @@ def load_model(model: str | Path | None = None, cache_dir: str | Path | None = N
     source = resolve_model_source(model)
     if source == OFFICIAL_NAME:
         return load_official(resolve_official_files(cache_dir=cache_dir))
+    if source == RELEASE_11_NAME:
+        from fusionframes.io import official_kv11
+
+        return official_kv11.load_release(official_kv11.hub_files(cache_dir))
     return load_model_folder(source)
 
 
@@ -528,6 +549,9 @@ def list_models() -> list[dict]:
             "description": "Kandinsky Video 1.0 (released weights; downloads ~20 GB + Flan-UL2 on first use)",
         }
     )
+    from fusionframes.io import official_kv11
+
+    rows.append(official_kv11.model_row())
     return rows
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fusionframes.serve.jobs import Job, JobStore
+from fusionframes.serve.jobs import Job, JobStore, StorageError, storage_problem
 
 logger = logging.getLogger(__name__)
 
@@ -404,6 +404,7 @@ class WorkerPool:
         self._wake = threading.Condition()
         self._stopping = threading.Event()
         self._cancel: dict[str, threading.Event] = {}
+        self._pending: dict[str, str | None] = {}  # job id -> error (None: cancelled), not yet written
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._loaded = 0
@@ -473,7 +474,11 @@ class WorkerPool:
                 return
         state.state = "idle"
         while not self._stopping.is_set():
-            job = self.store.claim()
+            try:
+                job = self.store.claim() if self._settle() else None
+            except Exception as error:  # the store failed: report it, keep the thread, try again
+                self._store_failed(error)
+                job = None
             if job is None:
                 with self._wake:
                     self._wake.wait(timeout=1.0)
@@ -481,9 +486,49 @@ class WorkerPool:
             state.state, state.job = "busy", job.id
             try:
                 self._run(job, pipes)
+            except Exception as error:  # never lose the worker to one job (the job is settled later)
+                logger.exception("worker %d: job %s", state.index, job.id)
+                self._defer(job.id, f"{type(error).__name__}: {error}")
             finally:
                 state.state, state.job = "idle", None
         state.state = "stopped"
+
+    # -- store failures ------------------------------------------------------------------------------
+
+    def _store_failed(self, error: BaseException) -> None:
+        problem = storage_problem(error)
+        if problem is not None:
+            self.store.health.failed(problem)
+            logger.warning("data dir not writable: %s", problem)
+        else:
+            logger.exception("job store error")
+
+    def _defer(self, job_id: str, error: str | None) -> None:
+        """A job's end could not be recorded (the disk is full): record it once the store writes
+        (``error`` None: cancelled; else failed with that error)."""
+        with self._lock:
+            self._pending[job_id] = error
+
+    def _settle(self) -> bool:
+        """True when the store takes writes: probes a broken store (at most once a second), then
+        records the ends that could not be written. False while it still cannot write."""
+        if self.store.writable() is not None:
+            return False
+        with self._lock:
+            pending = list(self._pending.items())
+        for job_id, error in pending:
+            self.store.remove_files(job_id)
+            if error is None:
+                self.store.mark_cancelled(job_id)
+            else:
+                self.store.fail(job_id, error)  # raises StorageError again if the disk filled up again
+            with self._lock:
+                self._pending.pop(job_id, None)
+        return True
+
+    @property
+    def storage_error(self) -> StorageError | None:
+        return self.store.health.problem
 
     def _callback(self, job: Job, flag: threading.Event, progress: Progress) -> ProgressCallback:
         from fusionframes.pipelines.text_to_video import GenerationCancelled
@@ -519,21 +564,36 @@ class WorkerPool:
         except GenerationCancelled as error:
             self._interrupted(job, error)
         except Exception as error:
-            logger.exception("job %s failed", job.id)
-            self.store.remove_files(job.id)
-            self.store.fail(job.id, f"{type(error).__name__}: {error}")
+            problem = storage_problem(error)
+            if problem is not None:
+                self.store.health.failed(problem)
+                message = f"{problem}; the job was stopped (free space on the server and run it again)"
+            else:
+                logger.exception("job %s failed", job.id)
+                message = f"{type(error).__name__}: {error}"
+            try:
+                self.store.remove_files(job.id)
+                self.store.fail(job.id, message)
+            except Exception as again:  # the store cannot record it now: retried by _settle
+                self._store_failed(again)
+                self._defer(job.id, message)
         finally:
             with self._lock:
                 self._cancel.pop(job.id, None)
 
     def _interrupted(self, job: Job, error: Exception) -> None:
         self.store.remove_files(job.id)
-        if isinstance(error.__cause__, _ShuttingDown):
-            self.store.requeue(job.id)
-            logger.info("job %s re-queued (shutdown)", job.id)
-        else:
-            self.store.mark_cancelled(job.id)
-            logger.info("job %s cancelled", job.id)
+        try:
+            if isinstance(error.__cause__, _ShuttingDown):
+                self.store.requeue(job.id)
+                logger.info("job %s re-queued (shutdown)", job.id)
+            else:
+                self.store.mark_cancelled(job.id)
+                logger.info("job %s cancelled", job.id)
+        except StorageError as again:  # a running job found at the next start is re-queued anyway
+            self._store_failed(again)
+            if not isinstance(error.__cause__, _ShuttingDown):
+                self._defer(job.id, None)
 
     def _finish(self, job: Job, output: Any, progress: Progress) -> None:
         """Write every requested format (each atomically), then mark the job done."""
@@ -553,5 +613,10 @@ class WorkerPool:
             "files": files,
             "metadata": json_friendly(output.metadata()),
         }
-        if not self.store.finish(job.id, result, progress.snapshot()):
+        try:
+            finished = self.store.finish(job.id, result, progress.snapshot())
+        except StorageError:
+            self.store.remove_files(job.id)  # not recorded: no orphan files; _run fails the job
+            raise
+        if not finished:
             self.store.remove_files(job.id)  # deleted while it ran
