@@ -85,7 +85,14 @@ def read_official_file(path: str | Path, what: str) -> dict:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{what}: {path} is empty (0 bytes); re-download it")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # Memory-mapped: tensors are read from the page cache as they are cast, with no private copy of
+        # the whole file first (files in the legacy, non-zip format cannot be mapped and are read).
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, not a checkpoint, pickled code refused...
         raise CheckpointError(
             f"{what}: cannot read {path} as a weights-only PyTorch checkpoint "
@@ -138,8 +145,14 @@ def require_keys(state: Mapping, keys: tuple[str, ...], what: str, path: str | P
         )
 
 
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """Strict key and shape match, with a report of the missing, unexpected and mis-shaped keys."""
+def load_strict(
+    module: nn.Module, state: Mapping[str, torch.Tensor], what: str, assign_as: torch.dtype | None = None
+) -> None:
+    """Strict key and shape match, with a report of the missing, unexpected and mis-shaped keys.
+
+    ``assign_as``: load by assignment (:func:`assign_weights`): ``module`` may be on the meta device, and
+    the file's tensors, cast to this dtype, become its parameters.
+    """
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -161,7 +174,35 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str)
         if shapes:
             parts.append(f"{len(shapes)} shape mismatch(es): {show(shapes)}")
         raise CheckpointError("; ".join(parts))
-    module.load_state_dict(state, strict=True)
+    if assign_as is None:
+        module.load_state_dict(state, strict=True)
+    else:
+        assign_weights(module, state, assign_as)
+
+
+def assign_weights(module: nn.Module, state: Mapping[str, torch.Tensor], dtype: torch.dtype) -> None:
+    """Make ``state``'s tensors ``module``'s own (``load_state_dict(assign=True)``), cast to ``dtype``.
+
+    Built on the meta device, the module allocates nothing before this; the cast replaces the entries
+    of a mutable ``state`` one by one, so the file's copy of a tensor is freed as its cast is made and
+    at no point do two full copies of the weights exist. Buffers that no file holds stay on meta unless
+    they are empty (a dtype probe), which are made on the weights' device.
+    """
+    if isinstance(state, dict):
+        for key in list(state):
+            if state[key].is_floating_point():
+                state[key] = state[key].to(dtype)
+        cast = state
+    else:
+        cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    module.load_state_dict(cast, strict=True, assign=True)
+    device = next((t.device for t in cast.values()), torch.device("cpu"))
+    for sub in module.modules():
+        for name, buffer in list(sub.named_buffers(recurse=False)):
+            if buffer is not None and buffer.is_meta:
+                if buffer.numel():
+                    raise CheckpointError(f"{type(sub).__name__}.{name}: not in the file, cannot be made")
+                setattr(sub, name, torch.empty(buffer.shape, dtype=buffer.dtype, device=device))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,24 +262,40 @@ def resolve_official_files(
 
 
 def load_official(files: OfficialFiles, config: ModelConfig | None = None) -> ModelComponents:
-    """Build the architecture on the meta device, then fill it from the released files unchanged."""
+    """Build the architecture on the meta device, then fill it from the released files unchanged.
+
+    One file at a time: its tensors become the networks' weights (float32, by assignment) and the file's
+    dict is dropped before the next file is read, so the peak is the weights plus the largest file's
+    tensors that are still being cast, not all three files plus a second copy.
+    """
     config = config or preset(OFFICIAL_NAME)
+    for path, what in (
+        (files.keyframe, "keyframe"),
+        (files.interpolation, "interpolation"),
+        (files.movq, "movq"),
+    ):
+        if not Path(path).is_file():  # fail before reading gigabytes of the other files
+            raise FileNotFoundError(f"{what} weights: file not found: {path}")
+    components = build_components(config, files.text_encoder, name=OFFICIAL_NAME, device="meta")
     keyframe = read_official_file(files.keyframe, "keyframe weights")
     require_keys(keyframe, ("unet", "null_embedding", "projections"), "keyframe weights", files.keyframe)
+    load_strict(components.keyframe_unet, keyframe["unet"], "keyframe weights (unet)", torch.float32)
+    load_strict(
+        components.projection, keyframe["projections"], "keyframe weights (projections)", torch.float32
+    )
+    components.keyframe_null = keyframe["null_embedding"].float()
+    del keyframe
     interpolation = read_official_file(files.interpolation, "interpolation weights")
     require_keys(interpolation, ("unet", "null_embedding"), "interpolation weights", files.interpolation)
+    load_strict(
+        components.interpolation_unet, interpolation["unet"], "interpolation weights (unet)", torch.float32
+    )
+    components.interpolation_null = interpolation["null_embedding"].float()
+    del interpolation
     movq = read_official_file(files.movq, "movq weights")
     require_keys(movq, (), "movq weights", files.movq)
-
-    components = build_components(config, files.text_encoder, name=OFFICIAL_NAME, device="meta")
-    for module in components.networks().values():
-        module.to_empty(device="cpu")
-    load_strict(components.keyframe_unet, keyframe["unet"], "keyframe weights (unet)")
-    load_strict(components.projection, keyframe["projections"], "keyframe weights (projections)")
-    load_strict(components.interpolation_unet, interpolation["unet"], "interpolation weights (unet)")
-    load_strict(components.movq, movq, "movq weights")
-    components.keyframe_null = keyframe["null_embedding"].float()
-    components.interpolation_null = interpolation["null_embedding"].float()
+    load_strict(components.movq, movq, "movq weights", torch.float32)
+    del movq
     return components.eval()
 
 
@@ -453,8 +510,8 @@ def load_model_folder(path: str | Path) -> ModelComponents:
         file = path / name / WEIGHTS
         state, written_with = read_safetensors_with_metadata(file, name)
         check_weights_match_config(name, config_dicts[name], written_with, file)
-        module.to_empty(device="cpu")
-        load_strict(module, state, f"{name} ({name}/{ROOT_CONFIG} vs {name}/{WEIGHTS})")
+        load_strict(module, state, f"{name} ({name}/{ROOT_CONFIG} vs {name}/{WEIGHTS})", torch.float32)
+        del state
     for name in ("keyframe_unet", "interpolation_unet"):
         null = read_safetensors(path / name / "null_embedding.safetensors", f"{name} null embedding")
         if "null_embedding" not in null:
