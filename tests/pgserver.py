@@ -67,12 +67,16 @@ class PostgresServer:
         return result
 
     def init(self) -> PostgresServer:
-        self._run("initdb", "-D", str(self.data), "--auth=trust", "-U", self._role(), "--no-sync", "-E", "UTF8")
+        self._run(
+            "initdb", "-D", str(self.data), "--auth=trust", "-U", self._role(), "--no-sync", "-E", "UTF8"
+        )
         return self
 
     def start(self) -> PostgresServer:
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start"
+        )
         return self
 
     def stop(self, mode: str = "fast") -> None:

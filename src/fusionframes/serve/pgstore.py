@@ -8,7 +8,8 @@ Same interface and job life as :class:`fusionframes.serve.jobs.JobStore` (SQLite
   matter) and the token of its claim. The worker renews it (:meth:`heartbeat`); a job whose lease ran
   out goes back to the queue at its place, and one that has been claimed ``MAX_ATTEMPTS`` times is
   failed instead. A job's end is written only by the claim that holds it, so a worker that lost its
-  lease can never mark a job done a second time.
+  lease can never mark a job done a second time; the finishing claim stays in the row (``claim``:
+  host, process id and a random part), which tells which worker made a result.
 - **Progress and cancellation** live in the table, so any replica reports them; workers write
   progress at most every ``progress_interval`` seconds and read the cancel flag every ``cancel_poll``.
 - **Schema** is created and migrated here, under an advisory lock, with its version in a row of
@@ -107,7 +108,7 @@ class PostgresJobStore(StoreBase):
 
     leases = True
     progress_interval = 0.5
-    cancel_poll = 0.25
+    cancel_poll = 0.0  # every step: a primary-key read, so a cancel through any replica stops it in one
 
     def __init__(self, url: str, outputs: str | os.PathLike[str], lease_s: float = DEFAULT_LEASE_S) -> None:
         import psycopg
@@ -453,7 +454,7 @@ class PostgresJobStore(StoreBase):
                 "DELETE FROM ff_jobs WHERE id=%s AND claim=%s AND delete_requested", (job_id, token)
             )
             cursor.execute(
-                f"UPDATE ff_jobs SET {sets}, finished={NOW}, claim=NULL, lease_until=NULL "
+                f"UPDATE ff_jobs SET {sets}, finished={NOW}, lease_until=NULL "
                 "WHERE id=%s AND status=%s AND claim=%s",
                 (*values, job_id, RUNNING, token),
             )

@@ -577,7 +577,7 @@ class WorkerPool:
             now = time.monotonic()
             if poll is not None and not flag.is_set() and now - last["poll"] >= poll:
                 last["poll"] = now
-                if self.store.cancel_requested(job.id):
+                if self._tolerant(self.store.cancel_requested, job.id):
                     flag.set()
             if flag.is_set():
                 with self._lock:
@@ -589,9 +589,30 @@ class WorkerPool:
             persist = changed or (interval is not None and now - last["write"] >= interval)
             if persist:
                 last["write"] = now
-            self.store.set_progress(job.id, progress.snapshot(), persist=persist)
+            self._tolerant(self.store.set_progress, job.id, progress.snapshot(), persist)
 
         return callback
+
+    def _tolerant(self, call: Callable[..., Any], *args: Any) -> Any:
+        """A progress write or cancel read of a shared store: while its database is away (not full)
+        the job goes on (its lease covers the gap; the heartbeat says if it was lost)."""
+        try:
+            return call(*args)
+        except StorageError as error:
+            if error.full or not self.store.leases:
+                raise
+            return None
+
+    def _retrying(self, call: Callable[..., Any], *args: Any) -> Any:
+        """Record a job's end through a database restart: retried for up to half a lease."""
+        deadline = time.monotonic() + getattr(self.store, "lease_s", 0.0) / 2
+        while True:
+            try:
+                return call(*args)
+            except StorageError as error:
+                if error.full or not self.store.leases or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def _run(self, job: Job, pipes: Any) -> None:
         from fusionframes.pipelines.text_to_video import GenerationCancelled
@@ -599,7 +620,7 @@ class WorkerPool:
         flag = threading.Event()
         with self._lock:
             self._cancel[job.id] = flag
-        if self.store.cancel_requested(job.id):  # cancelled between claim and registration
+        if self._tolerant(self.store.cancel_requested, job.id):  # cancelled between claim and here
             flag.set()
         progress = Progress([])
         try:
@@ -607,7 +628,10 @@ class WorkerPool:
             progress = Progress(prepared.stages)
             self.store.set_progress(job.id, progress.snapshot(), persist=True)
             output = RUNNERS[job.mode].run(pipes, prepared, self._callback(job, flag, progress))
-            if flag.is_set() or (self.store.cancel_poll is not None and self.store.cancel_requested(job.id)):
+            polled = self.store.cancel_poll is not None and self._tolerant(
+                self.store.cancel_requested, job.id
+            )
+            if flag.is_set() or polled:
                 with self._lock:
                     lost = job.id in self._lost
                 raise GenerationCancelled(f"job {job.id} cancelled") from (_LeaseLost() if lost else None)
@@ -617,6 +641,13 @@ class WorkerPool:
             self._interrupted(job, error)
         except Exception as error:
             problem = storage_problem(error)
+            if problem is not None and not problem.full and self.store.leases:
+                # The shared database went away (a restart): the job is not at fault. Drop the claim;
+                # its lease runs out and a worker runs it again once the database is back.
+                self.store.health.failed(problem)
+                getattr(self.store, "release", lambda _: None)(job.id)
+                logger.warning("job %s left to its lease (%s)", job.id, problem)
+                return
             if problem is not None:
                 self.store.health.failed(problem)
                 message = f"{problem}; the job was stopped (free space on the server and run it again)"
@@ -671,7 +702,7 @@ class WorkerPool:
             "metadata": json_friendly(output.metadata()),
         }
         try:
-            finished = self.store.finish(job.id, result, progress.snapshot())
+            finished = self._retrying(self.store.finish, job.id, result, progress.snapshot())
         except StorageError:
             self.store.remove_files(job.id)  # not recorded: no orphan files; _run fails the job
             raise
