@@ -590,23 +590,39 @@ def job_video(
         Literal["mp4", "gif", "webp"] | None, Query(description="default: the requested one")
     ] = None,
     download: Annotated[bool, Query(description="send as an attachment")] = False,
-) -> FileResponse:
+) -> Response:
     job = get_job(ctx, job_id)
     if job.status != DONE:
         raise HTTPException(409, detail=f"job {job_id} is {job.status}; its video exists once it is done")
     fmt = format or job.formats[-1]
     if fmt not in job.formats:
         raise HTTPException(404, detail=f"job {job_id} was made as {', '.join(job.formats)}, not {fmt}")
-    path = ctx.store.output_path(job.id, fmt)
-    if not path.is_file():
-        raise HTTPException(404, detail=f"the {fmt} file of job {job_id} is missing from the data dir")
-    return FileResponse(
-        path,
-        media_type=MEDIA_TYPES[fmt],
-        filename=f"fusionframes-{job.id[:8]}.{fmt}",
-        content_disposition_type="attachment" if download else "inline",
-        headers={"Cache-Control": "private, max-age=3600"},
+    return download_response(
+        ctx,
+        job.id,
+        fmt,
+        f"fusionframes-{job.id[:8]}.{fmt}",
+        "attachment" if download else "inline",
     )
+
+
+def download_response(ctx: Context, job_id: str, fmt: str, filename: str, disposition: str) -> Response:
+    """A result as a file (a folder) or streamed from its bucket; 404 when it is missing."""
+    artifacts = ctx.store.artifacts
+    if not artifacts.exists(job_id, fmt):
+        raise HTTPException(404, detail=f"the {fmt} file of job {job_id} is missing from the results")
+    headers = {"Cache-Control": "private, max-age=3600"}
+    path = artifacts.local_path(job_id, fmt)
+    if path is not None:
+        return FileResponse(
+            path,
+            media_type=MEDIA_TYPES[fmt],
+            filename=filename,
+            content_disposition_type=disposition,
+            headers=headers,
+        )
+    headers["Content-Disposition"] = f'{disposition}; filename="{filename}"'
+    return StreamingResponse(artifacts.stream(job_id, fmt), media_type=MEDIA_TYPES[fmt], headers=headers)
 
 
 @api.post(

@@ -19,16 +19,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Security
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fusionframes.serve.app import (
     ERRORS,
-    MEDIA_TYPES,
     Ctx,
     Job,
     JobRequest,
     bearer,
+    download_response,
     get_job,
     queue_job,
     status_of,
@@ -241,16 +241,13 @@ def video_content(
     video_id: VideoId,
     ctx: Ctx,
     variant: Annotated[Literal["video"], Query(description="only 'video'")] = "video",
-) -> FileResponse:
+) -> Response:
     job = get_job(ctx, job_id_of(video_id))
     if job.status != DONE:
         raise HTTPException(
             409, detail=f"video {video_id} is {STATUS_WORDS[job.status]}; its content exists once completed"
         )
-    path = ctx.store.output_path(job.id, "mp4")
-    if not path.is_file():
-        raise HTTPException(404, detail=f"the file of video {video_id} is missing")
-    return FileResponse(path, media_type=MEDIA_TYPES["mp4"], filename=f"{video_id}.mp4")
+    return download_response(ctx, job.id, "mp4", f"{video_id}.mp4", "inline")
 
 
 @v1.delete("/videos/{video_id}", response_model=VideoDeleted, summary="Delete a video", responses=ERRORS)
