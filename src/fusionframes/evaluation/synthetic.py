@@ -30,7 +30,7 @@ from fusionframes.evaluation.analysis import (
     smoothness_px,
 )
 from fusionframes.io.atomic import atomic_write
-from fusionframes.training.synth import (
+from fusionframes.synthetic import (
     BACKGROUNDS,
     DIRECTIONS,
     HELD_OUT,

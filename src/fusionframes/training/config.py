@@ -78,11 +78,6 @@ class TrainConfig:
     # keyframes: give the keyframe U-Net the text-aware frame embedding (UNetConfig.text_frame_embed)
     # if it lacks it; zero-initialised, so a run from init_from continues from the same function
     text_frame_embed: bool = False
-    # keyframes: weight of the caption-contrast term (training/contrast.py): each clip must be denoised
-    # better under its caption than under one with its direction words reversed or a shape swapped, by
-    # the relative margin caption_contrast_margin; 0 = off. Costs a second U-Net pass per video
-    caption_contrast: float = 0.0
-    caption_contrast_margin: float = 0.1
     # keyframes: give the keyframe U-Net coordinate features at every down level (UNetConfig.position_embed)
     # if it lacks them; zero-initialised like text_frame_embed
     position_embed: bool = False
@@ -95,10 +90,6 @@ class TrainConfig:
     # an epsilon model has to reproduce its input almost exactly to place anything). snr_gamma and
     # noisy_weight_max keep their meaning: they weight the epsilon loss of the same x0 estimate
     keyframe_prediction: str = "epsilon"
-    # keyframes: the share of videos whose timestep is drawn from [high_noise_from, diffusion_steps)
-    # instead of every step (near pure noise, where only the words can say where things are); 0 = off
-    high_noise_share: float = 0.0
-    high_noise_from: int = 900
     diffusion_steps: int = 1000
     movq_latent_weight: float = 0.01  # keeps MoVQ latents near unit scale for the diffusion models
 
@@ -138,15 +129,6 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         check.choice("interpolation_prediction", self.interpolation_prediction, ("v", "sample"))
         check.choice("keyframe_prediction", self.keyframe_prediction, ("epsilon", "v"))
-        if not 0.0 <= self.high_noise_share <= 1.0:
-            raise ValueError(f"high_noise_share: must be in [0, 1], got {self.high_noise_share}")
-        if self.high_noise_share and self.stage != "keyframes":
-            raise ValueError(f"high_noise_share: only the keyframes stage uses it, not {self.stage!r}")
-        if self.high_noise_share and not 0 <= self.high_noise_from < self.diffusion_steps:
-            raise ValueError(
-                f"high_noise_from: must be in [0, diffusion_steps={self.diffusion_steps}), "
-                f"got {self.high_noise_from}"
-            )
         if self.keyframe_prediction != "epsilon" and self.stage != "keyframes":
             raise ValueError(f"keyframe_prediction: only the keyframes stage uses it, not {self.stage!r}")
         if self.stop_after is not None and self.stop_after < 1:
@@ -172,12 +154,7 @@ class TrainConfig:
             raise ValueError(f"time_reversal: must be in [0, 1], got {self.time_reversal}")
         if self.time_reversal and self.stage != "keyframes":
             raise ValueError(f"time_reversal: only the keyframes stage uses it, not {self.stage!r}")
-        if self.caption_contrast < 0:
-            raise ValueError(f"caption_contrast: must be >= 0, got {self.caption_contrast}")
-        if not 0.0 <= self.caption_contrast_margin <= 1.0:
-            margin = self.caption_contrast_margin
-            raise ValueError(f"caption_contrast_margin: must be in [0, 1], got {margin}")
-        for name in ("text_frame_embed", "position_embed", "caption_contrast"):
+        for name in ("text_frame_embed", "position_embed"):
             if getattr(self, name) and self.stage != "keyframes":
                 raise ValueError(f"{name}: only the keyframes stage uses it, not {self.stage!r}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -39,7 +39,6 @@ from fusionframes.io.checkpoints import load_model_folder, write_model_folder
 from fusionframes.text.tokenizer import make_text_encoder_folder
 from fusionframes.training.augment import reverse_caption, reverse_some
 from fusionframes.training.config import TrainConfig
-from fusionframes.training.contrast import contrast_captions, contrast_rows
 from fusionframes.training.ema import warmup_ema
 from fusionframes.training.objectives import (
     InterpolationObjective,
@@ -351,11 +350,7 @@ def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.M
         cfg.frame_noise_sharing,
         cfg.snr_gamma,
         cfg.noisy_weight_max,
-        cfg.caption_contrast,
-        cfg.caption_contrast_margin,
         cfg.keyframe_prediction,
-        cfg.high_noise_share,
-        cfg.high_noise_from,
     )
     return objective, tokenizer
 
@@ -504,8 +499,6 @@ def train(
             captions,
             components.config.text.max_length,
             cfg.time_reversal > 0,
-            with_contrast=cfg.caption_contrast > 0,
-            seed=cfg.seed,
         )
 
     state = read_checkpoint_state(checkpoint) if checkpoint is not None else None
@@ -640,18 +633,11 @@ def caption_tokens(
     captions: list[str],
     max_length: int,
     with_reversed: bool,
-    with_contrast: bool = False,
-    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and masks of every caption; ``with_reversed`` appends the reversed captions (rows n..2n-1)
-    and ``with_contrast`` those and then the shape-swapped captions and reversals (rows 2n..4n-1, see
-    :func:`~fusionframes.training.contrast.contrast_rows`), all padded to one length."""
-    if with_reversed or with_contrast:
-        table = captions + [reverse_caption(c) for c in captions]
-        if with_contrast:
-            swapped, swapped_reversed = contrast_captions(captions, seed)
-            table += swapped + swapped_reversed
-        captions = table
+    """Token ids and masks of every caption; ``with_reversed`` appends the reversed captions (rows
+    n..2n-1), all padded to one length."""
+    if with_reversed:
+        captions = captions + [reverse_caption(c) for c in captions]
     batch = tokenizer(
         captions, max_length=max_length, truncation=True, padding="longest", return_tensors="pt"
     )
@@ -679,11 +665,7 @@ def _stage_loss(cfg, model, clips, latents, tokens, idx, gen, strides, step, dev
             reversed_text = tuple(t[[i + len(clips) for i in idx]] for t in tokens)
             batch, text = reverse_some(batch, text, reversed_text, flip.to(batch.device))
         ids, mask = text
-        negatives = None
-        if cfg.caption_contrast:
-            rows, available = contrast_rows(tokens[0], torch.as_tensor(idx), flip, len(clips), gen)
-            negatives = (tokens[0][rows].to(device), tokens[1][rows].to(device), available.to(device))
-        return model(batch, ids.to(device), mask.to(device), gen, negatives)
+        return model(batch, ids.to(device), mask.to(device), gen)
     codes = sorted(strides)
     code = codes[step % len(codes)]
     return model(interpolation_batch(latents, idx, strides[code], cfg, gen, device), code, gen)
