@@ -52,7 +52,7 @@ class _Recorder(nn.Module):
 def test_keyframe_objective_targets_what_the_network_predicts(tiny_model_dir, prediction: str) -> None:
     """With a network answering zero, the loss is the mean squared target (noise or v) per video,
     times SNR / (1 + SNR) for v; the target is rebuilt here from the noisy input the network saw."""
-    from fusionframes.training.loop import build_objective
+    from fusionframes.training.stages import build_objective
 
     cfg = config_from_dict({"keyframe_prediction": prediction, "text_dropout": 0.0})
     objective, tokenizer = build_objective(cfg, load_model_folder(tiny_model_dir))

@@ -575,7 +575,7 @@ def test_min_snr_weights_cap_only_the_clean_timesteps() -> None:
 
 def test_min_snr_keyframe_loss_reweights_the_same_draw(tiny_model_dir) -> None:
     """One batch and generator seed: a gamma above every SNR is the plain loss; gamma 5 lowers it."""
-    from fusionframes.training.loop import build_objective
+    from fusionframes.training.stages import build_objective
 
     def loss(gamma: float | None) -> float:
         components = load_model_folder(tiny_model_dir)
@@ -642,7 +642,8 @@ def test_time_reversal_flips_only_the_flagged_videos() -> None:
 def test_keyframe_stage_loss_uses_reversed_clips_and_captions(tiny_model_dir) -> None:
     """time_reversal 1.0: the stage's loss is the objective on the backwards batch with reversed captions."""
     from fusionframes.training.augment import reverse_caption
-    from fusionframes.training.loop import _stage_loss, build_objective, caption_tokens, keyframe_batch
+    from fusionframes.training.clips import caption_tokens
+    from fusionframes.training.stages import KeyframeStage, build_objective, keyframe_batch
 
     cfg = config_from_dict({"num_keyframes": 4, "keyframe_stride": 1, "clip_frames": 4, "time_reversal": 1.0})
     objective, tokenizer = build_objective(cfg, load_model_folder(tiny_model_dir))
@@ -656,7 +657,9 @@ def test_keyframe_stage_loss_uses_reversed_clips_and_captions(tiny_model_dir) ->
         return torch.Generator().manual_seed(11)
 
     with torch.no_grad():
-        got = _stage_loss(cfg, objective, clips, latents, tokens, idx, gen(), {}, 0, torch.device("cpu"))
+        stage = KeyframeStage(cfg, objective, torch.device("cpu"), len(clips), tokenizer, latents, tokens)
+        g = gen()
+        got = stage.loss(objective, stage.batch(0, idx, g), g)
         g = gen()
         batch = keyframe_batch(latents, idx, cfg, g, torch.device("cpu"))
         torch.rand(len(idx), generator=g)  # the flip draw
@@ -676,7 +679,7 @@ def test_keyframe_stage_loss_uses_reversed_clips_and_captions(tiny_model_dir) ->
 
 
 def test_latent_cache_is_reused_only_for_the_same_frames(tmp_path) -> None:
-    from fusionframes.training.loop import cached_latents
+    from fusionframes.training.clips import cached_latents
 
     class CountingEncoder(torch.nn.Module):
         def __init__(self) -> None:

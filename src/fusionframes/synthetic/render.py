@@ -98,11 +98,15 @@ def render_frame(scene: Scene, size: int, tau: float, background: np.ndarray | N
     return np.clip(image.round(), 0, 255).astype(np.uint8)
 
 
+MAX_SIZE = 1024  # pixels: a frame is drawn in float64 at this size (25 MB), its objects at 4x
+MAX_FRAMES = 1024  # a clip is held in memory whole
+
+
 def check_clip_args(size: int, frames: int) -> None:
-    if not isinstance(size, int) or size < 32 or size % 2:
-        raise ValueError(f"size: must be an even int >= 32 (pixels), got {size!r}")
-    if not isinstance(frames, int) or frames < 2:
-        raise ValueError(f"frames: must be an int >= 2, got {frames!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or not 32 <= size <= MAX_SIZE or size % 2:
+        raise ValueError(f"size: must be an even int in [32, {MAX_SIZE}] (pixels), got {size!r}")
+    if not isinstance(frames, int) or isinstance(frames, bool) or not 2 <= frames <= MAX_FRAMES:
+        raise ValueError(f"frames: must be an int in [2, {MAX_FRAMES}], got {frames!r}")
 
 
 def render_clip(scene: Scene, size: int = 128, frames: int = 16) -> np.ndarray:

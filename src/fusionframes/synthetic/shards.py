@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fusionframes.io.atomic import atomic_write
+from fusionframes.io.atomic import atomic_write, check_writable_folder
 from fusionframes.synthetic.captions import caption
 from fusionframes.synthetic.mp4 import encode_mp4
 from fusionframes.synthetic.render import check_clip_args, ground_truth, render_clip
@@ -41,20 +43,29 @@ def _check_positive(name: str, value: object, minimum: int = 1) -> None:
         raise ValueError(f"{name}: must be an int >= {minimum}, got {value!r}")
 
 
-def _write_tar(
-    tmp: Path, seed: int, indices: range, size: int, frames: int, fps: int, path_jitter: float | None
-) -> None:
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for index in indices:
-            clip, text, truth = make_sample(seed, index, size, frames, path_jitter)
-            for ext, data in (
-                ("mp4", encode_mp4(clip, fps)),
-                ("txt", text.encode()),
-                ("json", json.dumps(truth, sort_keys=True).encode()),
-            ):
-                info = tarfile.TarInfo(f"{index:08d}.{ext}")
-                info.size, info.mtime, info.mode = len(data), 0, 0o644
-                tar.addfile(info, io.BytesIO(data))
+@dataclass(frozen=True)
+class ShardClips:
+    """The clips of one shard, and how they are drawn and encoded."""
+
+    seed: int
+    indices: range
+    size: int
+    frames: int
+    fps: int
+    path_jitter: float | None
+
+    def write_tar(self, tmp: Path) -> None:
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for index in self.indices:
+                clip, text, truth = make_sample(self.seed, index, self.size, self.frames, self.path_jitter)
+                for ext, data in (
+                    ("mp4", encode_mp4(clip, self.fps)),
+                    ("txt", text.encode()),
+                    ("json", json.dumps(truth, sort_keys=True).encode()),
+                ):
+                    info = tarfile.TarInfo(f"{index:08d}.{ext}")
+                    info.size, info.mtime, info.mode = len(data), 0, 0o644
+                    tar.addfile(info, io.BytesIO(data))
 
 
 def write_shards(
@@ -70,8 +81,10 @@ def write_shards(
     """Write ``videos`` clips as WebDataset tars ``shard-000000.tar``... plus ``manifest.json``.
 
     Each sample ``%08d`` holds ``mp4`` (H.264), ``txt`` (caption) and ``json`` (ground truth). Files are
-    written to a temp name and renamed, so a crash never leaves a half shard; the same seed gives the same
-    captions, JSON and frames.
+    written to a temp name and renamed, so a crash never leaves a half shard, and a failure before the
+    first shard removes a folder this call made. The same seed gives the same captions, JSON and rendered
+    frames (the MP4 bytes of a few clips can differ between processes: libx264's output for them depends on
+    memory it reads uninitialised, by at most one level in a few pixels once decoded).
     """
     _check_positive("videos", videos)
     check_clip_args(size, frames)
@@ -80,13 +93,20 @@ def write_shards(
     _check_positive("seed", seed, 0)
     check_path_jitter(path_jitter)
     out = Path(out_dir)
+    check_writable_folder(out, "out")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    shards = []
-    for number, first in enumerate(range(0, videos, shard_size)):
-        path = out / f"shard-{number:06d}.tar"
-        indices = range(first, min(videos, first + shard_size))
-        atomic_write(path, lambda tmp, i=indices: _write_tar(tmp, seed, i, size, frames, fps, path_jitter))
-        shards.append(path)
+    shards: list[Path] = []
+    try:
+        for number, first in enumerate(range(0, videos, shard_size)):
+            path = out / f"shard-{number:06d}.tar"
+            indices = range(first, min(videos, first + shard_size))
+            atomic_write(path, ShardClips(seed, indices, size, frames, fps, path_jitter).write_tar)
+            shards.append(path)
+    except BaseException:
+        if created and not shards:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     manifest = {
         "videos": videos,
         "size": size,

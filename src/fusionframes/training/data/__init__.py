@@ -31,7 +31,7 @@ from fusionframes.training.data.decode import (
 )
 from fusionframes.training.data.folders import CAPTION_FILE_EXTS, FolderVideos
 from fusionframes.training.data.shards import WebDatasetVideos, assign_shards, iter_tar_samples
-from fusionframes.training.data.skips import SKIP_REASONS, SkipCounter, SkipSample
+from fusionframes.training.data.skips import SKIP_REASONS, NoUsableClips, SkipCounter, SkipSample
 
 __all__ = [
     "BucketBatches",
@@ -40,6 +40,7 @@ __all__ = [
     "FolderVideos",
     "SKIP_REASONS",
     "Size",
+    "NoUsableClips",
     "SkipCounter",
     "SkipSample",
     "VIDEO_KEYS",

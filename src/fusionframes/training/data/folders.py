@@ -14,7 +14,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from fusionframes.training.data.decode import VIDEO_KEYS, Size, decode_clip, make_sampling, to_video_tensor
-from fusionframes.training.data.skips import SkipCounter, SkipSample
+from fusionframes.training.data.skips import NoUsableClips, SkipCounter, SkipSample
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class FolderVideos(Dataset):
             except SkipSample as skip:
                 self._bad.add(i)
                 self.skipped.add(skip.reason, str(self.entries[i].path), skip.detail)
-        raise RuntimeError(f"{type(self).__name__}: no loadable video left ({self.skipped.summary()})")
+        raise NoUsableClips(str(self.root), dict(self.skipped))
 
     def log_skip_summary(self, level: int = logging.INFO) -> None:
         self.skipped.log_summary(level)

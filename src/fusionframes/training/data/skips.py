@@ -34,6 +34,15 @@ class SkipSample(Exception):
         self.detail = detail
 
 
+class NoUsableClips(ValueError):
+    """Every sample of a dataset was skipped; ``counts`` says why (reason -> number)."""
+
+    def __init__(self, where: str, counts: dict[str, int]) -> None:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())) or "none read"
+        super().__init__(f"data: no usable clips in {where} (skipped: {reasons})")
+        self.counts = dict(counts)
+
+
 class SkipCounter(Mapping):
     """Per-reason counts of skipped samples, shared between the parent and DataLoader worker processes.
 
