@@ -98,8 +98,14 @@ class Stage:
         raise NotImplementedError
 
     def exported_config(self, config: ModelConfig) -> ModelConfig:
-        """The model config an exported folder records: sampled at the size this run trained on."""
-        sampling = dataclasses.replace(config.sampling, width=self.cfg.size, height=self.cfg.size)
+        """The model config an exported folder records: sampled at the size this run trained on (when the
+        pipeline can generate at that size; tiny test runs below its minimum keep the preset's)."""
+        from fusionframes.pipelines.text_to_video import MAX_SIZE, MIN_SIZE
+
+        size = self.cfg.size
+        if not MIN_SIZE <= size <= MAX_SIZE or size % config.pixel_multiple:
+            return config
+        sampling = dataclasses.replace(config.sampling, width=size, height=size)
         return dataclasses.replace(config, sampling=sampling)
 
 
