@@ -174,8 +174,10 @@ class KeyframeObjective(nn.Module):
         x0 = latents.flatten(0, 1)
         frame_t = t.repeat_interleave(f)
         x_t = self.schedule.add_noise(x0, noise.flatten(0, 1), frame_t)
+        # One memory layout whatever the latents arrived in (a batch can come out channels-last): the CPU
+        # kernels round differently per layout, and runs must replay bit for bit
         out = self.unet(
-            x_t,
+            x_t.contiguous(),
             frame_t * self.schedule.time_scale,
             context.repeat_interleave(f, 0),
             mask.repeat_interleave(f, 0).bool(),
