@@ -93,7 +93,9 @@ def check_resume_config(cfg: TrainConfig, previous: dict[str, Any] | None) -> No
     """Refuse changed keys that break an exact resume; warn for the ones that do not."""
     if previous is None:
         return
-    current = cfg.to_dict()
+    # compared as JSON: a config read back from train_config.json has string keys and lists for tuples
+    current = json.loads(json.dumps(cfg.to_dict()))
+    previous = json.loads(json.dumps(previous))
     changed = sorted(k for k in current.keys() & previous.keys() if current[k] != previous[k])
     refused = [k for k in changed if k not in RESUME_SAFE_KEYS]
     if refused:
