@@ -63,7 +63,7 @@ def run_generate(args: argparse.Namespace) -> int:
     offload = validate_offload(args.offload, device)
     compile_choice = validate_compile(args.compile, offload)
     text_quantization = validate_text_quantization(args.text_quantization)
-    output = validate_output_path(args.output)
+    output = validate_output_path(options.check_output_text(args.output))
     config = model_config_for(args.model)
     settings = validate_settings(
         config,
