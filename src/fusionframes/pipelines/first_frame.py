@@ -1,0 +1,57 @@
+"""The first frame of Kandinsky Video 1.1 between pixels and latents, exactly as its pipeline does it.
+
+1.1 samples the first frame at ``(height // 4, width // 4)`` latents, twice the video's latent size
+with the released MoVQ, decodes it to an 8-bit image, and encodes that image again at the video size
+(the same path a user's image takes for image-to-video): resize so the image covers the target
+(never enlarged), centre-crop with PIL's rounding, and scale to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fusionframes.models.movq import MoVQ
+
+
+def to_uint8_image(decoded: torch.Tensor) -> Image.Image:
+    """A decoded ``[3, H, W]`` image in about [-1, 1] -> RGB PIL image (clipped, x255, truncated)."""
+    pixels = torch.clip((decoded.float() + 1.0) / 2.0, 0.0, 1.0)
+    array = (255.0 * pixels.permute(1, 2, 0).cpu().numpy()).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def decode_image(movq: MoVQ, latent: torch.Tensor) -> Image.Image:
+    """``[1, z, h, w]`` latent -> PIL image (the reference ``decode_image``)."""
+    with torch.no_grad():
+        return to_uint8_image(movq.decode(latent)[0])
+
+
+def fit_for_encoding(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Resize (PIL's default filter) so the image covers ``width`` x ``height``, then centre-crop.
+
+    As in the reference, an image smaller than the target is not enlarged: the crop then reaches
+    outside it and PIL fills that border with black.
+    """
+    image = image.convert("RGB") if image.mode != "RGB" else image
+    reduce = max(1.0, min(image.size[0] / width, image.size[1] / height))
+    image = image.resize((round(image.size[0] / reduce), round(image.size[1] / reduce)))
+    w, h = image.size
+    return image.crop(((w - width) / 2, (h - height) / 2, (w + width) / 2, (h + height) / 2))
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> ``[3, H, W]`` in [-1, 1] (torchvision's ToTensor, then 2x - 1)."""
+    array = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+    return 2.0 * (array.permute(2, 0, 1).float() / 255.0) - 1.0
+
+
+def encode_image(movq: MoVQ, image: Image.Image, width: int, height: int) -> torch.Tensor:
+    """PIL image -> ``[z, height / f, width / f]`` latent (the reference ``encode_image``)."""
+    if width < 1 or height < 1:
+        raise ValueError(f"width, height: must be >= 1, got {width}x{height}")
+    pixels = image_to_tensor(fit_for_encoding(image, width, height))
+    weight = next(movq.parameters())
+    with torch.no_grad():
+        return movq.encode(pixels[None].to(device=weight.device, dtype=weight.dtype))[0]
