@@ -52,6 +52,7 @@ from fusionframes.serve.jobs import (
     QueueFull,
     QuotaExceeded,
     StorageError,
+    StoreBase,
 )
 from fusionframes.serve.worker import MODES, RUNNERS, Limits, WorkerPool, field_of, prepare
 
@@ -101,7 +102,7 @@ class Context:
 
     config: ServeConfig
     model_config: Any
-    store: JobStore
+    store: StoreBase
     pool: WorkerPool
     modes: dict[str, tuple[bool, str | None]]
     model_name: str = "builtin"
@@ -704,7 +705,7 @@ def health(ctx: Ctx, response: Response) -> Health:
     error = None
     if problem is not None:
         status, error = "error", f"{problem}; new jobs are refused until the data dir takes writes again"
-    elif ctx.pool.ready:
+    elif ctx.pool.ready or ctx.config.workers == 0:  # an API-only replica: workers run elsewhere
         status = "ok"
     elif all(s.state == "error" for s in states):
         status, error = "error", "no worker could load the model"
@@ -883,7 +884,7 @@ def mode_availability() -> dict[str, tuple[bool, str | None]]:
 
 
 def create_app(
-    config: ServeConfig, model_config: Any = None, store: JobStore | None = None, pool_loader: Any = None
+    config: ServeConfig, model_config: Any = None, store: StoreBase | None = None, pool_loader: Any = None
 ) -> FastAPI:
     """The app; the workers start (and the store opens, unless given) when the server starts."""
     if model_config is None:
