@@ -202,7 +202,7 @@ def test_object_maps_centre_rotate_and_leave_out_absent_slots() -> None:
 def test_keyframe_tracks_read_the_synthetic_ground_truth() -> None:
     import numpy as np
 
-    from fusionframes.training.synth import ground_truth, sample_scene
+    from fusionframes.synthetic import ground_truth, sample_scene
 
     rng = np.random.default_rng(3)
     scenes = [sample_scene(rng, two_objects=1.0), sample_scene(rng, two_objects=0.0)]
@@ -293,7 +293,7 @@ def test_label_groups_pick_one_value_per_key() -> None:
 def test_keyframe_labels_read_each_object_in_caption_order() -> None:
     import numpy as np
 
-    from fusionframes.training.synth import ground_truth, sample_scene
+    from fusionframes.synthetic import ground_truth, sample_scene
 
     rng = np.random.default_rng(3)
     scenes = [sample_scene(rng, two_objects=1.0), sample_scene(rng, two_objects=0.0)]
@@ -421,7 +421,7 @@ def test_skip_steps_must_leave_a_step() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fusionframes.training.synth import write_shards
+    from fusionframes.synthetic import write_shards
 
     out = tmp_path_factory.mktemp("shards") / "clips"
     write_shards(out, 12, size=64, frames=13, seed=0, shard_size=12)
