@@ -606,8 +606,7 @@ def test_noisy_weights_raise_only_the_noisy_timesteps() -> None:
 
 
 def test_reversed_captions_swap_every_direction_word() -> None:
-    from fusionframes.synthetic import parse_prompt
-    from fusionframes.training.augment import reverse_caption
+    from fusionframes.synthetic import parse_prompt, reverse_caption
 
     pairs = {
         "a red circle moving right on a gray background": "a red circle moving left on a gray background",
@@ -641,7 +640,7 @@ def test_time_reversal_flips_only_the_flagged_videos() -> None:
 
 def test_keyframe_stage_loss_uses_reversed_clips_and_captions(tiny_model_dir) -> None:
     """time_reversal 1.0: the stage's loss is the objective on the backwards batch with reversed captions."""
-    from fusionframes.training.augment import reverse_caption
+    from fusionframes.synthetic import reverse_caption
     from fusionframes.training.clips import caption_tokens
     from fusionframes.training.stages import KeyframeStage, build_objective, keyframe_batch
 

@@ -261,3 +261,22 @@ def test_synth_shards_get_the_usual_file_mode(tmp_path) -> None:
         os.umask(umask)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "shards").iterdir()}
     assert modes == {"manifest.json": 0o644, "shard-000000.tar": 0o644, "shard-000001.tar": 0o644}
+
+
+def test_generate_refuses_a_folder_whose_t5_is_wider_than_its_projection(tmp_path) -> None:
+    """Issue 28.3, generation side: folders trained before the fix (T5 32 wide, text.encoder_dim 64)
+    failed at the first prompt with `mat1 and mat2 shapes cannot be multiplied`."""
+    from conftest import CAPTIONS, tiny_config
+
+    from fusionframes.components import build_components
+    from fusionframes.io.checkpoints import write_model_folder
+    from fusionframes.pipelines.text_to_video import TextToVideoPipeline
+    from fusionframes.text.tokenizer import make_text_encoder_folder
+
+    t5 = make_text_encoder_folder(CAPTIONS * 4, tmp_path / "t5", vocab_size=60, d_model=24, num_layers=1)
+    config = tiny_config()
+    assert config.text.encoder_dim == 16
+    folder = write_model_folder(build_components(config, t5, name="mismatched"), tmp_path / "model", t5)
+    pipe = TextToVideoPipeline.from_pretrained(folder, device="cpu", dtype="float32")
+    with pytest.raises(ValueError, match=r"outputs 24 features \(d_model\) but the text projection takes 16"):
+        pipe("a red circle", fps="low", num_inference_steps=2, seed=0, progress=False)

@@ -12,7 +12,7 @@ time, placement), :mod:`.scenes` (drawing scenes), :mod:`.render` (frames, groun
 :mod:`.captions`, :mod:`.prompts` (parsing), :mod:`.mp4` (encoding), :mod:`.shards` (WebDataset files).
 """
 
-from fusionframes.synthetic.captions import caption, holdout_prompts, scene_spec
+from fusionframes.synthetic.captions import caption, holdout_prompts, reverse_caption, scene_spec
 from fusionframes.synthetic.mp4 import decode_mp4, encode_mp4
 from fusionframes.synthetic.prompts import parse_prompt
 from fusionframes.synthetic.render import ground_truth, render_clip, render_frame, shape_outline
@@ -65,6 +65,7 @@ __all__ = [
     "make_sample",
     "parse_prompt",
     "render_clip",
+    "reverse_caption",
     "render_frame",
     "sample_scene",
     "scene_from_spec",

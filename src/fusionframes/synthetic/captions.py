@@ -4,6 +4,8 @@ does; :func:`scene_spec` is the scene as :func:`~fusionframes.synthetic.prompts.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from fusionframes.synthetic.world import HELD_OUT, SIZE_WORDS, ObjectSpec, Scene, allowed_background
@@ -106,3 +108,41 @@ def holdout_prompts() -> list[str]:
             f"{article(colour)} {colour} {shape} {phrase} on {article(background)} {background} background"
         )
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Played backwards: every motion reversed is another motion of the grammar (right <-> left, rising <->
+# falling, growing <-> shrinking, the camera's pan); bouncing, rotating and still read the same both ways.
+
+REVERSED_WORDS = {
+    "left": "right",
+    "right": "left",
+    "up": "down",
+    "down": "up",
+    "upwards": "downwards",
+    "downwards": "upwards",
+    "rising": "falling",
+    "falling": "rising",
+    "rises": "falls",
+    "falls": "rises",
+    "growing": "shrinking",
+    "shrinking": "growing",
+    "grows": "shrinks",
+    "shrinks": "grows",
+    "bigger": "smaller",
+    "smaller": "bigger",
+}
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def reverse_caption(caption: str) -> str:
+    """The caption of ``caption``'s clip played backwards: each direction word becomes its opposite."""
+
+    def swap(match: re.Match[str]) -> str:
+        word = match.group()
+        opposite = REVERSED_WORDS.get(word.lower())
+        if opposite is None:
+            return word
+        return opposite.capitalize() if word[0].isupper() else opposite
+
+    return _WORD.sub(swap, caption)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fusionframes.training.augment import reverse_caption
+from fusionframes.synthetic import reverse_caption
 from fusionframes.training.config import TrainConfig
 from fusionframes.training.world import World
 
