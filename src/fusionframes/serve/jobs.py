@@ -19,11 +19,14 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fusionframes.serve.artifacts import Artifacts
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
@@ -34,7 +37,6 @@ JOB_ID_PATTERN = "^[0-9a-f]{32}$"
 MAX_OFFSET = 2**31 - 1  # list offsets beyond this are refused by the schema (SQLite takes 64-bit ints)
 MAX_ATTEMPTS = 3  # a job that killed the server this many times is failed, not retried forever
 SCHEMA_VERSION = 2
-PROBE_BYTES = 64 * 1024  # what the write probe must fit before a full data dir counts as writable again
 
 # The quota's estimate of a job's files before any job has finished, in bytes per frame pixel (the
 # encoders at their settings here stay below: H.264 and WebP well under 1, GIF about 1.5 at 64 px,
@@ -234,14 +236,98 @@ class DataDirLock:
             self._file = None
 
 
-class JobStore:
+class StoreBase:
+    """What every job store shares: the results (``artifacts``: a folder or a bucket, see
+    :mod:`fusionframes.serve.artifacts`), write probes and the quota's estimates.
+
+    A store's job life is ``queued -> running -> done | failed | cancelled``. Stores that serve
+    several processes (:mod:`fusionframes.serve.pgstore`) set ``leases``: a claimed job carries a
+    lease its worker renews (:meth:`heartbeat`); ``progress_interval`` and ``cancel_poll`` tell a
+    worker how often to write progress for other processes and to look for cancellations made
+    through another process (None: not needed, everything happens in this process).
+    """
+
+    artifacts: Artifacts
+    health: StorageHealth
+    leases = False
+    progress_interval: float | None = None
+    cancel_poll: float | None = None
+
+    def heartbeat(self, job_ids: list[str]) -> set[str]:
+        """Renew the leases of these running jobs; returns those this process still owns."""
+        return set(job_ids)
+
+    def exists(self, job_id: str) -> bool:
+        raise NotImplementedError
+
+    def cancel_requested(self, job_id: str) -> bool:
+        raise NotImplementedError
+
+    def set_meta(self, key: str, value: Any) -> None:
+        raise NotImplementedError
+
+    def _bytes_per_pixel(self, last: int = 20) -> dict[str, float]:
+        raise NotImplementedError
+
+    def probe(self) -> bool:
+        """Try a real write (64 KiB where results are written, and a database row); True if both
+        work. Marks the store healthy again on success."""
+        self.health.last_probe = time.monotonic()
+        try:
+            self.artifacts.probe()
+            self.set_meta("probe", time.time())
+        except (OSError, StorageError) as error:
+            problem = storage_problem(error)
+            if problem is None:
+                raise
+            self.health.failed(problem)
+            return False
+        self.health.ok()
+        return True
+
+    def writable(self, retry_after: float = 1.0) -> StorageError | None:
+        """The current write problem, re-probing at most every ``retry_after`` seconds."""
+        if self.health.problem is not None and time.monotonic() - self.health.last_probe >= retry_after:
+            self.probe()
+        return self.health.problem
+
+    def _remove_temp_files(self) -> int:
+        return self.artifacts.clean_temporaries()
+
+    def output_path(self, job_id: str, fmt: str) -> Path:
+        """Where a worker renders ``fmt`` of a job (see :meth:`Artifacts.target`)."""
+        return self.artifacts.target(job_id, fmt)
+
+    def remove_files(self, job_id: str) -> None:
+        self.artifacts.remove(job_id)
+
+    def expected_bytes(self, num_frames: int, width: int, height: int, formats: list[str]) -> int:
+        """What a job's files will take: per format, the largest bytes per frame pixel of the last
+        20 finished jobs (or :data:`DEFAULT_BYTES_PER_PIXEL` before there are any) times
+        :data:`ESTIMATE_MARGIN`, plus the settings file and container headers."""
+        pixels = max(1, num_frames) * max(1, width) * max(1, height)
+        observed = self._bytes_per_pixel()
+        total = SIDE_FILE_BYTES
+        for fmt in formats:
+            rate = observed.get(fmt, DEFAULT_BYTES_PER_PIXEL[fmt])
+            total += round(rate * ESTIMATE_MARGIN * pixels) + HEADER_BYTES
+        return total
+
+    def disk_usage(self) -> int:
+        """Bytes of results (temporaries included: they take space too)."""
+        return self.artifacts.usage()
+
+
+class JobStore(StoreBase):
     """Jobs in ``<data_dir>/jobs.sqlite3``, their videos in ``<data_dir>/outputs/<id>.<format>``."""
 
     def __init__(self, data_dir: str | os.PathLike[str], lock: bool = True) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.outputs = self.data_dir / "outputs"
-        self.outputs.mkdir(exist_ok=True)
+        from fusionframes.serve.artifacts import LocalArtifacts  # it imports this module
+
+        self.artifacts = LocalArtifacts(self.data_dir / "outputs")
+        self.outputs = self.artifacts.root
         self._dir_lock = DataDirLock(self.data_dir)
         if lock:
             self._dir_lock.acquire()
@@ -298,34 +384,6 @@ class JobStore:
                 self.health.failed(problem)
                 raise problem from error
 
-    def probe(self) -> bool:
-        """Try a real write (a 64 KiB file in ``outputs/`` and a database row); True if both work.
-        Marks the store healthy again on success."""
-        self.health.last_probe = time.monotonic()
-        path = self.outputs / f".probe.tmp-{os.getpid()}"
-        try:
-            with open(path, "wb") as handle:
-                handle.write(b"\0" * PROBE_BYTES)
-                handle.flush()
-                os.fsync(handle.fileno())
-            self.set_meta("probe", time.time())
-        except (OSError, StorageError) as error:
-            problem = storage_problem(error)
-            if problem is None:
-                raise
-            self.health.failed(problem)
-            return False
-        finally:
-            path.unlink(missing_ok=True)
-        self.health.ok()
-        return True
-
-    def writable(self, retry_after: float = 1.0) -> StorageError | None:
-        """The current write problem, re-probing at most every ``retry_after`` seconds."""
-        if self.health.problem is not None and time.monotonic() - self.health.last_probe >= retry_after:
-            self.probe()
-        return self.health.problem
-
     # -- startup -------------------------------------------------------------------------------------
 
     def recover(self) -> dict[str, int]:
@@ -362,15 +420,6 @@ class JobStore:
             "deleted": len(deleted),
             "temp_files_removed": removed,
         }
-
-    def _remove_temp_files(self) -> int:
-        """``write_video`` writes ``.<name>.tmp-*`` first; a crash can leave one behind."""
-        count = 0
-        for entry in self.outputs.iterdir():
-            if entry.name.startswith(".") and ".tmp-" in entry.name and entry.is_file():
-                entry.unlink(missing_ok=True)
-                count += 1
-        return count
 
     def set_meta(self, key: str, value: Any) -> None:
         with self._transaction() as db:
@@ -587,6 +636,11 @@ class JobStore:
             )
             self._live.pop(job_id, None)
 
+    def exists(self, job_id: str) -> bool:
+        """The job has a row (a job hidden by a pending delete included)."""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM jobs WHERE id=?", (job_id,)).fetchone() is not None
+
     def cancel_requested(self, job_id: str) -> bool:
         with self._lock:
             row = self._db.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -630,55 +684,21 @@ class JobStore:
         self.remove_files(job_id)
         return True
 
-    # -- files ---------------------------------------------------------------------------------------
-
-    def output_path(self, job_id: str, fmt: str) -> Path:
-        """``outputs/<id>.<fmt>``, refusing anything that would resolve outside ``outputs/``."""
-        if not valid_job_id(job_id) or fmt not in (*FORMATS, "json"):
-            raise ValueError(f"not a job file: {job_id!r}.{fmt!r}")
-        path = (self.outputs / f"{job_id}.{fmt}").resolve()
-        if path.parent != self.outputs:
-            raise ValueError(f"not a job file: {job_id!r}.{fmt!r}")
-        return path
-
-    def remove_files(self, job_id: str) -> None:
-        for fmt in (*FORMATS, "json"):
-            self.output_path(job_id, fmt).unlink(missing_ok=True)
-        for entry in self.outputs.glob(f".{job_id}.*"):  # temp files of an interrupted write
-            entry.unlink(missing_ok=True)
-
-    def expected_bytes(self, num_frames: int, width: int, height: int, formats: list[str]) -> int:
-        """What a job's files will take: per format, the largest bytes per frame pixel of the last
-        20 finished jobs (or :data:`DEFAULT_BYTES_PER_PIXEL` before there are any) times
-        :data:`ESTIMATE_MARGIN`, plus the settings file and container headers."""
-        pixels = max(1, num_frames) * max(1, width) * max(1, height)
-        observed = self._bytes_per_pixel()
-        total = SIDE_FILE_BYTES
-        for fmt in formats:
-            rate = observed.get(fmt, DEFAULT_BYTES_PER_PIXEL[fmt])
-            total += round(rate * ESTIMATE_MARGIN * pixels) + HEADER_BYTES
-        return total
-
     def _bytes_per_pixel(self, last: int = 20) -> dict[str, float]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT result FROM jobs WHERE status=? AND result IS NOT NULL ORDER BY seq DESC LIMIT ?",
                 (DONE, last),
             ).fetchall()
-        rates: dict[str, float] = {}
-        for row in rows:
-            result = json.loads(row["result"])
-            pixels = result.get("num_frames", 0) * result.get("width", 0) * result.get("height", 0)
-            for fmt, size in (result.get("files") or {}).items():
-                if pixels > 0:
-                    rates[fmt] = max(rates.get(fmt, 0.0), size / pixels)
-        return rates
+        return bytes_per_pixel(json.loads(row["result"]) for row in rows)
 
-    def disk_usage(self) -> int:
-        """Bytes under ``outputs/`` (temp files included: they are on disk too)."""
-        total = 0
-        with os.scandir(self.outputs) as entries:
-            for entry in entries:
-                if entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-        return total
+
+def bytes_per_pixel(results: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Per format, the largest file size per frame pixel among these job results."""
+    rates: dict[str, float] = {}
+    for result in results:
+        pixels = result.get("num_frames", 0) * result.get("width", 0) * result.get("height", 0)
+        for fmt, size in (result.get("files") or {}).items():
+            if pixels > 0:
+                rates[fmt] = max(rates.get(fmt, 0.0), size / pixels)
+    return rates
