@@ -1,0 +1,5 @@
+"""One video on several processes (one per device): see :mod:`fusionframes.parallel.branches`."""
+
+from fusionframes.parallel.branches import BranchParallel, branch_blocks, distribute_branches
+
+__all__ = ["BranchParallel", "branch_blocks", "distribute_branches"]
