@@ -69,7 +69,8 @@ class ReplayNetwork(nn.Module):
         self.calls = 0
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        given = dict(zip(self.names, args, strict=False)) | kwargs
+        given = dict(zip(self.names, args, strict=False))
+        given |= {REFERENCE_NAMES.get(k, k): v for k, v in kwargs.items()}
         if self.calls == 0:
             assert set(given) == set(self.expected), (sorted(given), sorted(self.expected))
             for name, want in self.expected.items():
@@ -89,17 +90,9 @@ class ReplayNetwork(nn.Module):
         return output
 
 
-KEYFRAME_ARGS = (
-    "x",
-    "time",
-    "context",
-    "context_mask",
-    "temporal_embed",
-    "num_frames",
-    "noise_aug_time",
-    "motion_score",
-)
-INTERPOLATION_ARGS = ("x", "time", "context", "context_mask")
+# Our U-Net's argument names -> the reference's (the recorded model_inputs use the latter).
+REFERENCE_NAMES = {"temporal_positions": "temporal_embed", "num_temporal_groups": "num_predicted_groups"}
+POSITIONAL = ("x", "time", "context", "context_mask")
 
 
 def settings_of(kind: str) -> DDPMSettings:
@@ -200,11 +193,11 @@ def run_interpolation(io: dict, run: dict, steps: int | None, network: nn.Module
 
 
 LOOPS = {  # the loop, the network's positional argument names, where x_t sits in its input channels
-    "diffusion_first_frame": (run_first_frame, INTERPOLATION_ARGS, lambda io: slice(0, io["shape"][1])),
-    "diffusion_keyframes": (run_keyframes, KEYFRAME_ARGS, lambda io: slice(0, io["shape"][1])),
+    "diffusion_first_frame": (run_first_frame, POSITIONAL, lambda io: slice(0, io["shape"][1])),
+    "diffusion_keyframes": (run_keyframes, POSITIONAL, lambda io: slice(0, io["shape"][1])),
     "diffusion_interpolation": (
         run_interpolation,
-        INTERPOLATION_ARGS,
+        POSITIONAL,
         lambda io: slice(io["key_frames"].shape[1], io["key_frames"].shape[1] + io["shape"][1]),
     ),
 }

@@ -132,7 +132,14 @@ def generate_keyframes_11(
     def run_all(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
         rows = torch.cat([x.repeat(3, 1, 1, 1), extra], dim=1).to(dtype)
         return unet(
-            rows, time.repeat(3).to(dtype), context, context_mask, frames, num_frames, noise_level, motion
+            rows,
+            time.repeat(3).to(dtype),
+            context,
+            context_mask,
+            temporal_positions=frames,
+            num_frames=num_frames,
+            noise_aug_time=noise_level,
+            motion_score=motion,
         )
 
     weights = text_image(controls.prompt_weight, controls.image_weight)
@@ -175,7 +182,7 @@ def interpolate_groups_11(
             time.repeat(2),
             context,
             context_mask,
-            num_predicted_groups=groups,
+            num_temporal_groups=groups,
             perturbation_time=perturbation,
             skip_frames=skips,
             temporal_mask=temporal_mask.to(dtype),
