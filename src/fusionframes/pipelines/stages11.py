@@ -42,6 +42,11 @@ class TextBranches:
         uncond_mask[:, 0] = 1
         return cls(context, mask, uncond, uncond_mask)
 
+    def to(self, device: torch.device | str) -> TextBranches:
+        return TextBranches(
+            *(t.to(device) for t in (self.context, self.mask, self.uncond_context, self.uncond_mask))
+        )
+
     def rows(self, pattern: str, repeat: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Context and bool mask for blocks of ``repeat`` rows, ``pattern`` one letter per block:
         ``c`` the prompt, ``u`` the unconditional context."""
