@@ -3,7 +3,6 @@ cadence redraws every K-th frame, and every bad input fails in one line before a
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fusionframes import cli_animation
+from fusionframes import cli
 from fusionframes.camera import CameraMotion, estimate_similarity, estimate_translation, get_preset, warp
 from fusionframes.io.checkpoints import read_folder_config
 from fusionframes.io.video import read_metadata, read_video
@@ -325,11 +324,8 @@ def test_pipeline_validates_before_any_model_work(pipe: AnimationPipeline, monke
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="fusionframes")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cli_animation.add_animate(sub)
-    cli_animation.add_movie(sub)
-    args = parser.parse_args(argv)
+    """The command's handler, so a bad option raises (``cli.main`` would print it and return 2)."""
+    args = cli.build_parser(argv).parse_args(argv)
     return args.handler(args)
 
 

@@ -50,7 +50,7 @@ def test_eval_synthetic_writes_summary_and_sheet(tiny_model_dir: Path, tmp_path:
         (["--sheet", "sheet.jpg"], "sheet: must end in .png"),
         (["--prompts-file", "missing.txt"], "prompts-file: not found"),
         (["--fps", "ultra"], "fps"),
-        (["--steps", "0"], "num_inference_steps"),
+        (["--steps", "0"], "--steps: must be between 1 and 1000"),
     ],
 )
 def test_eval_synthetic_bad_options(

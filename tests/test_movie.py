@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 import torch
 
-from fusionframes import cli_animation
+from fusionframes import cli
 from fusionframes.camera import get_preset, warp
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.io.checkpoints import read_folder_config
@@ -276,10 +275,8 @@ def test_make_movie_validates_before_loading(tiny_model_dir, monkeypatch) -> Non
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="fusionframes")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cli_animation.add_movie(sub)
-    args = parser.parse_args(argv)
+    """The command's handler, so a bad option raises (``cli.main`` would print it and return 2)."""
+    args = cli.build_parser(argv).parse_args(argv)
     return args.handler(args)
 
 

@@ -252,13 +252,11 @@ def test_refuses_tokens_that_do_not_fit_in_a_url(tmp_path: Path) -> None:
 
 
 def test_add_serve_registers_the_subcommand() -> None:
-    import argparse
+    from fusionframes.cli import build_parser
+    from fusionframes.cli.serve import run_serve
 
-    from fusionframes.serve.cli import add_serve, run_serve
-
-    parser = argparse.ArgumentParser(prog="fusionframes")
-    add_serve(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["serve", "--port", "0", "--workers", "2", "--quota-mb", "5"])
+    argv = ["serve", "--port", "0", "--workers", "2", "--quota-mb", "5"]
+    args = build_parser(argv).parse_args(argv)
     assert args.handler is run_serve
     assert (args.host, args.port, args.workers, args.quota_mb, args.max_queue) == (
         "127.0.0.1",

@@ -32,6 +32,8 @@ class ModelComponents:
     name: str = "unnamed"
     vocabulary: frozenset[str] = field(default_factory=frozenset)
     layout_prior: LayoutPrior | None = None  # optional; see fusionframes.models.layout_prior
+    video_movq: MoVQ | None = None  # 1.1: the temporal decoder (``movq`` is its image MoVQ)
+    interpolation_projection: TextProjection | None = None  # 1.1: ``projection_interpolation``
 
     def networks(self) -> dict[str, nn.Module]:
         nets: dict[str, nn.Module] = {
@@ -42,13 +44,17 @@ class ModelComponents:
         }
         if self.layout_prior is not None:
             nets["layout_prior"] = self.layout_prior
+        if self.video_movq is not None:
+            nets["video_movq"] = self.video_movq
+        if self.interpolation_projection is not None:
+            nets["interpolation_text_projection"] = self.interpolation_projection
         return nets
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ModelComponents:
         """Move networks in place; the projection, layout prior and null embeddings stay float32 (tiny,
         sensitive)."""
         for key, module in self.networks().items():
-            keep_fp32 = key in ("text_projection", "layout_prior")
+            keep_fp32 = key in ("text_projection", "interpolation_text_projection", "layout_prior")
             module.to(device=device, dtype=None if keep_fp32 else dtype)
         self.keyframe_null = self.keyframe_null.to(device=device, dtype=torch.float32)
         self.interpolation_null = self.interpolation_null.to(device=device, dtype=torch.float32)
@@ -77,6 +83,12 @@ def build_components(
             text_encoder=text_encoder,
             name=name,
             layout_prior=LayoutPrior(config.layout_prior) if config.layout_prior is not None else None,
+            video_movq=MoVQ(config.video_movq) if config.video_movq is not None else None,
+            interpolation_projection=(
+                TextProjection(config.text.encoder_dim, config.text.context_dim)
+                if config.text.interpolation_projection
+                else None
+            ),
         )
 
 

@@ -57,15 +57,26 @@ class UNetConfig:
     # Extension, not in the release: fixed coordinate features of each latent pixel, projected by a
     # zero-initialised 1x1 conv and added at the input of every down level. See UNet3D.
     position_embed: bool = False
+    # Kandinsky Video 1.1 (``temporal_layers="1.1"``): every temporal norm of a keyframe U-Net sees the
+    # time + frame embedding, and the interpolation U-Net's temporal convolutions and attention are
+    # masked per row (``temporal_mask``) and see a perturbation time. The flags below are the 1.1
+    # constructor's own switches (same names); see fusionframes.models.unet.
+    temporal_layers: str = "1.0"
+    image_in_layer: bool = False  # keyframe 1.1: a second input conv for batches of <= 2 rows (images)
+    noise_augmentation: bool = False  # keyframe 1.1: embedding of the first frame's noise level
+    motion_score: bool = False  # keyframe 1.1: embedding of the motion score
+    add_temporal_attention: bool = True  # interpolation 1.1: attention across groups per level
+    add_new_temporal_params: bool = False  # interpolation 1.1: temporal convs around resampling
+    merge_perturbation_time_with_context: bool = False  # interpolation 1.1: perturbation time in text
 
     def __post_init__(self) -> None:
         levels = len(self.dim_mult)
         for name in ("num_blocks", "add_cross_attention", "add_self_attention"):
             if len(getattr(self, name)) != levels:
                 raise ValueError(f"UNetConfig.{name}: needs {levels} entries (one per dim_mult level)")
-        if min(self.num_blocks) < 2:
-            # The released up-level layout (first group takes the skip, last changes width) needs two.
-            raise ValueError(f"UNetConfig.num_blocks: every level needs >= 2 blocks, got {self.num_blocks}")
+        if min(self.num_blocks) < 1:
+            # The official constructor builds one group for any count below 2; 0 would only mean 1.
+            raise ValueError(f"UNetConfig.num_blocks: every level needs >= 1 block, got {self.num_blocks}")
         if self.interpolation and self.num_frames is not None:
             # The official constructor drops num_frames for interpolation models; mirror it.
             object.__setattr__(self, "num_frames", None)
@@ -74,6 +85,29 @@ class UNetConfig:
                 "UNetConfig.text_frame_embed: only for a text-conditioned keyframe U-Net "
                 "(num_frames and context_dim set, interpolation False)"
             )
+        self._check_release_flags()
+
+    def _check_release_flags(self) -> None:
+        if self.temporal_layers not in ("1.0", "1.1"):
+            raise ValueError(
+                f"UNetConfig.temporal_layers: unknown {self.temporal_layers!r}; allowed: '1.0', '1.1'"
+            )
+        keyframe_11 = self.temporal_layers == "1.1" and self.num_frames is not None
+        interpolation_11 = self.temporal_layers == "1.1" and self.interpolation
+        for name in ("image_in_layer", "noise_augmentation", "motion_score"):
+            if getattr(self, name) and not keyframe_11:
+                raise ValueError(
+                    f"UNetConfig.{name}: only for a 1.1 keyframe U-Net "
+                    "(temporal_layers '1.1', num_frames set)"
+                )
+        for name in ("add_new_temporal_params", "merge_perturbation_time_with_context"):
+            if getattr(self, name) and not interpolation_11:
+                raise ValueError(
+                    f"UNetConfig.{name}: only for a 1.1 interpolation U-Net (temporal_layers '1.1', "
+                    "interpolation True)"
+                )
+        if self.temporal_layers == "1.1" and self.context_dim is None:
+            raise ValueError("UNetConfig.context_dim: a 1.1 U-Net is text-conditioned; set context_dim")
 
     @property
     def downsampling_factor(self) -> int:
@@ -103,11 +137,36 @@ class MoVQConfig:
     dropout: float = 0.0
     double_z: bool = False
     norm_groups: int = 32
+    # Kandinsky Video 1.1's temporal decoder (names as its constructor): ``temporal`` blends a 3-D
+    # convolution into both convolutions of every decoder ResNet block (``temporal_mid_blocks``: the
+    # middle ones too), ``temporal_attention_block`` adds attention across frames beside each spatial
+    # attention. The whole decoded batch is then one clip.
+    temporal: bool = False
+    temporal_attention_block: bool = False
+    temporal_kernel_size: tuple[int, ...] = (3, 3, 3)
+    temporal_conv_padding: tuple[int, ...] = (1, 1, 1)
+    temporal_mid_blocks: bool = True
+    # The 1.1 decoder's spatial attention normalises every row with the first row's latent (its norm is
+    # called with the whole batch's latent inside a per-row loop); True reproduces that, as 1.1 does.
+    first_row_attention_norm: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("temporal_kernel_size", "temporal_conv_padding"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or len(value) != 3 or not all(isinstance(v, int) for v in value):
+                raise ValueError(
+                    f"MoVQConfig.{name}: must be three integers (time, height, width), got {value!r}"
+                )
 
     @property
     def scale_factor(self) -> int:
         """Pixels per latent cell along each side."""
         return 2 ** (len(self.ch_mult) - 1)
+
+    @property
+    def clip_decoder(self) -> bool:
+        """Whether decoding mixes rows: the decoded batch is one clip (the 1.1 video decoder)."""
+        return self.temporal or self.temporal_attention_block
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MoVQConfig:
@@ -124,6 +183,9 @@ class TextConfig:
     encoder_dim: int = 4096
     context_dim: int = 4096
     max_length: int = 128
+    # 1.1 files carry a second projection, ``projection_interpolation`` (the reference pipeline keeps
+    # using ``projection_base`` for interpolation too); True builds and keeps it.
+    interpolation_projection: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TextConfig:
@@ -309,6 +371,7 @@ class ModelConfig:
     text: TextConfig = field(default_factory=TextConfig)
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
     layout_prior: LayoutPriorConfig | None = None  # none in the released model
+    video_movq: MoVQConfig | None = None  # 1.1: the temporal decoder (``movq`` is then the image one)
 
     @property
     def pixel_multiple(self) -> int:
@@ -325,6 +388,7 @@ class ModelConfig:
             "text": self.text.to_dict(),
             "sampling": self.sampling.to_dict(),
             **({"layout_prior": self.layout_prior.to_dict()} if self.layout_prior is not None else {}),
+            **({"video_movq": self.video_movq.to_dict()} if self.video_movq is not None else {}),
         }
 
     @classmethod
@@ -336,6 +400,7 @@ class ModelConfig:
             "text": TextConfig,
             "sampling": SamplingDefaults,
             "layout_prior": LayoutPriorConfig,
+            "video_movq": MoVQConfig,
         }
         unknown = sorted(set(data) - set(parts))
         if unknown:
@@ -353,6 +418,37 @@ def kandinsky_video_1_0() -> ModelConfig:
     """
     return ModelConfig(
         sampling=SamplingDefaults(width=640, height=384, fps="medium", base_fps=1.875),
+    )
+
+
+def kandinsky_video_1_1() -> ModelConfig:
+    """The released Kandinsky Video 1.1 sizes (what its hub ``configs.json`` is known to hold).
+
+    Keyframe U-Net3D 4.15B (the 1.0 sizes, 9 input channels: latent, first-frame condition and mask),
+    interpolation U-Net 4.0B, image MoVQ (the 1.0 one) and a temporal MoVQ decoder of 556M; Flan-UL2
+    text with two projections. 12 keyframes, first frame sampled by the keyframe U-Net's image mode.
+    """
+    unet = UNetConfig()
+    return ModelConfig(
+        keyframe_unet=dataclasses.replace(
+            unet,
+            num_channels=9,
+            out_channels=4,
+            num_frames=12,
+            temporal_layers="1.1",
+            image_in_layer=True,
+            noise_augmentation=True,
+            motion_score=True,
+        ),
+        interpolation_unet=dataclasses.replace(
+            unet, num_channels=20, out_channels=12, interpolation=True, temporal_layers="1.1"
+        ),
+        movq=MoVQConfig(first_row_attention_norm=True),
+        video_movq=MoVQConfig(first_row_attention_norm=True, temporal=True, temporal_attention_block=True),
+        text=TextConfig(interpolation_projection=True),
+        sampling=SamplingDefaults(
+            width=512, height=512, fps="low", guidance_scale=5.0, interpolation_guidance_scale=0.5
+        ),
     )
 
 
@@ -405,7 +501,11 @@ def small_config(
     )
 
 
-PRESETS = {"kandinsky-video-1.0": kandinsky_video_1_0, "small": small_config}
+PRESETS = {
+    "kandinsky-video-1.0": kandinsky_video_1_0,
+    "kandinsky-video-1.1": kandinsky_video_1_1,
+    "small": small_config,
+}
 
 
 def preset(name: str) -> ModelConfig:

@@ -140,6 +140,12 @@ def _check_positive(value: float, name: str) -> float:
     return float(value)
 
 
+def preset_parts(name: str) -> list[str]:
+    """The presets of a ``+``-combination, canonical: hyphens as typed (``zoom-in``) are aliases of the
+    underscore names (``zoom_in``)."""
+    return [part.strip().replace("-", "_") for part in name.split("+")]
+
+
 def get_preset(
     name: str,
     num_frames: int,
@@ -159,7 +165,7 @@ def get_preset(
     width = int(_check_positive(width, "width"))
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"preset: expected a name, one of {', '.join(PRESET_NAMES)}, got {name!r}")
-    parts = [p.strip() for p in name.split("+")]
+    parts = preset_parts(name)
     unknown = [p for p in parts if p not in PRESETS]
     if unknown:
         raise ValueError(

@@ -148,15 +148,17 @@ class OfficialFiles:
     text_encoder: str | Path = OFFICIAL_TEXT_ENCODER
 
 
-def hub_file(filename: str, what: str, flag: str, cache_dir: str | Path | None = None) -> Path:
-    """Download (or find in the cache) one file of the official repo, with an actionable offline error."""
+def hub_file(
+    filename: str, what: str, flag: str, cache_dir: str | Path | None = None, repo: str = OFFICIAL_REPO
+) -> Path:
+    """Download (or find in the cache) one file of an official repo, with an actionable offline error."""
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(OFFICIAL_REPO, filename, cache_dir=cache_dir))
+        return Path(hf_hub_download(repo, filename, cache_dir=cache_dir))
     except Exception as error:
         raise FileNotFoundError(
-            f"{what}: {OFFICIAL_REPO}/{filename} is not in the local Hugging Face cache and could not be "
+            f"{what}: {repo}/{filename} is not in the local Hugging Face cache and could not be "
             f"downloaded ({type(error).__name__}). Download it when online, or pass a local path with {flag}."
         ) from error
 

@@ -41,6 +41,7 @@ from fusionframes.camera import (
     schedule_values,
     warp,
 )
+from fusionframes.camera.presets import preset_parts
 from fusionframes.camera.warp import prepare_depth
 from fusionframes.config import ModelConfig, kandinsky_video_1_0
 from fusionframes.pipelines.img2img import (
@@ -205,13 +206,14 @@ def resolve_motion(
 ) -> tuple[list[CameraMotion], Any]:
     """Per-frame moves and a JSON-friendly label from a preset name, custom schedules or moves."""
     if isinstance(motion, str):
-        parts = [p.strip() for p in motion.split("+")]
+        parts = preset_parts(motion)
         unknown = [p for p in parts if p not in PRESET_NAMES]
         if unknown:
             raise ValueError(
                 f"motion: unknown preset {unknown[0]!r}; valid presets: {', '.join(PRESET_NAMES)} "
                 "(combine with '+', or give custom schedules)"
             )
+        motion = "+".join(parts)
         return get_preset(motion, num_frames, fps, width=width, fov_deg=fov_deg, seed=seed), motion
     if isinstance(motion, CameraMotion):
         return [motion] * num_frames, {"constant": asdict(motion)}

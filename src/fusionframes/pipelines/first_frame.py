@@ -1,11 +1,9 @@
-"""The first frame of a Kandinsky Video 1.1 video as an image: reading it, fitting it, MoVQ round trip.
+"""The first frame of Kandinsky Video 1.1 between pixels and latents, exactly as its pipeline does it.
 
-The keyframe U-Net is conditioned on the image-MoVQ latent of the first frame at the video's size.
-That frame is either the user's image (image-to-video) or the U-Net's own image-mode sample, which the
-reference draws at twice the video's latent size, decodes to an 8-bit image and encodes again after
-fitting it to the video's size. Both paths fit the image the reference's way: scale it down (never up)
-until it just covers ``width x height``, then crop the centre; an image smaller than the video is not
-enlarged, so the crop pads it with black (as released; :func:`check_image` warns about it).
+1.1 samples the first frame at ``(height // 4, width // 4)`` latents, twice the video's latent size
+with the released MoVQ, decodes it to an 8-bit image, and encodes that image again at the video size
+(the same path a user's image takes for image-to-video): resize so the image covers the target
+(never enlarged), centre-crop with PIL's rounding, and scale to [-1, 1].
 """
 
 from __future__ import annotations
@@ -16,16 +14,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from PIL import Image, UnidentifiedImageError
+
+from fusionframes.models.movq import MoVQ
 
 # Modes PIL converts to 8-bit RGB without losing meaning; 32-bit integer and float images do not.
 IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1")
 
 
-def check_image(image: Any, width: int | None = None, height: int | None = None, name: str = "image"):
-    """A PIL image from a PIL image or a path; one-line errors for unreadable files and unusable modes."""
-    from PIL import Image, UnidentifiedImageError
-
+def check_image(
+    image: Any, width: int | None = None, height: int | None = None, name: str = "image"
+) -> Image.Image:
+    """A PIL image from a PIL image or a path; one-line errors for unreadable files and unusable modes,
+    and a warning for an image smaller than the video (not enlarged: the crop pads it with black)."""
     if isinstance(image, (str, Path)):
         try:
             with Image.open(image) as opened:
@@ -52,45 +53,43 @@ def check_image(image: Any, width: int | None = None, height: int | None = None,
     return image
 
 
-def fit_to_size(image, width: int, height: int):
-    """The reference's fit: shrink by ``max(1, min(w / width, h / height))`` (PIL's default filter),
-    then crop ``width x height`` from the centre (PIL rounds the fractional box)."""
-    factor = max(1.0, min(image.size[0] / width, image.size[1] / height))
-    image = image.resize((round(image.size[0] / factor), round(image.size[1] / factor)))
+def to_uint8_image(decoded: torch.Tensor) -> Image.Image:
+    """A decoded ``[3, H, W]`` image in about [-1, 1] -> RGB PIL image (clipped, x255, truncated)."""
+    pixels = torch.clip((decoded.float() + 1.0) / 2.0, 0.0, 1.0)
+    array = (255.0 * pixels.permute(1, 2, 0).cpu().numpy()).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def decode_image(movq: MoVQ, latent: torch.Tensor) -> Image.Image:
+    """``[1, z, h, w]`` latent -> PIL image (the reference ``decode_image``)."""
+    with torch.no_grad():
+        return to_uint8_image(movq.decode(latent)[0])
+
+
+def fit_for_encoding(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Resize (PIL's default filter) so the image covers ``width`` x ``height``, then centre-crop.
+
+    As in the reference, an image smaller than the target is not enlarged: the crop then reaches
+    outside it and PIL fills that border with black.
+    """
+    image = image.convert("RGB") if image.mode != "RGB" else image
+    reduce = max(1.0, min(image.size[0] / width, image.size[1] / height))
+    image = image.resize((round(image.size[0] / reduce), round(image.size[1] / reduce)))
     w, h = image.size
     return image.crop(((w - width) / 2, (h - height) / 2, (w + width) / 2, (h + height) / 2))
 
 
-def image_to_tensor(image) -> torch.Tensor:
-    """An image as ``[3, H, W]`` in [-1, 1] (RGB, the uint8 values over 255, as torchvision's ToTensor)."""
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    array = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
-    return 2.0 * array.float().div(255) - 1.0
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> ``[3, H, W]`` in [-1, 1] (torchvision's ToTensor, then 2x - 1)."""
+    array = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+    return 2.0 * (array.permute(2, 0, 1).float() / 255.0) - 1.0
 
 
-def _device_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
-    parameter = next(module.parameters())
-    return parameter.device, parameter.dtype
-
-
-@torch.no_grad()
-def encode_image(
-    movq: nn.Module, image, width: int, height: int, device: torch.device | None = None
-) -> torch.Tensor:
-    """An image -> its MoVQ latent ``[C, height / f, width / f]`` (float32) after :func:`fit_to_size`."""
-    param_device, dtype = _device_dtype(movq)
-    pixels = image_to_tensor(fit_to_size(image, width, height))[None]
-    return movq.encode(pixels.to(device or param_device, dtype))[0].float()
-
-
-@torch.no_grad()
-def decode_image(movq: nn.Module, latent: torch.Tensor, device: torch.device | None = None):
-    """A latent ``[1, C, h, w]`` -> an RGB PIL image: clipped to [0, 1], times 255, truncated to uint8
-    (as the reference does it; the truncation is part of what the keyframes are conditioned on)."""
-    from PIL import Image
-
-    param_device, dtype = _device_dtype(movq)
-    decoded = movq.decode(latent.to(device or param_device, dtype)).float()
-    pixels = torch.clip((decoded + 1.0) / 2.0, 0.0, 1.0)
-    array = (255.0 * pixels.permute(0, 2, 3, 1).cpu().numpy()[0]).astype(np.uint8)
-    return Image.fromarray(array)
+def encode_image(movq: MoVQ, image: Image.Image, width: int, height: int) -> torch.Tensor:
+    """PIL image -> ``[z, height / f, width / f]`` latent (the reference ``encode_image``)."""
+    if width < 1 or height < 1:
+        raise ValueError(f"width, height: must be >= 1, got {width}x{height}")
+    pixels = image_to_tensor(fit_for_encoding(image, width, height))
+    weight = next(movq.parameters())
+    with torch.no_grad():
+        return movq.encode(pixels[None].to(device=weight.device, dtype=weight.dtype))[0]

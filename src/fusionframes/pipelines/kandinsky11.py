@@ -391,9 +391,9 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
                 report("first frame"),
             )
             check_finite(latent, "first frame")
-            image = decode_image(movq, latent, self.device_for(movq))
-        latent = encode_image(movq, image, settings.width, settings.height, self.device_for(movq))
-        return latent.to(text.context.device), image
+            image = decode_image(movq, latent)
+        latent = encode_image(movq, image, settings.width, settings.height)
+        return latent.to(text.context.device, torch.float32), image
 
     def decode_11(self, latents: torch.Tensor, decoder: str, progress: bool) -> torch.Tensor:
         """Latents -> ``[T, 3, H, W]`` in [0, 1]. ``video``: the temporal MoVQ on the reference's

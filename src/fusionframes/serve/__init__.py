@@ -3,19 +3,8 @@
 - :mod:`fusionframes.serve.jobs`: the SQLite job store and the outputs folder.
 - :mod:`fusionframes.serve.worker`: runners per mode (t2v, animate, movie) and worker threads.
 - :mod:`fusionframes.serve.app`: the FastAPI app (API, progress events, the page).
-- :mod:`fusionframes.serve.cli`: ``add_serve`` for the main CLI, and ``python -m fusionframes.serve.cli``.
+- ``fusionframes serve`` (options in :mod:`fusionframes.cli.serve`); ``python -m fusionframes.serve.cli``
+  is the same command.
 
 Nothing heavy is imported here, so ``fusionframes --help`` stays fast.
 """
-
-from __future__ import annotations
-
-__all__ = ["add_serve"]
-
-
-def __getattr__(name: str):
-    if name == "add_serve":
-        from fusionframes.serve.cli import add_serve
-
-        return add_serve
-    raise AttributeError(f"module 'fusionframes.serve' has no attribute {name!r}")

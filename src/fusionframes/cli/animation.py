@@ -1,15 +1,15 @@
-"""Command line for animation mode and mini-movies: ``fusionframes animate`` and ``fusionframes movie``.
+"""``fusionframes animate`` (animation mode) and ``fusionframes movie`` (mini-movies).
 
-``add_animate``/``add_movie`` register the subcommands (the main CLI lists them in its commands);
-every option is checked, and the image and depth files read, before any model is loaded.
+Every option is checked, and the image and depth files read, before any model is loaded. Building these
+parsers imports the camera presets and the animation defaults (so their help can list them).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 from typing import Any
+
+from fusionframes.cli import options
 
 SCHEDULE_FLAGS = {  # CLI flag -> custom_motion parameter
     "zoom": "zoom",
@@ -43,16 +43,20 @@ def _float_or_schedule(text: str) -> float | str:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--steps", type=int, default=None, help="denoising schedule (default: see docs/animation.md)"
+        "--steps",
+        type=options.STEPS,
+        default=None,
+        help=f"denoising schedule, 1..{options.MAX_STEPS} (default: see docs/animation.md)",
     )
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (>= 0)")
-    p.add_argument("--negative", default=None, help="negative prompt (what to avoid)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
-    p.add_argument("--width", type=int, default=None, help="frame width (default: the model's)")
-    p.add_argument("--height", type=int, default=None, help="frame height (default: the model's)")
-    p.add_argument("--model", default=None, help="builtin (default) | kandinsky-video-1.0 | a model folder")
-    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | mps | auto")
-    p.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
+    p.add_argument(
+        "--guidance",
+        type=options.finite_float(0.0),
+        default=None,
+        help="classifier-free guidance weight (>= 0)",
+    )
+    options.add_prompt_options(p)
+    options.add_size_options(p)
+    options.add_model_options(p)
 
 
 def _add_animation_options(p: argparse.ArgumentParser, fps_help: str) -> None:
@@ -145,14 +149,10 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any]:
 # animate
 
 
-def add_animate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "animate",
-        help="camera animation: warp a picture frame by frame and let the model redraw it",
-        description="Animation mode: a virtual camera moves through a picture the model keeps redrawing.",
-    )
+def configure_animate(p: argparse.ArgumentParser) -> None:
+    p.description = "Animation mode: a virtual camera moves through a picture the model keeps redrawing."
     p.add_argument("prompt", help="what the animation shows")
-    p.add_argument("-o", "--output", default="animation.mp4", help=".mp4, .gif, .webp, or DIR/ for PNGs")
+    options.add_output_option(p, "animation.mp4")
     p.add_argument("--seconds", type=float, default=4.0, help="length in seconds (default 4)")
     _add_animation_options(p, "frames per second (default 24)")
     _add_model_options(p)
@@ -217,20 +217,16 @@ def parse_durations(text: str | None) -> list[float] | None:
         ) from None
 
 
-def add_movie(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "movie",
-        help="a mini-movie: one scene per prompt, joined by cuts, crossfades or continuation",
-        description="Render several scenes and join them into one video.",
-    )
+def configure_movie(p: argparse.ArgumentParser) -> None:
+    p.description = "Render several scenes and join them into one video."
     p.add_argument("scenes", nargs="+", help="one prompt per scene")
-    p.add_argument("-o", "--output", default="movie.mp4", help=".mp4, .gif, .webp, or DIR/ for PNGs")
+    options.add_output_option(p, "movie.mp4")
     p.add_argument("--durations", default=None, help="seconds per scene, comma separated (default 4 each)")
     p.add_argument("--mode", default="t2v", help="t2v (text-to-video scenes) | animate (camera animation)")
     p.add_argument("--transition", default="cut", help="cut | crossfade | continue")
     p.add_argument("--crossfade-frames", type=int, default=None, help="frames blended per crossfade")
-    p.add_argument("--interpolation-steps", type=int, default=None, help="t2v mode: steps per interpolation")
-    p.add_argument("--sampler", default=None, help="t2v mode: denoising sampler (default: the model's)")
+    options.add_interpolation_options(p, guidance=False)
+    options.add_scheduler_option(p)
     _add_animation_options(p, "t2v mode: low | medium | high; animate mode: frames per second (default 24)")
     _add_model_options(p)
     p.set_defaults(handler=run_movie)
@@ -272,7 +268,7 @@ def run_movie(args: argparse.Namespace) -> int:
             "image": args.image,
             "depth": args.depth,
             "interpolation_steps": args.interpolation_steps,
-            "scheduler": args.sampler,
+            "scheduler": args.scheduler,
         }
     plan = validate_movie(
         config,
@@ -295,32 +291,3 @@ def run_movie(args: argparse.Namespace) -> int:
         f"seed {plan.seed})"
     )
     return 0
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A parser with just these two commands (the main ``fusionframes`` CLI registers them too)."""
-    parser = argparse.ArgumentParser(prog="fusionframes", description="Animation mode and mini-movies.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_animate(sub)
-    add_movie(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fusionframes.cli_animation animate ...``: one-line errors, exit status 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as error:
-        print(f"fusionframes {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,46 +1,43 @@
 """``fusionframes eval synthetic``: generate a video per prompt and score it with classic vision;
 ``fusionframes eval directions``: whether the keyframe model reads the direction words (no sampling).
 
-Options and the prompts file are checked before the model is loaded; the JSON summary and the contact
-sheet are written atomically once every prompt is done.
+Options, the prompts file and the output folders are checked before the model is loaded; the JSON
+summary and the contact sheet are written atomically once every prompt is done.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from fusionframes.cli import options
 from fusionframes.io.atomic import atomic_write
 
 METRIC_ORDER = ("colour", "shape", "motion", "background", "count", "all")
 
 
-def add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="measure a model's quality")
+def configure_eval(p: argparse.ArgumentParser) -> None:
     eval_sub = p.add_subparsers(dest="eval_command", required=True)
     s = eval_sub.add_parser(
         "synthetic",
         help="score videos of the synthetic shapes world (colour, shape, motion, background, count)",
         description="Generate a video per prompt and score it with colour segmentation and centroid tracks.",
     )
-    s.add_argument("--model", default=None, help="builtin (default) | a model folder")
     s.add_argument("--prompts-file", default=None, help="one prompt per line (default: the built-in set)")
     s.add_argument(
-        "--num", type=int, default=None, help="prompts to use (default set: N training + the held-out list)"
+        "--num",
+        type=options.bounded_int(0),
+        default=None,
+        help="prompts to use (default set: N training + the held-out list)",
     )
-    s.add_argument("--seed", type=int, default=0, help="seed of the first prompt (then +1 per prompt)")
-    s.add_argument("--fps", default="medium", help="low | medium | high (default medium)")
-    s.add_argument("--steps", type=int, default=None, help="keyframe denoising steps (default: the model's)")
-    s.add_argument("--interpolation-steps", type=int, default=None)
-    s.add_argument("--sampler", default=None, help="denoising sampler (default: the model's)")
-    s.add_argument("--guidance", type=float, default=None)
     s.add_argument(
-        "--layout-strength", type=float, default=None, help="layout prior strength (default: the model's)"
+        "--seed", type=options.SEED, default=0, help="seed of the first prompt (then +1 per prompt)"
     )
-    s.add_argument("--device", default="auto")
-    s.add_argument("--dtype", default="auto")
+    s.add_argument("--fps", default="medium", help="low | medium | high (default medium)")
+    options.add_keyframe_options(s)
+    options.add_interpolation_options(s, guidance=False)
+    options.add_model_options(s)
     s.add_argument("--json", default=None, help="write the summary and per-prompt rows here")
     s.add_argument("--sheet", default=None, help="write a contact sheet of keyframes here (.png)")
     s.set_defaults(handler=run_eval_synthetic)
@@ -51,15 +48,14 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         "reversed caption (left <-> right, rising <-> falling, ...). A model that reads the words denoises "
         "better under the true one: prefers_true well above 50%%.",
     )
-    d.add_argument("--model", default=None, help="builtin (default) | a model folder")
-    d.add_argument("--clips", type=int, default=48, help="rendered clips (default 48)")
+    d.add_argument("--clips", type=options.bounded_int(1), default=48, help="rendered clips (default 48)")
     d.add_argument(
         "--timesteps",
         default="600,750,900",
         help="comma-separated noise levels out of 1000 (default 600,750,900)",
     )
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--dtype", default="float32", help="float32 (default) | bfloat16 | auto")
+    options.add_model_options(d, device=False, dtype_default="float32")
     d.add_argument("--json", default=None, help="write the report here")
     d.set_defaults(handler=run_eval_directions)
 
@@ -117,8 +113,6 @@ def run_eval_synthetic(args: argparse.Namespace) -> int:
     from fusionframes.runtime import resolve_device, resolve_dtype
 
     prompts = read_prompts(args.prompts_file)
-    if args.num is not None and args.num < 0:
-        raise ValueError(f"num: must be >= 0, got {args.num}")
     json_path = _check_output("json", args.json, (".json",))
     sheet_path = _check_output("sheet", args.sheet, (".png",))
     device = resolve_device(args.device)
@@ -132,7 +126,7 @@ def run_eval_synthetic(args: argparse.Namespace) -> int:
         interpolation_steps=args.interpolation_steps,
         guidance_scale=args.guidance,
         seed=args.seed,
-        scheduler=args.sampler,
+        scheduler=args.scheduler,
         layout_prior_strength=args.layout_strength,
     )
 
@@ -160,7 +154,7 @@ def run_eval_synthetic(args: argparse.Namespace) -> int:
         "fps": settings.fps,
         "steps": settings.num_inference_steps,
         "interpolation_steps": settings.interpolation_steps,
-        "sampler": settings.scheduler,
+        "scheduler": settings.scheduler,
         "guidance": settings.guidance_scale,
         **({"layout_prior_strength": settings.layout_prior_strength} if config.layout_prior else {}),
     }
@@ -187,8 +181,6 @@ def run_eval_directions(args: argparse.Namespace) -> int:
     from fusionframes.io.checkpoints import model_config_for
 
     timesteps = parse_timesteps(args.timesteps)
-    if args.clips < 1:
-        raise ValueError(f"clips: must be >= 1, got {args.clips}")
     json_path = _check_output("json", args.json, (".json",))
     if model_config_for(args.model).keyframe_unet.num_frames is None:
         raise ValueError("model: the direction probe needs a video (keyframe) model")
@@ -209,18 +201,3 @@ def run_eval_directions(args: argparse.Namespace) -> int:
         atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
         print(f"wrote {json_path}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fusionframes")
-    add_eval(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"fusionframes eval: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

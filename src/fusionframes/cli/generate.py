@@ -1,0 +1,199 @@
+"""``fusionframes generate``, ``models`` and ``convert``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fusionframes.cli import options
+from fusionframes.errors import UsageError
+
+
+def configure_generate(p: argparse.ArgumentParser) -> None:
+    p.description = "Text to video."
+    p.add_argument("prompt", help="what the video shows")
+    options.add_output_option(p, "video.mp4")
+    p.add_argument(
+        "--fps", default=None, help="low (keyframes) | medium (4N-3 frames) | high (16N-15 frames)"
+    )
+    options.add_size_options(p)
+    options.add_prompt_options(p)
+    options.add_keyframe_options(p)
+    options.add_interpolation_options(p)
+    options.add_model_options(p)
+    g = p.add_argument_group("memory and speed")
+    g.add_argument(
+        "--decode-chunk",
+        type=options.bounded_int(1),
+        default=4,
+        help="frames decoded at once (memory vs speed)",
+    )
+    g.add_argument(
+        "--offload",
+        default="none",
+        help="none | model (one network at a time on the GPU) | sequential (per layer, least memory)",
+    )
+    g.add_argument(
+        "--compile",
+        nargs="?",
+        const="unets",
+        default="none",
+        help="torch.compile the U-Nets (--compile or --compile unets) or also the MoVQ decoder (all)",
+    )
+    g.add_argument(
+        "--text-quantization",
+        default="none",
+        help="none | int8 (T5 linear weights in int8 via torchao: half the memory of bfloat16)",
+    )
+    p.set_defaults(handler=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from fusionframes.io.checkpoints import model_config_for
+    from fusionframes.io.video import validate_output_path
+    from fusionframes.pipelines.acceleration import validate_compile
+    from fusionframes.pipelines.offload import validate_offload
+    from fusionframes.pipelines.text_to_video import validate_settings
+    from fusionframes.runtime import resolve_device, resolve_dtype
+    from fusionframes.text.quantization import validate_text_quantization
+
+    device = resolve_device(args.device)
+    precision = resolve_dtype(args.dtype, device)
+    offload = validate_offload(args.offload, device)
+    compile_choice = validate_compile(args.compile, offload)
+    text_quantization = validate_text_quantization(args.text_quantization)
+    output = validate_output_path(args.output)
+    config = model_config_for(args.model)
+    settings = validate_settings(
+        config,
+        args.prompt,
+        args.negative,
+        args.width,
+        args.height,
+        args.fps,
+        args.steps,
+        args.interpolation_steps,
+        args.guidance,
+        args.interpolation_guidance,
+        args.seed,
+        scheduler=args.scheduler,
+        decode_chunk_size=args.decode_chunk,
+        layout_prior_strength=args.layout_strength,
+    )
+    import logging
+
+    logging.getLogger(__name__).info("precision %s: %s", precision.dtype, precision.reason)
+
+    import torch
+
+    from fusionframes.pipelines.text_to_video import TextToVideoPipeline
+
+    pipe = TextToVideoPipeline.from_pretrained(
+        args.model,
+        device=device,
+        dtype=args.dtype,
+        release_text_encoder=True,
+        offload=offload,
+        compile=compile_choice,
+        text_quantization=text_quantization,
+    )
+    generator = torch.Generator("cpu").manual_seed(settings.seed)
+    video = pipe.generate(settings, generator, output_type="np")
+    path = video.save(output)
+    print(
+        f"wrote {path} ({len(video.frames)} frames, {video.settings.width}x{video.settings.height}, "
+        f"{video.fps:g} fps, seed {settings.seed})"
+    )
+    return 0
+
+
+def configure_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="device to report the automatic precision for")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from fusionframes.io.checkpoints import list_models
+    from fusionframes.runtime import resolve_device, resolve_dtype
+
+    rows = list_models()
+    device = resolve_device(args.device)
+    precision = resolve_dtype("auto", device)
+    if args.json:
+        report = {
+            "models": rows,
+            "device": str(device),
+            "auto_dtype": str(precision.dtype),
+            "auto_dtype_reason": precision.reason,
+        }
+        print(json.dumps(report, indent=2))
+        return 0
+    for row in rows:
+        status = "ready" if row["available"] else "not downloaded"
+        print(f"{row['name']}  [{status}]  {row['source']}")
+        if row.get("description"):
+            print(f"    {row['description']}")
+        if row.get("parameters"):
+            print(f"    parameters: {row['parameters']:,}; files: {row['size_bytes'] / 2**20:.1f} MiB")
+        if row.get("vocabulary"):
+            print(f"    knows {len(row['vocabulary'])} words: {' '.join(row['vocabulary'])}")
+    print(f"device {device}: automatic precision {precision.dtype} ({precision.reason})")
+    return 0
+
+
+def configure_convert(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keyframe-weights", default=None, help="kandinsky_video.pt (default: from the Hub)")
+    p.add_argument("--interpolation-weights", default=None, help="kandinsky_video_interpolation.pt")
+    p.add_argument("--movq-weights", default=None, help="movq.pt")
+    p.add_argument("--text-encoder", default=None, help="T5 folder or Hub id (default google/flan-ul2)")
+    p.add_argument("--copy-text-encoder", action="store_true", help="copy a local T5 folder into the output")
+    p.add_argument("--config", default=None, help="ModelConfig JSON for non-release sizes (default: 1.0)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.set_defaults(handler=run_convert)
+
+
+def read_json_option(name: str, path: str | Path) -> object:
+    """The JSON in the file an option names, with errors that say which option and what is wrong."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{name}: file not found: {file}")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"{name}: {file} is not a text file (not UTF-8)") from None
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{name}: {file} is not valid JSON ({error})") from None
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"out: parent folder does not exist: {out.parent}")
+    if args.copy_text_encoder and not (args.text_encoder and Path(args.text_encoder).is_dir()):
+        raise UsageError("copy-text-encoder: needs --text-encoder pointing at a local T5 folder")
+    config = None
+    if args.config:
+        from fusionframes.config import ModelConfig
+
+        data = read_json_option("config", args.config)
+        if not isinstance(data, dict):
+            raise UsageError(f"config: {args.config} must hold a JSON object (a ModelConfig)")
+        try:
+            config = ModelConfig.from_dict(data)
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"config: {args.config}: {error}") from None
+
+    from fusionframes.io.checkpoints import load_official, resolve_official_files, write_model_folder
+
+    files = resolve_official_files(
+        args.keyframe_weights, args.interpolation_weights, args.movq_weights, args.text_encoder
+    )
+    components = load_official(files, config)
+    text_dir = Path(args.text_encoder) if args.copy_text_encoder else None
+    if text_dir is None and args.text_encoder and Path(args.text_encoder).is_dir():
+        components.text_encoder = str(Path(args.text_encoder).resolve())
+    write_model_folder(components, out, text_encoder_dir=text_dir)
+    print(f"wrote model folder {out}")
+    return 0
