@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from fusionframes.components import ModelComponents
 from fusionframes.pipelines.kandinsky11 import KandinskyVideo11Pipeline, is_kandinsky_11
 from fusionframes.runtime import resolve_device
 
@@ -56,25 +57,46 @@ class KandinskyVideoT2VPipeline:
         return self.pipeline(prompt, negative_prompt, image, output_type="pil", **kwargs).frames
 
 
+def load_release_or_folder(
+    model: str | Path, cache_dir: str | Path | None, text_encoder: str | Path | None
+) -> ModelComponents:
+    """``kandinsky-video-1.1``: the Hub release; a folder with the released file names (``t2v.pt``,
+    ``interpolation.pt``, ``movq.pt``, ``video_movq.pt``, ``t5_projections.pt``, ``configs.json``):
+    those files; any other folder: a FusionFrames model folder."""
+    from fusionframes.io.checkpoints import load_model
+    from fusionframes.io.official_kv11 import TEXT_ENCODER, ReleaseFiles, hub_files, load_release
+
+    encoder = text_encoder if text_encoder is not None else TEXT_ENCODER
+    if str(model) == RELEASE:
+        return load_release(hub_files(cache_dir, encoder))
+    if (Path(model) / "t2v.pt").is_file():
+        return load_release(ReleaseFiles.from_folder(model, encoder))
+    components = load_model(model, cache_dir=cache_dir)
+    if text_encoder is not None:
+        components.text_encoder = text_encoder
+    return components
+
+
 def get_T2V_pipeline(  # noqa: N802 - the reference's name
     device_map: Any,
     cache_dir: str | Path = "/tmp/kandinsky_video/",
     model: str | Path = RELEASE,
     dtype: str = "auto",
+    text_encoder: str | Path | None = None,
 ) -> KandinskyVideoT2VPipeline:
-    """Load Kandinsky Video 1.1 (``model``: the Hub release, or a converted model folder) placed by
-    ``device_map``. ``dtype``: auto picks float16 / bfloat16 on GPUs, as the reference runs its U-Nets."""
-    from fusionframes.io.checkpoints import load_model
-
+    """Load Kandinsky Video 1.1 placed by ``device_map``. ``model``: the Hub release (default), a folder
+    of the released files, or a FusionFrames model folder; ``text_encoder``: another T5 folder or Hub
+    id than the release's ``google/flan-ul2``; ``dtype``: auto picks float16 / bfloat16 on GPUs (the
+    reference runs its U-Nets in float16) and the fastest exact choice on CPUs."""
     devices = resolve_device_map(device_map)
-    components = load_model(model, cache_dir=cache_dir)
+    components = load_release_or_folder(model, cache_dir, text_encoder)
     if not is_kandinsky_11(components.config):
         raise ValueError(
             f"model: {str(model)!r} is not a Kandinsky Video 1.1 model; get_T2V_pipeline needs 1.1"
         )
     pipeline = KandinskyVideo11Pipeline(components, device=devices["unet"], dtype=dtype)
     moves = {"interpolation_unet": [components.interpolation_unet], "movq": [components.movq]}
-    if getattr(components, "video_movq", None) is not None:
+    if components.video_movq is not None:
         moves["movq"].append(components.video_movq)
     for key, modules in moves.items():
         for module in modules:

@@ -27,6 +27,7 @@ import torch
 
 from fusionframes.config import ModelConfig
 from fusionframes.diffusion.scheduled_ddpm import DDPMSettings, interpolation_settings_11
+from fusionframes.models.movq import decode_clip
 from fusionframes.pipelines.first_frame import check_image, decode_image, encode_image
 from fusionframes.pipelines.stages import scatter_frames
 from fusionframes.pipelines.stages11 import (
@@ -100,6 +101,8 @@ class GenerationSettings11:
     interpolation_steps: int
     image_to_video: bool = False
     keep_first_frame: bool = False
+    decode_window: int | None = None  # None: the reference's pieces of about four frames
+    decode_overlap: int = 0
 
     @property
     def motion_score(self) -> float:
@@ -164,6 +167,8 @@ def validate_settings_11(
         "num_inference_steps",
         "interpolation_steps",
         "keep_first_frame",
+        "decode_window",
+        "decode_overlap",
     }
     unknown = sorted(set(options) - allowed)
     if unknown:
@@ -199,6 +204,13 @@ def validate_settings_11(
     keep = merged.get("keep_first_frame", False)
     if not isinstance(keep, bool):
         raise ValueError(f"keep_first_frame: must be True or False, got {keep!r}")
+    window = given.get("decode_window")
+    window = None if window is None else _int(window, "decode_window")
+    overlap = _int(given.get("decode_overlap", 0), "decode_overlap")
+    if window is not None and not 0 <= overlap < window or window is None and overlap:
+        raise ValueError(f"decode_overlap: must be in [0, decode_window) with a decode_window, got {overlap}")
+    if window is not None and window < 1:
+        raise ValueError(f"decode_window: must be >= 1 frames, got {window}")
     if image is not None:
         image = check_image(image, width, height)
     if seed is None and draw_seed:
@@ -238,6 +250,8 @@ def validate_settings_11(
         ),
         image_to_video=image is not None,
         keep_first_frame=keep,
+        decode_window=window,
+        decode_overlap=overlap,
     )
     return settings, image
 
@@ -253,12 +267,6 @@ def frames_to_output(video: torch.Tensor, output_type: str):
     from PIL import Image
 
     return [Image.fromarray(frame) for frame in array]
-
-
-def clip_chunks(num_frames: int) -> int:
-    """How many pieces the reference cuts a clip into for the temporal MoVQ: ``T // 4`` (at least 1),
-    as ``torch.chunk`` makes them (pieces of ``ceil(T / (T // 4))`` frames, the last shorter)."""
-    return max(1, num_frames // 4)
 
 
 class KandinskyVideo11Pipeline(TextToVideoPipeline):
@@ -311,6 +319,8 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
         interpolation_steps: int | None = None,
         num_keyframes: int | None = None,
         keep_first_frame: bool | None = None,
+        decode_window: int | None = None,
+        decode_overlap: int | None = None,
     ) -> VideoOutput:
         """Generate one video (``image``: animate this first frame instead of drawing one).
 
@@ -334,6 +344,8 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
             "interpolation_steps": interpolation_steps,
             "num_keyframes": num_keyframes,
             "keep_first_frame": keep_first_frame,
+            "decode_window": decode_window,
+            "decode_overlap": decode_overlap,
         }
         settings, image = validate_settings_11(
             self.config, prompt, negative_prompt, image, options, seed, generator is None, self.decoders()
@@ -395,22 +407,26 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
         latent = encode_image(movq, image, settings.width, settings.height)
         return latent.to(text.context.device, torch.float32), image
 
-    def decode_11(self, latents: torch.Tensor, decoder: str, progress: bool) -> torch.Tensor:
-        """Latents -> ``[T, 3, H, W]`` in [0, 1]. ``video``: the temporal MoVQ on the reference's
-        pieces (:func:`clip_chunks`), each one clip; ``image``: the image MoVQ one frame at a time
-        (its attention norms read the first row's latent, so frames must not share a batch)."""
+    def decode_11(
+        self, latents: torch.Tensor, settings: GenerationSettings11, progress: bool
+    ) -> torch.Tensor:
+        """Latents -> ``[T, 3, H, W]`` in [0, 1]. ``video``: the temporal MoVQ, by default on the
+        reference's pieces of about four frames, each its own clip, or in windows of
+        ``settings.decode_window`` frames cross-faded over ``decode_overlap`` (bounded memory, no
+        seams; :func:`~fusionframes.models.movq.decode_clip`); ``image``: the image MoVQ one frame at a
+        time (its attention norms read the first row's latent, so frames must not share a batch)."""
         from tqdm.auto import tqdm
 
-        if decoder == "video":
-            movq, pieces = self.video_movq, latents.chunk(clip_chunks(latents.shape[0]))
-        else:
-            movq, pieces = self.components.movq, latents.split(1)
+        video = settings.decoder == "video"
+        movq = self.video_movq if video else self.components.movq
         dtype, device = next(movq.parameters()).dtype, self.device_for(movq)
-        out = [
-            movq.decode(piece.to(device, dtype)).float()
-            for piece in tqdm(pieces, desc="decoding", disable=not progress, leave=False)
-        ]
-        return torch.clip((torch.cat(out) + 1.0) / 2.0, 0.0, 1.0)
+        latents = latents.to(device, dtype)
+        if video:
+            out = decode_clip(movq, latents, settings.decode_window, settings.decode_overlap).float()
+        else:
+            pieces = tqdm(latents.split(1), desc="decoding", disable=not progress, leave=False)
+            out = torch.cat([movq.decode(piece).float() for piece in pieces])
+        return torch.clip((out + 1.0) / 2.0, 0.0, 1.0)
 
     @torch.no_grad()
     def generate_11(
@@ -480,7 +496,7 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
             lap(stage)
         if callback is not None:
             callback("decoding", 0, 1)
-        video = check_finite(self.decode_11(latents, settings.decoder, progress), "decoding")
+        video = check_finite(self.decode_11(latents, settings, progress), "decoding")
         if callback is not None:
             callback("decoding", 1, 1)
         lap("decoding")
