@@ -257,16 +257,16 @@ RELEASE_PARTS = {  # released file name -> (parity case holding it, configs.json
 }
 
 
-@pytest.fixture(scope="module")
-def release_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A folder in the hub's layout made of the parity cases' small random reference checkpoints."""
+def make_release_folder(root: Path) -> Path:
+    """A folder in the hub's layout made of the parity cases' small random reference checkpoints, with
+    a small T5 of the projections' width in ``text_encoder/``."""
     import json
     import shutil
 
     if not all((PARITY_KV11 / case).is_dir() for case, _ in RELEASE_PARTS.values()):
         pytest.skip(f"no Kandinsky Video 1.1 parity cases at {PARITY_KV11} to build a release folder from")
-    root = tmp_path_factory.mktemp("release11")
     configs = {}
+    root.mkdir(parents=True, exist_ok=True)
     for name, (case, part) in RELEASE_PARTS.items():
         shutil.copy(PARITY_KV11 / case / "checkpoint.pt", root / name)
         configs[part] = json.loads((PARITY_KV11 / case / "config.json").read_text())[part]
@@ -275,20 +275,30 @@ def release_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     encoder_dim = json.loads((PARITY_KV11 / "text_projection" / "config.json").read_text())["case"][
         "encoder_dim"
     ]
-    text_dir = make_text_encoder_folder(
-        CAPTIONS * 4, root / "t5", vocab_size=60, d_model=encoder_dim, num_layers=1, num_heads=2, d_ff=32
+    make_text_encoder_folder(
+        CAPTIONS * 4,
+        root / "text_encoder",
+        vocab_size=60,
+        d_model=encoder_dim,
+        num_layers=1,
+        num_heads=2,
+        d_ff=32,
     )
-    return root, text_dir
+    return root
+
+
+@pytest.fixture(scope="module")
+def release_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_release_folder(tmp_path_factory.mktemp("release11") / "kv11")
 
 
 @pytest.mark.slow
-def test_migration_snippet(release_folder: tuple[Path, Path], tmp_path: Path) -> None:
+def test_migration_snippet(release_folder: Path, tmp_path: Path) -> None:
     """The 1.1 README's snippets with only the import changed (plus a tiny size and step count)."""
     from fusionframes.kandinsky_video import get_T2V_pipeline
 
-    folder, text_dir = release_folder
     device_map = "cpu"  # the README has 'cuda:0'
-    t2v_pipe = get_T2V_pipeline(device_map, model=folder, text_encoder=text_dir, dtype="float32")
+    t2v_pipe = get_T2V_pipeline(device_map, model=release_folder, dtype="float32")
     quick = {"num_inference_steps": 1, "interpolation_steps": 1, "num_keyframes": 3}
     video = t2v_pipe(
         "A cat wearing sunglasses and working as a lifeguard at a pool.",
@@ -312,12 +322,11 @@ def test_migration_snippet(release_folder: tuple[Path, Path], tmp_path: Path) ->
     assert len(video2) == 3
 
 
-def test_device_map_per_component(release_folder: tuple[Path, Path]) -> None:
+def test_device_map_per_component(release_folder: Path) -> None:
     from fusionframes.kandinsky_video import get_T2V_pipeline, resolve_device_map
 
-    folder, text_dir = release_folder
     device_map = dict.fromkeys(("unet", "interpolation_unet", "text_encoder", "movq"), "cpu")
-    t2v_pipe = get_T2V_pipeline(device_map, model=folder, text_encoder=text_dir, dtype="float32")
+    t2v_pipe = get_T2V_pipeline(device_map, model=release_folder, dtype="float32")
     pipeline = t2v_pipe.pipeline
     assert pipeline.text_device == torch.device("cpu") and pipeline.video_movq is not None
     assert pipeline.device_for(pipeline.components.interpolation_unet) == torch.device("cpu")

@@ -19,12 +19,15 @@ from typing import Any
 
 import torch
 
-from fusionframes.components import ModelComponents
-from fusionframes.pipelines.kandinsky11 import KandinskyVideo11Pipeline, is_kandinsky_11
+from fusionframes.pipelines.kandinsky11 import (
+    RELEASE,
+    KandinskyVideo11Pipeline,
+    is_kandinsky_11,
+    load_release_or_folder,
+)
 from fusionframes.runtime import resolve_device
 
 DEVICE_MAP_KEYS = ("unet", "interpolation_unet", "text_encoder", "movq")
-RELEASE = "kandinsky-video-1.1"
 
 
 def resolve_device_map(device_map: Any) -> dict[str, torch.device]:
@@ -55,26 +58,6 @@ class KandinskyVideoT2VPipeline:
         self, prompt: str, negative_prompt: str | None = None, image: Any = None, **kwargs: Any
     ) -> list:
         return self.pipeline(prompt, negative_prompt, image, output_type="pil", **kwargs).frames
-
-
-def load_release_or_folder(
-    model: str | Path, cache_dir: str | Path | None, text_encoder: str | Path | None
-) -> ModelComponents:
-    """``kandinsky-video-1.1``: the Hub release; a folder with the released file names (``t2v.pt``,
-    ``interpolation.pt``, ``movq.pt``, ``video_movq.pt``, ``t5_projections.pt``, ``configs.json``):
-    those files; any other folder: a FusionFrames model folder."""
-    from fusionframes.io.checkpoints import load_model
-    from fusionframes.io.official_kv11 import TEXT_ENCODER, ReleaseFiles, hub_files, load_release
-
-    encoder = text_encoder if text_encoder is not None else TEXT_ENCODER
-    if str(model) == RELEASE:
-        return load_release(hub_files(cache_dir, encoder))
-    if (Path(model) / "t2v.pt").is_file():
-        return load_release(ReleaseFiles.from_folder(model, encoder))
-    components = load_model(model, cache_dir=cache_dir)
-    if text_encoder is not None:
-        components.text_encoder = text_encoder
-    return components
 
 
 def get_T2V_pipeline(  # noqa: N802 - the reference's name

@@ -20,11 +20,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fusionframes.components import ModelComponents
 from fusionframes.config import ModelConfig
 from fusionframes.diffusion.scheduled_ddpm import DDPMSettings, interpolation_settings_11
 from fusionframes.models.movq import decode_clip
@@ -49,6 +51,7 @@ from fusionframes.pipelines.text_to_video import (
 )
 from fusionframes.runtime import check_finite, finite_number
 
+RELEASE = "kandinsky-video-1.1"  # the Hub release's model name
 MOTION_SCORES = {"low": 1, "medium": 10, "high": 50, "extreme": 100}
 DECODERS = ("video", "image")
 MOTION_MAX = 1000.0  # the motion embedding is sinusoidal like a timestep; beyond this it only aliases
@@ -269,8 +272,79 @@ def frames_to_output(video: torch.Tensor, output_type: str):
     return [Image.fromarray(frame) for frame in array]
 
 
+def load_release_or_folder(
+    model: str | Path, cache_dir: str | Path | None, text_encoder: str | Path | None
+) -> ModelComponents:
+    """``kandinsky-video-1.1``: the Hub release; a folder with the released file names (``t2v.pt``,
+    ``interpolation.pt``, ``movq.pt``, ``video_movq.pt``, ``t5_projections.pt``, ``configs.json``,
+    and optionally a ``text_encoder/`` T5 folder used instead of ``google/flan-ul2``): those files;
+    any other folder: a FusionFrames model folder."""
+    from fusionframes.io.checkpoints import load_model
+    from fusionframes.io.official_kv11 import TEXT_ENCODER, ReleaseFiles, hub_files, load_release
+
+    encoder = text_encoder if text_encoder is not None else TEXT_ENCODER
+    if str(model) == RELEASE:
+        return load_release(hub_files(cache_dir, encoder))
+    if (Path(model) / "t2v.pt").is_file():
+        if text_encoder is None and (Path(model) / "text_encoder").is_dir():
+            encoder = Path(model) / "text_encoder"  # a local T5 next to the released files
+        return load_release(ReleaseFiles.from_folder(model, encoder))
+    components = load_model(model, cache_dir=cache_dir)
+    if text_encoder is not None:
+        components.text_encoder = text_encoder
+    return components
+
+
+def config_11_for(model: str | Path | None) -> ModelConfig | None:
+    """The config of a 1.1 model named by ``model`` without loading weights (the preset for the Hub
+    release, ``configs.json`` for a folder of released files, ``config.json`` for a model folder);
+    None when ``model`` is not a 1.1 model."""
+    from fusionframes.io.official_kv11 import CONFIGS_FILE, model_config, read_configs
+
+    if model is None or str(model) in ("builtin",):
+        return None
+    if str(model) == RELEASE:
+        return model_config(None)
+    path = Path(model)
+    if (path / "t2v.pt").is_file():
+        configs = path / CONFIGS_FILE
+        return model_config(read_configs(configs) if configs.is_file() else None)
+    if (path / "config.json").is_file():
+        from fusionframes.io.checkpoints import read_folder_config
+
+        config = read_folder_config(path)
+        return config if is_kandinsky_11(config) else None
+    return None
+
+
 class KandinskyVideo11Pipeline(TextToVideoPipeline):
     """Text-to-video and image-to-video with a Kandinsky Video 1.1 model (released or small)."""
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        model: str | Path = RELEASE,
+        device: str | torch.device | None = "cpu",
+        dtype: str = "auto",
+        cache_dir: str | Path | None = None,
+        text_encoder: str | Path | None = None,
+        **kwargs: Any,
+    ) -> KandinskyVideo11Pipeline:
+        """``model``: ``kandinsky-video-1.1`` (the Hub), a folder of the released files, or a model
+        folder; the device, precision and memory options are checked before anything loads."""
+        from fusionframes.pipelines.acceleration import validate_compile
+        from fusionframes.pipelines.offload import validate_offload
+        from fusionframes.runtime import resolve_device, resolve_dtype
+        from fusionframes.text.quantization import validate_text_quantization
+
+        resolved = resolve_device(device)
+        resolve_dtype(dtype, resolved)
+        validate_compile(kwargs.get("compile"), validate_offload(kwargs.get("offload"), resolved))
+        validate_text_quantization(kwargs.get("text_quantization"))
+        components = load_release_or_folder(model, cache_dir, text_encoder)
+        if not is_kandinsky_11(components.config):
+            raise ValueError(f"model: {str(model)!r} is not a Kandinsky Video 1.1 model")
+        return cls(components, device=device, dtype=dtype, **kwargs)
 
     text_device: torch.device | None = None  # set by a per-component device map (see kandinsky_video.py)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fusionframes.diffusion.branches import cond_uncond, guided_branches, text_image
+from fusionframes.diffusion.branches import Denoiser, cond_uncond, guided_branches, text_image
 from fusionframes.diffusion.scheduled_ddpm import ScheduledSteps, gaussian, sample_scheduled, uniform
 
 StepCallback = Callable[[int, int], None]
@@ -76,6 +76,23 @@ def score_tensor(value: float, rows: int, device: torch.device) -> torch.Tensor:
     return torch.full((rows,), value, dtype=dtype, device=device)
 
 
+def first_frame_denoiser(
+    unet: nn.Module, text: TextBranches, latent_channels: int, guidance_weight: float
+) -> Denoiser:
+    """Guided denoiser of the first frame in the keyframe U-Net's image mode: two rows (it switches to
+    its image input layer at two rows or fewer), no temporal inputs, zeros in the condition and mask
+    channels; ``(w + 1) * cond - w * uncond``."""
+    dtype = _dtype(unet)
+    context, mask = text.rows("cu", 1, dtype)
+
+    def run_all(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        empty = torch.zeros(2, latent_channels + 1, *x.shape[2:], device=x.device)
+        rows = torch.cat([x.repeat(2, 1, 1, 1), empty], dim=1).to(dtype)
+        return unet(rows, time.repeat(2).to(dtype), context, mask)
+
+    return guided_branches(run_all, cond_uncond(guidance_weight))
+
+
 def generate_first_frame(
     unet: nn.Module,
     text: TextBranches,
@@ -85,47 +102,27 @@ def generate_first_frame(
     generator: torch.Generator | None = None,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
-    """The first frame ``[1, C, h, w]`` in the keyframe U-Net's image mode (two rows: it switches to
-    its image input layer; no temporal inputs; the condition and mask channels are zeros)."""
-    device = text.context.device
-    dtype = _dtype(unet)
-    x = gaussian((1, *latent_shape), generator, device)
-    context, mask = text.rows("cu", 1, dtype)
-    empty = torch.zeros(2, latent_shape[0] + 1, *latent_shape[1:], device=device)
-
-    def run_all(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-        rows = torch.cat([x.repeat(2, 1, 1, 1), empty], dim=1).to(dtype)
-        return unet(rows, time.repeat(2).to(dtype), context, mask)
-
-    return sample_scheduled(
-        guided_branches(run_all, cond_uncond(guidance_weight)), x, schedule, generator, callback
-    )
+    """The first frame ``[1, C, h, w]`` from pure noise (see :func:`first_frame_denoiser`)."""
+    x = gaussian((1, *latent_shape), generator, text.context.device)
+    denoise = first_frame_denoiser(unet, text, latent_shape[0], guidance_weight)
+    return sample_scheduled(denoise, x, schedule, generator, callback)
 
 
-def generate_keyframes_11(
+def keyframe_denoiser_11(
     unet: nn.Module,
     text: TextBranches,
-    first_frame: torch.Tensor,
+    noised_first: torch.Tensor,
     num_frames: int,
     controls: KeyframeControls,
-    schedule: ScheduledSteps,
-    generator: torch.Generator | None = None,
-    callback: StepCallback | None = None,
-) -> torch.Tensor:
-    """``num_frames`` keyframe latents ``[N, C, h, w]`` whose frame 0 is conditioned on ``first_frame``
-    ``[C, h, w]`` (noise-augmented at ``controls.noise_augmentation`` with uniform noise, as released).
-
-    Three blocks of N rows: prompt + image, unconditional text + image, unconditional text and no image;
-    combined with :func:`~fusionframes.diffusion.branches.text_image`.
-    """
+) -> Denoiser:
+    """Guided denoiser of N keyframes conditioned on the (already noised) first-frame latent
+    ``[C, h, w]``: three blocks of N rows (prompt + image, unconditional text + image, unconditional
+    text and no image), combined with :func:`~fusionframes.diffusion.branches.text_image`."""
     device = text.context.device
     dtype = _dtype(unet)
-    x = gaussian((num_frames, *first_frame.shape), generator, device)
-    augmentation = uniform(tuple(first_frame.shape), generator, device)
-    noised = schedule.add_noise(first_frame.float().to(device), augmentation, controls.noise_augmentation)
-    condition = torch.zeros_like(x)
-    condition[0] = noised
-    mask = torch.zeros_like(x[:, :1])
+    condition = torch.zeros(num_frames, *noised_first.shape, device=device)
+    condition[0] = noised_first
+    mask = torch.zeros(num_frames, 1, *noised_first.shape[1:], device=device)
     mask[0] = 1
     with_image = torch.cat([condition, mask], dim=1)
     extra = torch.cat([with_image, with_image, torch.zeros_like(with_image)])  # channels after the latent
@@ -147,22 +144,34 @@ def generate_keyframes_11(
             motion_score=motion,
         )
 
-    weights = text_image(controls.prompt_weight, controls.image_weight)
-    return sample_scheduled(guided_branches(run_all, weights), x, schedule, generator, callback)
+    return guided_branches(run_all, text_image(controls.prompt_weight, controls.image_weight))
 
 
-def interpolate_groups_11(
+def generate_keyframes_11(
     unet: nn.Module,
     text: TextBranches,
-    frames: torch.Tensor,
-    skip_frames: int,
-    guidance_weight: float,
+    first_frame: torch.Tensor,
+    num_frames: int,
+    controls: KeyframeControls,
     schedule: ScheduledSteps,
     generator: torch.Generator | None = None,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
-    """Three in-between latents for each neighbouring pair of ``frames`` ``[N, C, h, w]``:
-    ``[N - 1, 3C, h, w]``.
+    """``num_frames`` keyframe latents ``[N, C, h, w]`` whose frame 0 is conditioned on ``first_frame``
+    ``[C, h, w]``, noise-augmented to ``controls.noise_augmentation`` with uniform noise drawn right
+    after the initial latent (as released)."""
+    device = text.context.device
+    x = gaussian((num_frames, *first_frame.shape), generator, device)
+    augmentation = uniform(tuple(first_frame.shape), generator, device)
+    noised = schedule.add_noise(first_frame.float().to(device), augmentation, controls.noise_augmentation)
+    denoise = keyframe_denoiser_11(unet, text, noised, num_frames, controls)
+    return sample_scheduled(denoise, x, schedule, generator, callback)
+
+
+def interpolation_denoiser_11(
+    unet: nn.Module, text: TextBranches, frames: torch.Tensor, skip_frames: int, guidance_weight: float
+) -> Denoiser:
+    """Guided denoiser of the in-betweens of each neighbouring pair of ``frames`` ``[N, C, h, w]``.
 
     The unconditional half sees the unconditional text, zero keyframes and a temporal mask of 0 (no
     temporal mixing across its groups); the perturbation time is 0 as in the released sampler.
@@ -170,8 +179,6 @@ def interpolate_groups_11(
     device = frames.device
     dtype = _dtype(unet)
     groups = frames.shape[0] - 1
-    c, h, w = frames.shape[1:]
-    x = gaussian((groups, 3 * c, h, w), generator, device)
     left, right = frames[:-1].float(), frames[1:].float()
     both_left = torch.cat([left, torch.zeros_like(left)])
     both_right = torch.cat([right, torch.zeros_like(right)])
@@ -193,6 +200,21 @@ def interpolate_groups_11(
             temporal_mask=temporal_mask.to(dtype),
         )
 
-    return sample_scheduled(
-        guided_branches(run_all, cond_uncond(guidance_weight)), x, schedule, generator, callback
-    )
+    return guided_branches(run_all, cond_uncond(guidance_weight))
+
+
+def interpolate_groups_11(
+    unet: nn.Module,
+    text: TextBranches,
+    frames: torch.Tensor,
+    skip_frames: int,
+    guidance_weight: float,
+    schedule: ScheduledSteps,
+    generator: torch.Generator | None = None,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Three in-between latents for each neighbouring pair of ``frames``: ``[N - 1, 3C, h, w]``."""
+    c, h, w = frames.shape[1:]
+    x = gaussian((frames.shape[0] - 1, 3 * c, h, w), generator, frames.device)
+    denoise = interpolation_denoiser_11(unet, text, frames, skip_frames, guidance_weight)
+    return sample_scheduled(denoise, x, schedule, generator, callback)
