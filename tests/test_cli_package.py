@@ -135,3 +135,62 @@ def test_hyphenated_preset_names_are_aliases() -> None:
     assert hyphens == underscores and label == "zoom_in+pan_left"
     with pytest.raises(ValueError, match="unknown preset 'spin_around'"):
         resolve_motion("spin-around", 6, 24.0, 64)
+
+
+def refuse_loading(monkeypatch) -> None:
+    from fusionframes.pipelines.text_to_video import TextToVideoPipeline
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a model was loaded before validation")
+
+    monkeypatch.setattr(TextToVideoPipeline, "from_pretrained", refuse)
+
+
+def test_output_without_extension_is_refused_not_a_silent_png_folder(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Issue 28.13: ``-o out/noext`` became a PNG folder without a word."""
+    refuse_loading(monkeypatch)
+    noext = tmp_path / "noext"
+    assert cli.main(["generate", "x", "--model", str(tiny_model_dir), "-o", str(noext)]) == 2
+    err = capsys.readouterr().err
+    assert f"output: '{noext}' has no extension; add .mp4, .gif or .webp, or write '{noext}/'" in err
+    assert not noext.exists()
+    from fusionframes.cli.options import check_output_text
+
+    assert check_output_text(f"{noext}/") == f"{noext}/"
+    noext.mkdir()  # an existing folder may be named without the slash
+    assert check_output_text(str(noext)) == str(noext)
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot write in (root ignores permission bits: /sys refuses even root)."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+@pytest.mark.parametrize("option, name", [("--json", "summary.json"), ("--sheet", "sheet.png")])
+def test_eval_outputs_in_a_read_only_folder_fail_before_the_evaluation(
+    option: str, name: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Issue 28.8: it failed only after every video had been made."""
+    refuse_loading(monkeypatch)
+    target = read_only_folder(tmp_path) / name
+    assert cli.main(["eval", "synthetic", "--model", str(tiny_model_dir), option, str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{option.lstrip('-')}: cannot write in {target.parent}" in err
+
+
+def test_eval_binary_prompts_file_is_named(tiny_model_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    refuse_loading(monkeypatch)
+    for content in (b"\xff\xd8\xff\xe0 JFIF", b"a red circle\x00\x00\x01"):
+        prompts = tmp_path / "prompts.bin"
+        prompts.write_bytes(content)
+        argv = ["eval", "synthetic", "--model", str(tiny_model_dir), "--prompts-file", str(prompts)]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"prompts-file: {prompts} is not a text file" in err

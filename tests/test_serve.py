@@ -5,8 +5,9 @@ Each server is ``python -m fusionframes.serve.cli`` with the tiny random model (
 
 - ``server``: token-protected, 2 workers (API, bad input, cancel, delete, load of 50 jobs); the last
   test SIGKILLs it mid-job and restarts it on the same data dir;
-- ``limited``: no token, 1 worker, queue of 2, tiny disk quota, and the animation/movie pipelines
-  hidden (modes that are "not available in this install").
+- ``limited``: no token, 1 worker, queue of 2, and the animation/movie pipelines hidden (modes that
+  are "not available in this install");
+- ``quota``: no token, 1 worker, a 0.1 MiB disk quota.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from fusionframes.io.video import read_metadata, read_video
 TOKEN = "test-token-0123456789abcdef"
 FAST = {"num_inference_steps": 2, "fps": "low"}  # 4 frames of 64x64 at 1 fps
 SLOW_STEPS = 300  # a job that runs long enough to be cancelled or killed mid-way
+QUOTA_MB = 0.1  # about three FAST jobs by the server's first estimate (their MP4s are ~12 KB each)
 READY_TIMEOUT = 120.0
 
 # Makes `import fusionframes.pipelines.animation` / `.movie` fail in a server process, as in an install
@@ -191,9 +193,10 @@ def servers(
         "limited": ServerProcess(
             tiny_model_dir,
             root / "limited",
-            *("--max-queue", "2", "--quota-mb", "0.001"),
+            *("--max-queue", "2"),
             env=server_env(root / "hide"),
         ),
+        "quota": ServerProcess(tiny_model_dir, root / "quota", "--quota-mb", str(QUOTA_MB)),
     }
     for proc in procs.values():
         proc.start()
@@ -216,8 +219,14 @@ def api(server: ServerProcess) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def limited(servers: dict[str, ServerProcess]) -> ServerProcess:
-    """No token, 1 worker, a queue of 2, a 0.001 MiB quota, and no animation/movie pipelines."""
+    """No token, 1 worker, a queue of 2, and no animation/movie pipelines."""
     return servers["limited"].wait_ready()
+
+
+@pytest.fixture(scope="module")
+def quota(servers: dict[str, ServerProcess]) -> ServerProcess:
+    """No token, 1 worker, a disk quota of QUOTA_MB."""
+    return servers["quota"].wait_ready()
 
 
 # ---------------------------------------------------------------------------------------------- start-up
@@ -531,6 +540,80 @@ TRAVERSALS = [
 ]
 
 
+def test_list_bounds_offset_and_limit(api: httpx.Client) -> None:
+    for params in ({"offset": 2**63}, {"offset": 2**31}, {"offset": -1}, {"limit": 2**63}, {"limit": 0}):
+        response = api.get("/api/jobs", params=params)
+        assert response.status_code == 422, (params, response.text)
+        assert response.json()["detail"][0]["loc"] == ["query", next(iter(params))]
+    far = api.get("/api/jobs", params={"offset": 2**31 - 1})
+    assert far.status_code == 200 and far.json()["jobs"] == []
+
+
+def test_405_lists_every_method_of_the_path(api: httpx.Client) -> None:
+    for path, methods in (("/api/jobs", {"GET", "POST"}), (f"/api/jobs/{'0' * 32}", {"GET", "DELETE"})):
+        response = api.put(path, json={})
+        assert response.status_code == 405
+        assert set(response.headers["allow"].replace(" ", "").split(",")) == methods
+
+
+def test_schema_matches_behaviour(api: httpx.Client, limited: ServerProcess) -> None:
+    from jsonschema import Draft202012Validator
+
+    schema = api.get("/openapi.json").json()
+    request = {"$defs": schema["components"]["schemas"], **schema["components"]["schemas"]["JobRequest"]}
+    validator = Draft202012Validator(
+        json.loads(json.dumps(request).replace("#/components/schemas/", "#/$defs/"))
+    )
+    assert not validator.is_valid({})  # 422 from the server, so invalid by the schema too
+    assert api.post("/api/jobs", json={}).status_code == 422
+    assert not validator.is_valid({"mode": "movie", "prompt": "x"})
+    assert validator.is_valid({"prompt": "x"}) and validator.is_valid({"mode": "movie", "scenes": ["a"]})
+    create = schema["paths"]["/api/jobs"]["post"]["responses"]
+    not_utf8 = api.post(
+        "/api/jobs", content=b'{"prompt": "\xff\xfe"}', headers={"Content-Type": "application/json"}
+    )
+    assert str(not_utf8.status_code) in create
+    assert "401" in schema["paths"]["/api/health"]["get"]["responses"]  # token mode
+    with limited.client() as client:
+        open_schema = client.get("/openapi.json").json()
+    assert "securitySchemes" not in open_schema.get("components", {})
+    assert all("security" not in op for ops in open_schema["paths"].values() for op in ops.values())
+    assert "401" not in open_schema["paths"]["/api/jobs"]["get"]["responses"]
+
+
+def test_docs_need_no_network(api: httpx.Client) -> None:
+    """Swagger UI came from a CDN (a blank page offline): there is no /docs; the schema stays."""
+    assert api.get("/docs").status_code == 404 and api.get("/redoc").status_code == 404
+    assert api.get("/openapi.json").status_code == 200
+    page = api.get("/").text + api.get("/static/app.js").text
+    assert "cdn." not in page and "https://" not in page
+
+
+def test_idempotency_key_with_another_body_is_422(api: httpx.Client) -> None:
+    first = api.post("/api/jobs", json={"prompt": "one", **FAST}, headers={"Idempotency-Key": "reuse-1"})
+    other = api.post("/api/jobs", json={"prompt": "two", **FAST}, headers={"Idempotency-Key": "reuse-1"})
+    assert first.status_code == 201
+    assert other.status_code == 422
+    detail = other.json()["detail"][0]
+    assert detail["loc"] == ["header", "idempotency-key"] and first.json()["id"] in detail["msg"]
+    same = api.post("/api/jobs", json={"prompt": "one", **FAST}, headers={"Idempotency-Key": "reuse-1"})
+    assert same.status_code == 200 and same.json()["id"] == first.json()["id"]
+    wait_for(api, first.json()["id"])
+
+
+def test_errors_inside_motion_schedules_name_motion(api: httpx.Client) -> None:
+    body = '{"mode": "animate", "prompt": "x", "seconds": 1, "fps": 4, "motion": {"zoom": NaN}}'
+    nan = api.post("/api/jobs", content=body, headers={"Content-Type": "application/json"})
+    assert nan.status_code == 422
+    assert all(e["loc"][:2] == ["body", "motion"] for e in nan.json()["detail"]), nan.json()
+    bad = api.post(
+        "/api/jobs",
+        json={"mode": "animate", "prompt": "x", "seconds": 1, "fps": 4, "motion": {"zoom": "0:(oops"}},
+    )
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] in (["body", "motion", "zoom"], ["body", "motion"]), bad.json()
+
+
 @pytest.mark.parametrize("path", TRAVERSALS)
 def test_downloads_never_leave_the_data_dir(server: ServerProcess, path: str) -> None:
     status, body = raw_get(server, path)
@@ -580,10 +663,47 @@ def test_cancel_queued_job_and_delete_running_job(server: ServerProcess, api: ht
     assert api.get(f"/api/jobs/{queued['id']}").json()["queue_position"] == 1
     cancelled = api.post(f"/api/jobs/{queued['id']}/cancel").json()
     assert cancelled["status"] == "cancelled"
-    for job in busy:  # DELETE on a running job cancels it, then removes it
-        assert api.delete(f"/api/jobs/{job['id']}").status_code == 204
-        assert api.get(f"/api/jobs/{job['id']}").status_code == 404
+    for job in busy:  # DELETE on a running job requests cancellation and answers at once
+        started = time.monotonic()
+        response = api.delete(f"/api/jobs/{job['id']}")
+        assert response.status_code == 202 and "cancelling" in response.json()["detail"]
+        assert time.monotonic() - started < 2
+        assert api.get(f"/api/jobs/{job['id']}").status_code == 404  # gone for the API at once
+        assert api.delete(f"/api/jobs/{job['id']}").status_code == 404
+    for job in busy:  # ... and its row and files go when its worker stops it
+        deadline = time.monotonic() + 10
+        while server_has_row(server, job["id"]):
+            assert time.monotonic() < deadline, "a deleted running job was not removed"
+            time.sleep(0.05)
+        assert not list((server.data_dir / "outputs").glob(f"*{job['id']}*"))
     assert api.delete(f"/api/jobs/{queued['id']}").status_code == 204
+
+
+def server_has_row(server: ServerProcess, job_id: str) -> bool:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{server.data_dir / 'jobs.sqlite3'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT COUNT(*) FROM jobs WHERE id=?", (job_id,)).fetchone()[0] == 1
+
+
+def test_concurrent_deletes_of_a_running_job_never_block_the_server(
+    server: ServerProcess, api: httpx.Client
+) -> None:
+    job = submit(api, num_inference_steps=SLOW_STEPS)
+    wait_until_running(api, job["id"], min_step=1)
+
+    def delete(_: int) -> tuple[int, float]:
+        with server.client() as client:
+            started = time.monotonic()
+            return client.delete(f"/api/jobs/{job['id']}").status_code, time.monotonic() - started
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(delete, range(20)))
+        started = time.monotonic()
+        assert api.get("/api/health").status_code == 200
+        assert time.monotonic() - started < 2
+    assert {code for code, _ in answers} <= {202, 404}
+    assert max(seconds for _, seconds in answers) < 5
 
 
 def test_delete_removes_the_files(server: ServerProcess, api: httpx.Client) -> None:
@@ -629,11 +749,51 @@ def test_fifty_concurrent_jobs_all_finish_once(server: ServerProcess) -> None:
 # ---------------------------------------------------------------------------------------------- limits
 
 
+REBINDING_HOSTS = [
+    "evil.example",
+    "127.attacker.example",
+    "127.0.0.1.attacker.example",
+    "localhost.attacker.example",
+    "127.0.0.1@evil.example",
+    "127.0.0.1:80@evil.example",
+    "::1",  # an IPv6 address only counts in brackets
+    "[::1.evil.example]",
+    "",
+]
+LOOPBACK_HOSTS = ["127.0.0.1", "LOCALHOST", "localhost", "127.0.0.2", "[::1]"]
+
+
 def test_no_token_server_only_answers_localhost(limited: ServerProcess) -> None:
     with limited.client() as client:
         assert client.get("/api/health").json()["auth"] is False
-        rebinding = client.get("/api/health", headers={"Host": f"evil.example:{limited.port}"})
-        assert rebinding.status_code == 421
+        for host in REBINDING_HOSTS:
+            for name in (host, f"{host}:{limited.port}") if host else (host,):
+                assert client.get("/api/health", headers={"Host": name}).status_code == 421, name
+        attack = client.post(  # the attack of the report: a rebinding page posting to itself
+            "/api/jobs",
+            json={"prompt": "x", "fps": "low"},
+            headers={
+                "Host": f"127.attacker.example:{limited.port}",
+                "Origin": f"http://127.attacker.example:{limited.port}",
+            },
+        )
+        assert attack.status_code == 421
+        assert (
+            client.get("/api/jobs", headers={"Host": f"127.attacker.example:{limited.port}"}).status_code
+            == 421
+        )
+        for host in LOOPBACK_HOSTS:
+            assert client.get("/api/health", headers={"Host": f"{host}:{limited.port}"}).status_code == 200
+
+
+def test_loopback_host_parses_the_header() -> None:
+    from fusionframes.serve.app import loopback_host
+
+    for host in REBINDING_HOSTS + ["127.1", "0x7f.0.0.1", "[::1]x", "localhost:", "localhost:99999999"]:
+        assert not loopback_host(host), host
+    for host in LOOPBACK_HOSTS + ["localhost:7860", "[::1]:7860", "127.255.0.1:1"]:
+        assert loopback_host(host), host
+    assert loopback_host("myhost.lan:7860", frozenset({"myhost.lan"}))  # the bound host
 
 
 def test_unavailable_modes_are_422(limited: ServerProcess) -> None:
@@ -648,7 +808,7 @@ def test_unavailable_modes_are_422(limited: ServerProcess) -> None:
             assert f"mode '{mode}' is not available in this install" in detail["msg"]
 
 
-def test_full_queue_is_429_and_quota_is_507(limited: ServerProcess) -> None:
+def test_full_queue_is_429(limited: ServerProcess) -> None:
     with limited.client() as client:
         running = submit(client, num_inference_steps=SLOW_STEPS)
         queued = submit(client)
@@ -659,11 +819,31 @@ def test_full_queue_is_429_and_quota_is_507(limited: ServerProcess) -> None:
             client.post(f"/api/jobs/{job['id']}/cancel")
             wait_for(client, job["id"], ("cancelled",))
 
-        first = wait_for(client, submit(client)["id"])  # outputs now exceed the 0.001 MiB quota
-        over = client.post("/api/jobs", json={"prompt": "x", **FAST})
-        assert over.status_code == 507 and "disk quota exceeded" in over.json()["detail"]
-        assert client.delete(f"/api/jobs/{first['id']}").status_code == 204
+
+def test_quota_counts_queued_jobs_and_is_never_overshot(quota: ServerProcess) -> None:
+    """Ten jobs at zero usage: only those whose expected files fit are queued (507 for the rest);
+    the outputs never end above the quota, and deleting frees room at once."""
+    limit = QUOTA_MB * 2**20
+    with quota.client() as client:
+        answers = [client.post("/api/jobs", json={"prompt": f"x {i}", **FAST}) for i in range(10)]
+        accepted = [a.json()["id"] for a in answers if a.status_code == 201]
+        refused = [a for a in answers if a.status_code != 201]
+        assert 1 <= len(accepted) < 10
+        assert all(a.status_code == 507 and "disk quota exceeded" in a.json()["detail"] for a in refused)
+        for job_id in accepted:
+            wait_for(client, job_id)
+        for _ in range(10):  # with real sizes learnt, fill the quota one job at a time
+            answer = client.post("/api/jobs", json={"prompt": "y", **FAST})
+            if answer.status_code == 507:
+                break
+            accepted.append(wait_for(client, answer.json()["id"])["id"])
+        else:
+            pytest.fail("the quota never filled")
+        used = client.get("/api/health").json()["disk_used_bytes"]
+        assert 0 < used <= limit
+        assert client.delete(f"/api/jobs/{accepted[0]}").status_code == 204
         wait_for(client, submit(client)["id"])  # space freed: accepted again
+        assert client.get("/api/health").json()["disk_used_bytes"] <= limit
 
 
 # ---------------------------------------------------------------------------------------------- crash

@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from fusionframes.config import preset
+from fusionframes.config import UNetConfig, preset
+from fusionframes.io.official_kv11 import interpolation_unet_config, keyframe_unet_config
 from fusionframes.models import MoVQ, UNet3D
 
 MANIFEST = Path(__file__).parent / "data" / "official_structure.json.gz"
@@ -63,3 +64,46 @@ def test_video_decoder_is_the_released_556m() -> None:
     """The 1.1 video MoVQ's decoder alone is the 556M network its README names."""
     decoder = build("kandinsky-video-1.1", "video_movq").decoder
     assert round(sum(p.numel() for p in decoder.parameters()) / 1e6) == 557  # 556.6M
+
+
+# The small one-group-per-level configuration of tools/official_structure_manifest.py (ONE_BLOCK).
+ONE_BLOCK = {
+    "model_channels": 8,
+    "init_channels": 8,
+    "time_embed_dim": 16,
+    "context_dim": 16,
+    "groups": 4,
+    "head_dim": 8,
+    "expansion_ratio": 2,
+    "compression_ratio": 2,
+    "dim_mult": [1, 2, 4],
+    "num_blocks": [1, 1, 2],
+    "add_cross_attention": [False, True, True],
+    "add_self_attention": [False, True, True],
+}
+
+
+def one_block_config(release: str, network: str) -> UNetConfig:
+    if release == "kandinsky-video-1.1":
+        if network == "one_block_keyframe_unet":
+            extra = {"num_channels": 9, "out_channels": 4, "noise_augmentation": True, "motion_score": True}
+            return keyframe_unet_config({**ONE_BLOCK, **extra}, num_frames=4)
+        return interpolation_unet_config({**ONE_BLOCK, "num_channels": 20, "out_channels": 12})
+    if network == "one_block_keyframe_unet":
+        return UNetConfig.from_dict({**ONE_BLOCK, "num_channels": 4, "out_channels": 4, "num_frames": 4})
+    return UNetConfig.from_dict({**ONE_BLOCK, "num_channels": 20, "out_channels": 12, "interpolation": True})
+
+
+@pytest.mark.parametrize("release", ["kandinsky-video-1.0", "kandinsky-video-1.1"])
+@pytest.mark.parametrize("network", ["one_block_keyframe_unet", "one_block_interpolation_unet"])
+def test_one_block_per_level_is_accepted_like_the_official_constructor(release: str, network: str) -> None:
+    """The official constructor takes ``num_blocks`` 1 (one residual group); so do we, same layout."""
+    expected = official()[release][network]
+    with torch.device("meta"):
+        unet = UNet3D(one_block_config(release, network))
+    assert {k: list(t.shape) for k, t in unet.state_dict().items()} == expected
+
+
+def test_num_blocks_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="num_blocks"):
+        UNetConfig.from_dict({**ONE_BLOCK, "num_blocks": [0, 1, 2]})

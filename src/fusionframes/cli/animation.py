@@ -141,7 +141,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any]:
 
     device = resolve_device(args.device)
     resolve_dtype(args.dtype, device)
-    args.output = validate_output_path(args.output)
+    args.output = validate_output_path(options.check_output_text(args.output))
     return device, model_config_for(args.model)
 
 

@@ -67,7 +67,15 @@ def read_prompts(path: str | None) -> list[str] | None:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"prompts-file: not found: {file}")
-    prompts = [line.strip() for line in file.read_text().splitlines()]
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"prompts-file: {file} is not a text file (not UTF-8); give one prompt per line"
+        ) from None
+    if "\x00" in text:
+        raise ValueError(f"prompts-file: {file} is not a text file (it holds NUL bytes)")
+    prompts = [line.strip() for line in text.splitlines()]
     prompts = [p for p in prompts if p and not p.startswith("#")]
     if not prompts:
         raise ValueError(f"prompts-file: {file} holds no prompts")
@@ -82,6 +90,9 @@ def _check_output(name: str, path: str | None, suffixes: tuple[str, ...]) -> Pat
         raise ValueError(f"{name}: must end in {' or '.join(suffixes)}, got {out.name!r}")
     if not out.parent.resolve().is_dir():
         raise FileNotFoundError(f"{name}: folder does not exist: {out.parent}")
+    if out.is_dir():
+        raise IsADirectoryError(f"{name}: {out} is a folder; give a file name ending in {suffixes[0]}")
+    options.check_writable_folder(name, out.parent)
     return out
 
 

@@ -70,7 +70,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if config_11 is not None:
         return run_generate_11(args, config_11)
     refuse_kv11_options(args, args.model)
-    output = validate_output_path(args.output)
+    output = validate_output_path(options.check_output_text(args.output))
     config = model_config_for(args.model)
     settings = validate_settings(
         config,
@@ -151,6 +151,13 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def configure_convert(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--release", choices=("1.0", "1.1"), default="1.0", help="which Kandinsky Video release")
+    p.add_argument(
+        "--weights-dir",
+        default=None,
+        help="1.1: folder with t2v.pt, interpolation.pt, movq.pt, video_movq.pt, t5_projections.pt and "
+        "optionally configs.json (default: from the Hub)",
+    )
     p.add_argument("--keyframe-weights", default=None, help="kandinsky_video.pt (default: from the Hub)")
     p.add_argument("--interpolation-weights", default=None, help="kandinsky_video_interpolation.pt")
     p.add_argument("--movq-weights", default=None, help="movq.pt")
@@ -174,6 +181,27 @@ def read_json_option(name: str, path: str | Path) -> object:
         raise UsageError(f"{name}: {file} is not valid JSON ({error})") from None
 
 
+def _load_release_11(args: argparse.Namespace, config):
+    """The 1.1 release from a folder of its files (official names) or from the Hub."""
+    given = [
+        f"--{n}"
+        for n in ("keyframe-weights", "interpolation-weights", "movq-weights")
+        if getattr(args, n.replace("-", "_"))
+    ]
+    if given:
+        raise UsageError(f"{given[0].lstrip('-')}: a 1.0 option; with --release 1.1 use --weights-dir")
+    from fusionframes.io import official_kv11
+
+    encoder = args.text_encoder or official_kv11.TEXT_ENCODER
+    if args.weights_dir:
+        if not Path(args.weights_dir).is_dir():
+            raise UsageError(f"weights-dir: folder not found: {args.weights_dir}")
+        files = official_kv11.ReleaseFiles.from_folder(args.weights_dir, encoder)
+    else:
+        files = official_kv11.hub_files(text_encoder=encoder)
+    return official_kv11.load_release(files, config)
+
+
 def run_convert(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
@@ -194,10 +222,15 @@ def run_convert(args: argparse.Namespace) -> int:
 
     from fusionframes.io.checkpoints import load_official, resolve_official_files, write_model_folder
 
-    files = resolve_official_files(
-        args.keyframe_weights, args.interpolation_weights, args.movq_weights, args.text_encoder
-    )
-    components = load_official(files, config)
+    if args.release == "1.1":
+        components = _load_release_11(args, config)
+    else:
+        if args.weights_dir:
+            raise UsageError("weights-dir: only with --release 1.1 (1.0 takes --keyframe-weights etc.)")
+        files = resolve_official_files(
+            args.keyframe_weights, args.interpolation_weights, args.movq_weights, args.text_encoder
+        )
+        components = load_official(files, config)
     text_dir = Path(args.text_encoder) if args.copy_text_encoder else None
     if text_dir is None and args.text_encoder and Path(args.text_encoder).is_dir():
         components.text_encoder = str(Path(args.text_encoder).resolve())

@@ -102,7 +102,7 @@ def run_generate_11(args: argparse.Namespace, config: Any) -> int:
     offload = validate_offload(args.offload, device)
     compile_choice = validate_compile(args.compile, offload)
     text_quantization = validate_text_quantization(args.text_quantization)
-    output = validate_output_path(args.output)
+    output = validate_output_path(options.check_output_text(args.output))
     if getattr(args, "scheduler", None) not in (None, "ddpm"):
         raise UsageError("--scheduler: Kandinsky Video 1.1 samples with its trained DDPM only; allowed: ddpm")
     settings, image = validate_settings_11(

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from fusionframes.errors import UsageError
 
 # More denoising steps than the 1000 timesteps a model is trained on only revisit the same noise levels;
 # the bound also stops a typo (``--steps 100000000``) from running for hours.
@@ -91,6 +96,27 @@ def add_model_options(p: argparse.ArgumentParser, device: bool = True, dtype_def
         default=dtype_default,
         help=f"auto | float32 | float16 | bfloat16 (default {dtype_default})",
     )
+
+
+def check_output_text(raw: str) -> str:
+    """``-o out/noext`` is neither a file format nor a folder (a folder ends in ``/``): refuse it, saying
+    both, instead of silently writing a folder of PNGs. An existing folder may be named without the ``/``."""
+    if raw.strip() and not raw.endswith(("/", os.sep)) and not Path(raw).suffix and not Path(raw).is_dir():
+        raise UsageError(
+            f"output: {raw!r} has no extension; add .mp4, .gif or .webp, or write '{raw}/' for a folder "
+            "of PNG frames"
+        )
+    return raw
+
+
+def check_writable_folder(name: str, folder: Path) -> None:
+    """Create and remove a file in ``folder``, so a read-only place fails now, not after the work."""
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".fusionframes-probe-", dir=folder)
+    except OSError as error:
+        raise PermissionError(f"{name}: cannot write in {folder} ({error.strerror or error})") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def add_output_option(p: argparse.ArgumentParser, default: str) -> None:

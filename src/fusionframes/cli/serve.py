@@ -1,4 +1,5 @@
-"""``fusionframes serve``: start the web UI and HTTP API.
+"""``fusionframes serve`` (the web UI and HTTP API) and ``fusionframes worker`` (jobs without a web
+server, on any host that reaches the job store).
 
 Every option is checked before torch or the model is imported, so a bad flag or an unsafe bind (a
 non-loopback host without a token) fails in milliseconds, and so does a port another program holds.
@@ -20,7 +21,7 @@ from fusionframes.cli import options
 from fusionframes.errors import UsageError
 
 if TYPE_CHECKING:
-    from fusionframes.serve.jobs import JobStore
+    from fusionframes.serve.jobs import StoreBase
 
 MIN_PUBLIC_TOKEN = 16  # characters; a token that guards a network-reachable server must not be guessable
 MAX_QUOTA_MB = 2.0**40  # a mebibyte count that still fits the store's 64-bit byte counts
@@ -42,9 +43,10 @@ def configure_serve(p: argparse.ArgumentParser) -> None:
     options.add_model_options(p)
     p.add_argument(
         "--workers",
-        type=options.bounded_int(1, 16),
+        type=options.bounded_int(0, 16),
         default=1,
-        help="jobs rendered at once (each loads the model)",
+        help="jobs rendered at once in this process (each loads the model); 0: API only (needs a "
+        "PostgreSQL --store and `fusionframes worker` processes)",
     )
     p.add_argument(
         "--threads",
@@ -53,6 +55,7 @@ def configure_serve(p: argparse.ArgumentParser) -> None:
         help="CPU threads per worker (default: torch's choice)",
     )
     p.add_argument("--data-dir", default=None, help=f"job database and videos (default {default_data_dir()})")
+    add_store_options(p, required=False)
     p.add_argument(
         "--token",
         default=os.environ.get(TOKEN_ENV),
@@ -81,6 +84,59 @@ def configure_serve(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run_serve)
 
 
+def add_store_options(p: argparse.ArgumentParser, required: bool) -> None:
+    g = p.add_argument_group("job store")
+    g.add_argument(
+        "--store",
+        default=None,
+        required=required,
+        help="postgresql://USER@HOST:PORT/DB: one queue for many API and worker processes "
+        "(default: SQLite in --data-dir, one process)",
+    )
+    g.add_argument(
+        "--artifacts",
+        default=None,
+        required=required,
+        help="folder for the videos that every API and worker process can reach (with --store; "
+        "default DATA_DIR/outputs)",
+    )
+    g.add_argument(
+        "--lease",
+        type=options.finite_float(low=1.0, high=3600.0),
+        default=30.0,
+        help="seconds a claimed job stays with a worker that stopped renewing it (PostgreSQL; default 30)",
+    )
+
+
+def check_store(args: argparse.Namespace) -> None:
+    store = getattr(args, "store", None)
+    if store is not None and not store.startswith(("postgresql://", "postgres://")):
+        raise UsageError(
+            f"store: use a postgresql:// URL (got {store.split(':', 1)[0]!r}); the default is SQLite"
+        )
+    if getattr(args, "workers", 1) == 0 and store is None:
+        raise UsageError(
+            "workers: 0 (API only) needs --store postgresql://... that `fusionframes worker` processes share"
+        )
+
+
+def open_shared_store(args: argparse.Namespace, data_dir: Path | None) -> StoreBase:
+    """The PostgreSQL store (a missing driver or an unreachable server is one line)."""
+    try:
+        from fusionframes.serve.pgstore import open_store as open_postgres
+    except ImportError:
+        raise UsageError("store: PostgreSQL needs psycopg (pip install 'psycopg[binary]')") from None
+    from fusionframes.serve.jobs import StorageError
+
+    artifacts = (
+        Path(args.artifacts).expanduser() if args.artifacts else (data_dir or default_data_dir()) / "outputs"
+    )
+    try:
+        return open_postgres(args.store, artifacts, lease_s=args.lease)
+    except StorageError as error:
+        raise UsageError(f"store: {error}") from None
+
+
 def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -92,6 +148,7 @@ def is_loopback(host: str) -> bool:
 
 def check_options(args: argparse.Namespace) -> None:
     """Refuse unsafe or impossible settings before anything heavy is imported."""
+    check_store(args)
     if args.quota_mb is not None and not args.quota_mb > 0:
         raise UsageError(f"quota-mb: must be a finite number > 0, got {args.quota_mb:g}")
     if args.token is not None and not TOKEN_CHARS.fullmatch(args.token):
@@ -125,7 +182,7 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def open_store(data_dir: Path) -> JobStore:
+def open_store(data_dir: Path) -> StoreBase:
     """The job store, locked for this process (stdlib only, so a busy data dir fails at once)."""
     from fusionframes.serve.jobs import DataDirBusy, JobStore
 
@@ -158,7 +215,8 @@ def bind_port(host: str, port: int) -> socket.socket:
 
 def run_serve(args: argparse.Namespace) -> int:
     check_options(args)
-    store = open_store(Path(args.data_dir).expanduser() if args.data_dir else default_data_dir())
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else None
+    store = open_shared_store(args, data_dir) if args.store else open_store(data_dir or default_data_dir())
     try:
         from fusionframes.io.checkpoints import model_config_for
         from fusionframes.runtime import resolve_device, resolve_dtype
@@ -177,6 +235,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     config = ServeConfig(
         data_dir=store.data_dir,
+        host=args.host,
         model=args.model,
         device=args.device,
         dtype=args.dtype,
@@ -191,7 +250,12 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     hint = "?token=<your token>" if args.token else ""
     port = sock.getsockname()[1]
-    print(f"fusionframes serve: http://{args.host}:{port}/{hint}  (data dir {store.data_dir})", flush=True)
+    where = (
+        f"store {redact_url(args.store)}, artifacts {store.outputs}"
+        if args.store
+        else f"data dir {store.data_dir}"
+    )
+    print(f"fusionframes serve: http://{args.host}:{port}/{hint}  ({where})", flush=True)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -205,4 +269,71 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     )
     server.run(sockets=[sock])
+    return 0
+
+
+def redact_url(url: str) -> str:
+    """A store URL for logs: any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+# ---------------------------------------------------------------------------------------------- worker
+
+
+def configure_worker(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Run queued jobs from a shared job store (PostgreSQL) without a web server: start one per GPU "
+        "or host; API processes (fusionframes serve --store ... --workers 0) take the requests."
+    )
+    add_store_options(p, required=True)
+    options.add_model_options(p)
+    p.add_argument("--workers", type=options.bounded_int(1, 16), default=1, help="jobs rendered at once here")
+    p.add_argument("--threads", type=options.bounded_int(1), default=None, help="CPU threads per job")
+    p.add_argument("--max-frames", type=options.bounded_int(1), default=2000, help="frames one job may make")
+    p.add_argument("--max-size", type=options.bounded_int(64), default=1024, help="largest width or height")
+    p.set_defaults(handler=run_worker)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Claim, render and finish jobs until SIGTERM or Ctrl-C (running jobs go back to the queue)."""
+    import signal
+    import threading
+
+    check_store(args)
+    store = open_shared_store(args, None)
+    try:
+        from fusionframes.io.checkpoints import model_config_for
+        from fusionframes.runtime import resolve_device, resolve_dtype
+        from fusionframes.serve.worker import Limits, WorkerPool
+
+        model_config = model_config_for(args.model)
+        resolve_dtype(args.dtype, resolve_device(args.device))
+        pool = WorkerPool(
+            store,
+            model_config,
+            Limits(max_frames=args.max_frames, max_size=args.max_size),
+            args.model,
+            args.device,
+            args.dtype,
+            args.workers,
+            None,
+            args.threads,
+        )
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        pool.start()
+        print(
+            f"fusionframes worker {store.process_id}: {args.workers} worker(s) on {redact_url(args.store)}, "
+            f"artifacts {store.outputs}",
+            flush=True,
+        )
+        try:
+            while not stop.wait(1.0):
+                if pool.states and all(state.state == "error" for state in pool.states):
+                    raise UsageError(f"model: {pool.states[0].error}")
+        except KeyboardInterrupt:
+            pass
+        pool.stop()
+    finally:
+        store.close()
     return 0

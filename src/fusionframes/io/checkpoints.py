@@ -3,7 +3,7 @@
 A model folder is the project's native format (the built-in model uses it)::
 
     model_index.json            manifest: format version, name, component list, text encoder, vocabulary
-    config.json                 the whole ModelConfig (architecture + sampling defaults)
+    config.json                 what belongs to no single component (the sampling defaults)
     keyframe_unet/              config.json + model.safetensors + null_embedding.safetensors
     interpolation_unet/         config.json + model.safetensors + null_embedding.safetensors
     movq/                       config.json + model.safetensors
@@ -11,8 +11,12 @@ A model folder is the project's native format (the built-in model uses it)::
     layout_prior/               optional: config.json + model.safetensors (text-to-layout prior)
     text_encoder/               optional: a transformers T5 encoder + tokenizer saved with save_pretrained
 
-Every file is a plain tensor container (safetensors) or JSON: loading never runs pickled code, and the
-released ``.pt`` files are read with ``torch.load(weights_only=True)``.
+One source of truth, as diffusers' ``subfolder`` loading: a component is built from its own folder's
+``config.json`` and nothing else. Loading is strict: each ``model.safetensors`` records the config it was
+written with (safetensors metadata), and a ``config.json`` that disagrees with it fails, naming the
+component and the field; then every key and shape must match (no key is filled in). Every file is a
+plain tensor container (safetensors) or JSON: loading never runs pickled code, and the released ``.pt``
+files are read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -20,18 +24,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fusionframes.components import ModelComponents, build_components
-from fusionframes.config import ModelConfig, preset
-from fusionframes.io.atomic import atomic_write
+from fusionframes.config import LayoutPriorConfig, ModelConfig, MoVQConfig, TextConfig, UNetConfig, preset
+from fusionframes.io.atomic import atomic_write, temp_sibling
 
 FORMAT_NAME = "fusionframes"
 FORMAT_VERSION = 1
@@ -45,8 +49,24 @@ OFFICIAL_FILES = {
     "movq": "weights/movq.pt",
 }
 OFFICIAL_NAME = "kandinsky-video-1.0"
+RELEASE_11_NAME = "kandinsky-video-1.1"  # loaded by fusionframes.io.official_kv11
 BUILTIN_NAME = "builtin"
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin"
+ROOT_CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+# Component folder -> (its field of ModelConfig, the config class its config.json holds).
+COMPONENT_CONFIGS: dict[str, tuple[str, type]] = {
+    "keyframe_unet": ("keyframe_unet", UNetConfig),
+    "interpolation_unet": ("interpolation_unet", UNetConfig),
+    "movq": ("movq", MoVQConfig),
+    "text_projection": ("text", TextConfig),
+    "layout_prior": ("layout_prior", LayoutPriorConfig),
+    "video_movq": ("video_movq", MoVQConfig),
+    "interpolation_text_projection": ("text", TextConfig),  # 1.1: a second projection, same TextConfig
+}
+REQUIRED_COMPONENTS = ("interpolation_unet", "keyframe_unet", "movq", "text_projection")
+# The safetensors metadata key under which a component's weights record the config.json they fit.
+CONFIG_METADATA_KEY = "fusionframes.config"
 
 
 class CheckpointError(ValueError):
@@ -74,14 +94,37 @@ def read_official_file(path: str | Path, what: str) -> dict:
 
 
 def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    return read_safetensors_with_metadata(path, what)[0]
+
+
+def read_safetensors_with_metadata(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors of a safetensors file and its string metadata (empty when it has none)."""
     if not path.is_file():
         raise FileNotFoundError(f"{what}: file not found: {path}")
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        return load_file(str(path)), metadata
     except Exception as error:
         raise CheckpointError(
             f"{what}: cannot read {path} (truncated or not safetensors): {error}"
         ) from error
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``, with errors that name ``what`` and the file (not ``[Errno 2]`` or
+    ``Invalid control character``)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: {path.name} not found in {path.parent}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{what}: {path} is not a text file (not UTF-8)") from None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{what}: {path} is not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{what}: {path} must hold a JSON object, not a {type(data).__name__}")
+    return data
 
 
 def require_keys(state: Mapping, keys: tuple[str, ...], what: str, path: str | Path) -> None:
@@ -95,21 +138,8 @@ def require_keys(state: Mapping, keys: tuple[str, ...], what: str, path: str | P
         )
 
 
-def defaults_for_older_checkpoints(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Values of parameters that files written before they existed lack, from every submodule's
-    ``defaults_for_older_checkpoints()`` (each a value that keeps the older behaviour)."""
-    defaults = {}
-    for prefix, sub in module.named_modules():
-        fill = getattr(sub, "defaults_for_older_checkpoints", None)
-        if callable(fill):
-            defaults.update({f"{prefix}.{k}" if prefix else k: v for k, v in fill().items()})
-    return defaults
-
-
 def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """Strict key and shape match, with a report of the missing, unexpected and mis-shaped keys (keys
-    newer than the file are filled with their :func:`defaults_for_older_checkpoints`)."""
-    state = {**defaults_for_older_checkpoints(module), **state}
+    """Strict key and shape match, with a report of the missing, unexpected and mis-shaped keys."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -248,21 +278,19 @@ def write_model_folder(
         raise FileNotFoundError(f"out: parent folder does not exist: {path.parent}")
     if (components.layout_prior is None) != (components.config.layout_prior is None):
         raise ValueError("components: layout_prior and config.layout_prior must be both set or both None")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    if (components.video_movq is None) != (components.config.video_movq is None):
+        raise ValueError("components: video_movq and config.video_movq must be both set or both None")
+    tmp = temp_sibling(path)
+    tmp.mkdir()
     try:
         config = components.config
-        parts = {
-            "keyframe_unet": (components.keyframe_unet, config.keyframe_unet.to_dict()),
-            "interpolation_unet": (components.interpolation_unet, config.interpolation_unet.to_dict()),
-            "movq": (components.movq, config.movq.to_dict()),
-            "text_projection": (components.projection, config.text.to_dict()),
-        }
-        if components.layout_prior is not None:
-            parts["layout_prior"] = (components.layout_prior, components.layout_prior.config.to_dict())
-        for name, (module, part_config) in parts.items():
+        parts = components.networks()
+        config_dicts = component_config_dicts(config)
+        for name, module in parts.items():
             (tmp / name).mkdir()
-            _atomic_json(tmp / name / "config.json", part_config)
-            save_file(_state(module, weights_dtype), str(tmp / name / "model.safetensors"))
+            _atomic_json(tmp / name / ROOT_CONFIG, config_dicts[name])
+            written_with = {CONFIG_METADATA_KEY: json.dumps(config_dicts[name], sort_keys=True)}
+            save_file(_state(module, weights_dtype), str(tmp / name / WEIGHTS), metadata=written_with)
         save_file(
             {"null_embedding": components.keyframe_null.detach().float().cpu().contiguous()},
             str(tmp / "keyframe_unet" / "null_embedding.safetensors"),
@@ -276,7 +304,7 @@ def write_model_folder(
             encoder_ref = "text_encoder"
         else:
             encoder_ref = str(components.text_encoder)
-        _atomic_json(tmp / "config.json", config.to_dict())
+        _atomic_json(tmp / ROOT_CONFIG, root_config_dict(config))
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -302,29 +330,116 @@ def write_model_folder(
     return path
 
 
+def component_config_dicts(config: ModelConfig) -> dict[str, dict]:
+    """Folder name -> the ``config.json`` of that component (only the components ``config`` has)."""
+    whole = config.to_dict()
+    return {name: whole[key] for name, (key, _) in COMPONENT_CONFIGS.items() if whole.get(key) is not None}
+
+
+def root_config_dict(config: ModelConfig) -> dict:
+    """The root ``config.json``: what belongs to no component folder."""
+    own = {key for key, _ in COMPONENT_CONFIGS.values()}
+    return {key: value for key, value in config.to_dict().items() if key not in own}
+
+
 def read_manifest(path: str | Path) -> dict:
     path = Path(path)
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
+    if not (path / MANIFEST).is_file():
         raise FileNotFoundError(f"model: {path} is not a model folder (no {MANIFEST})")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_json(path / MANIFEST, "model")
     if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"model: {manifest_path} is not a {FORMAT_NAME} v{FORMAT_VERSION} manifest "
+            f"model: {path / MANIFEST} is not a {FORMAT_NAME} v{FORMAT_VERSION} manifest "
             f"(format={manifest.get('format')!r}, version={manifest.get('format_version')!r})"
         )
+    names = manifest.get("components")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"model: {path / MANIFEST}: 'components' must be a list of folder names")
+    unknown = sorted(set(names) - set(COMPONENT_CONFIGS))
+    missing = sorted(set(REQUIRED_COMPONENTS) - set(names))
+    if unknown or missing:
+        raise CheckpointError(
+            f"model: {path / MANIFEST}: components {'unknown ' + str(unknown) if unknown else ''}"
+            f"{'; ' if unknown and missing else ''}{'missing ' + str(missing) if missing else ''}; "
+            f"allowed: {sorted(COMPONENT_CONFIGS)}"
+        )
+    if not isinstance(manifest.get("text_encoder"), str):
+        raise CheckpointError(f"model: {path / MANIFEST}: 'text_encoder' must be a folder name or a Hub id")
     return manifest
 
 
+def _first_difference(a: dict, b: dict) -> str:
+    key = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))[0]
+    return f"{key} ({a.get(key)!r} vs {b.get(key)!r})"
+
+
+def read_component_configs(path: Path, manifest: dict) -> dict[str, dict]:
+    """Folder name -> its ``config.json``, each checked by its config class (errors name the folder)."""
+    out = {}
+    for name in manifest["components"]:
+        data = read_json(path / name / ROOT_CONFIG, name)
+        try:
+            COMPONENT_CONFIGS[name][1].from_dict(data)
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{name}: {path / name / ROOT_CONFIG}: {error}") from None
+        out[name] = data
+    return out
+
+
 def read_folder_config(path: str | Path) -> ModelConfig:
-    """The architecture and defaults of a model folder, without touching any weights (cheap)."""
-    return ModelConfig.from_dict(json.loads((Path(path) / "config.json").read_text()))
+    """The architecture and defaults of a model folder, without touching any weights (cheap): each
+    component from its own ``config.json``, the rest from the root one."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    root = read_json(path / ROOT_CONFIG, "model")
+    fields: dict[str, tuple[str, dict]] = {}  # ModelConfig field -> (first folder giving it, its config)
+    for name, data in read_component_configs(path, manifest).items():
+        key = COMPONENT_CONFIGS[name][0]
+        if key in root and root[key] != data:  # folders written before: the root repeated every component
+            raise CheckpointError(
+                f"{name}: {path / name / ROOT_CONFIG} and {path / ROOT_CONFIG} disagree on "
+                f"{_first_difference(data, root[key])}; the component's own config.json loads it"
+            )
+        if key in fields and fields[key][1] != data:  # two folders of one config (the text projections)
+            raise CheckpointError(
+                f"{name}: {path / name / ROOT_CONFIG} and {path / fields[key][0] / ROOT_CONFIG} disagree on "
+                f"{_first_difference(data, fields[key][1])}"
+            )
+        fields.setdefault(key, (name, data))
+    own = {key for key, _ in COMPONENT_CONFIGS.values()}
+    rest = {key: value for key, value in root.items() if key not in own}
+    try:
+        return ModelConfig.from_dict({**rest, **{key: data for key, (_, data) in fields.items()}})
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"model: {path / ROOT_CONFIG}: {error}") from None
 
 
 def text_encoder_source(path: str | Path, manifest: dict) -> str | Path:
+    """The model's own text encoder folder, or the Hub id (or absolute folder) the manifest names."""
+    from fusionframes.text.conditioning import check_t5_folder
+
     ref = manifest["text_encoder"]
     local = Path(path) / ref
-    return local if local.is_dir() else ref
+    if local.is_dir():
+        return check_t5_folder(local)
+    if ref == "text_encoder":  # what write_model_folder names a copied-in encoder: it must be there
+        raise FileNotFoundError(f"text_encoder: {local} not found (the manifest says the model has one)")
+    if Path(ref).is_absolute():
+        return check_t5_folder(Path(ref))
+    return ref
+
+
+def check_weights_match_config(name: str, config: dict, written_with: dict[str, str], file: Path) -> None:
+    """The config a component's weights were written with must be its ``config.json`` (field by field)."""
+    if CONFIG_METADATA_KEY not in written_with:
+        return  # written before weights recorded it: the strict key and shape match still applies
+    recorded = json.loads(written_with[CONFIG_METADATA_KEY])
+    for key in sorted(recorded):
+        if key not in config or config[key] != recorded[key]:
+            raise CheckpointError(
+                f"{name}: config.json field {key!r} is {config.get(key, '(missing)')!r} but {file.name} was "
+                f"written with {recorded[key]!r}; fix {name}/config.json"
+            )
 
 
 def load_model_folder(path: str | Path) -> ModelComponents:
@@ -332,12 +447,24 @@ def load_model_folder(path: str | Path) -> ModelComponents:
     path = Path(path)
     manifest = read_manifest(path)
     config = read_folder_config(path)
+    config_dicts = read_component_configs(path, manifest)
     components = build_components(config, text_encoder_source(path, manifest), manifest["name"], "meta")
     for name, module in components.networks().items():
+        file = path / name / WEIGHTS
+        state, written_with = read_safetensors_with_metadata(file, name)
+        check_weights_match_config(name, config_dicts[name], written_with, file)
         module.to_empty(device="cpu")
-        load_strict(module, read_safetensors(path / name / "model.safetensors", name), f"{path.name}/{name}")
+        load_strict(module, state, f"{name} ({name}/{ROOT_CONFIG} vs {name}/{WEIGHTS})")
     for name in ("keyframe_unet", "interpolation_unet"):
         null = read_safetensors(path / name / "null_embedding.safetensors", f"{name} null embedding")
+        if "null_embedding" not in null:
+            raise CheckpointError(f"{name}: {name}/null_embedding.safetensors lacks the key 'null_embedding'")
+        expected = getattr(components, name.replace("_unet", "_null")).shape
+        if tuple(null["null_embedding"].shape) != tuple(expected):
+            raise CheckpointError(
+                f"{name}: null_embedding.safetensors holds shape {tuple(null['null_embedding'].shape)}, "
+                f"config.json context_dim needs {tuple(expected)}"
+            )
         setattr(components, name.replace("_unet", "_null"), null["null_embedding"].float())
     components.vocabulary = frozenset(manifest.get("vocabulary", []))
     return components.eval()
@@ -356,6 +483,10 @@ def model_config_for(model: str | Path | None) -> ModelConfig:
     source = resolve_model_source(model)
     if source == OFFICIAL_NAME:
         return preset(OFFICIAL_NAME)
+    if source == RELEASE_11_NAME:
+        from fusionframes.io import official_kv11
+
+        return official_kv11.cached_model_config()
     return read_folder_config(source)
 
 
@@ -368,8 +499,8 @@ def resolve_model_source(model: str | Path | None) -> str | Path:
                 f"pass --model DIR (a model folder) or --model {OFFICIAL_NAME}"
             )
         return BUILTIN_DIR
-    if str(model) == OFFICIAL_NAME:
-        return OFFICIAL_NAME
+    if str(model) in (OFFICIAL_NAME, RELEASE_11_NAME):
+        return str(model)
     path = Path(model)
     if path.is_dir() and (path / MANIFEST).is_file():
         return path
@@ -379,7 +510,7 @@ def resolve_model_source(model: str | Path | None) -> str | Path:
         )
     raise FileNotFoundError(
         f"model: {model!r} is neither a model folder nor a known name; allowed: {BUILTIN_NAME}, "
-        f"{OFFICIAL_NAME}, or a folder with {MANIFEST}"
+        f"{OFFICIAL_NAME}, {RELEASE_11_NAME}, or a folder with {MANIFEST}"
     )
 
 
@@ -387,6 +518,10 @@ def load_model(model: str | Path | None = None, cache_dir: str | Path | None = N
     source = resolve_model_source(model)
     if source == OFFICIAL_NAME:
         return load_official(resolve_official_files(cache_dir=cache_dir))
+    if source == RELEASE_11_NAME:
+        from fusionframes.io import official_kv11
+
+        return official_kv11.load_release(official_kv11.hub_files(cache_dir))
     return load_model_folder(source)
 
 
@@ -414,6 +549,9 @@ def list_models() -> list[dict]:
             "description": "Kandinsky Video 1.0 (released weights; downloads ~20 GB + Flan-UL2 on first use)",
         }
     )
+    from fusionframes.io import official_kv11
+
+    rows.append(official_kv11.model_row())
     return rows
 
 

@@ -264,3 +264,34 @@ def load_release(files: ReleaseFiles, config: ModelConfig | None = None) -> Mode
     components.keyframe_null = t2v["null_embedding"].float()
     components.interpolation_null = interpolation["null_embedding"].float()
     return components.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# What the model list and request validation see without downloading
+
+
+def _cached(filename: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(REPO, filename)
+    except Exception:
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def cached_model_config() -> ModelConfig:
+    """The 1.1 architecture from a cached ``configs.json`` if there is one, else the preset (no network)."""
+    path = _cached(CONFIGS_FILE)
+    return model_config(read_configs(path)) if path is not None else preset(NAME)
+
+
+def model_row() -> dict:
+    """The ``fusionframes models`` row of the 1.1 release."""
+    return {
+        "name": NAME,
+        "source": f"https://huggingface.co/{REPO} + {TEXT_ENCODER}",
+        "available": all(_cached(name) is not None for name in FILES.values()),
+        "description": "Kandinsky Video 1.1 (released weights: image-to-video, motion levels, temporal "
+        "MoVQ decoder; downloads the five weight files + Flan-UL2 on first use)",
+    }

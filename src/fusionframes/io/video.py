@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageSequence
 from PIL.PngImagePlugin import PngInfo
+
+from fusionframes.io.atomic import temp_sibling
 
 logger = logging.getLogger(__name__)
 
@@ -202,8 +203,9 @@ def _metadata_json(metadata: dict | None, ensure_ascii: bool = False) -> str:
 
 
 def _temp_sibling(target: Path, suffix: str) -> Path:
-    """A hidden temp path in the target's folder, so the final ``os.replace`` stays on one filesystem."""
-    return target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
+    """A hidden temp path in the target's folder, so the final ``os.replace`` stays on one filesystem; the
+    temporaries a killed run left for ``target`` are removed first (see :mod:`fusionframes.io.atomic`)."""
+    return temp_sibling(target, suffix)
 
 
 def _remove(path: Path) -> None:

@@ -206,10 +206,6 @@ class _TokenReader(nn.Module):
         self.keys = nn.Linear(context_dim, context_dim)
         self.order = nn.Parameter(torch.zeros(queries))  # zeros: no pull to either end
 
-    def defaults_for_older_checkpoints(self) -> dict[str, torch.Tensor]:
-        """Priors written before the word-order slopes read their tokens without them (zeros)."""
-        return {"order": torch.zeros(self.order.shape)}
-
     def read(self, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``[B, queries * D]`` for the projected text ``[B, L, D]`` and its mask ``[B, L]``."""
         tokens = self.norm(context.to(self.queries.dtype))

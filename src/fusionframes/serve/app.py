@@ -10,6 +10,8 @@ data dir's ``outputs/`` folder by job id.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import ipaddress
 import json
 import logging
 import math
@@ -26,10 +28,13 @@ import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response, Security
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from fusionframes import __version__
 from fusionframes.serve.jobs import (
@@ -37,13 +42,17 @@ from fusionframes.serve.jobs import (
     FINAL,
     FORMATS,
     JOB_ID_PATTERN,
+    MAX_OFFSET,
     QUEUED,
     RUNNING,
+    IdempotencyMismatch,
     Job,
     JobConflict,
     JobStore,
     QueueFull,
     QuotaExceeded,
+    StorageError,
+    StoreBase,
 )
 from fusionframes.serve.worker import MODES, RUNNERS, Limits, WorkerPool, field_of, prepare
 
@@ -55,8 +64,9 @@ MAX_SCENES = 16
 MAX_STEPS = 500
 MAX_BODY_BYTES = 64 * 1024
 COOKIE = "fusionframes_token"
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+LOOPBACK_NAMES = frozenset({"localhost"})
 MEDIA_TYPES = {"mp4": "video/mp4", "gif": "image/gif", "webp": "image/webp"}
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SSE_POLL_S = 0.25
 SSE_PING_S = 15.0
 PAGE_CSP = (
@@ -74,6 +84,7 @@ class ServeConfig:
     """Everything ``fusionframes serve`` decides at start-up."""
 
     data_dir: Path
+    host: str = "127.0.0.1"  # the bound address: also accepted as a Host header without a token
     model: str | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -91,7 +102,7 @@ class Context:
 
     config: ServeConfig
     model_config: Any
-    store: JobStore
+    store: StoreBase
     pool: WorkerPool
     modes: dict[str, tuple[bool, str | None]]
     model_name: str = "builtin"
@@ -121,7 +132,22 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,  # as the schema says: no `false` for a number, no "5" for an integer
         json_schema_extra={
+            # What the validator checks beyond the fields: t2v and animate need a prompt, a movie
+            # needs mode "movie" and its scenes (so `{}` is invalid by the schema too).
+            "anyOf": [
+                {
+                    "required": ["prompt"],
+                    "properties": {"mode": {"enum": ["t2v", "animate"]}, "prompt": {"type": "string"}},
+                    "not": {"required": ["scenes"]},
+                },
+                {
+                    "required": ["mode", "scenes"],
+                    "properties": {"mode": {"const": "movie"}, "scenes": {"type": "array"}},
+                    "not": {"required": ["prompt"]},
+                },
+            ],
             "examples": [
                 {"mode": "t2v", "prompt": "a red circle moving right", "fps": "low", "seed": 1},
                 {
@@ -132,7 +158,7 @@ class JobRequest(BaseModel):
                     "fps": 8,
                 },
                 {"mode": "movie", "scenes": ["a red circle", "a blue square"], "durations": [4, 4]},
-            ]
+            ],
         },
     )
 
@@ -162,7 +188,10 @@ class JobRequest(BaseModel):
     scheduler: Short | None = Field(None, description="t2v: sampler (default: the model's)")
     seconds: Seconds | None = Field(None, description="animate: length in seconds")
     motion: (
-        Short | dict[Short, Short | float] | Annotated[list[Short], Field(max_length=MAX_SCENES)] | None
+        Short
+        | dict[Short, Short | Annotated[float, Field(allow_inf_nan=False)]]
+        | Annotated[list[Short], Field(max_length=MAX_SCENES)]
+        | None
     ) = Field(
         None,
         description="animate: camera preset ('zoom_in', 'pan_left+zoom_in') or custom schedules "
@@ -247,6 +276,7 @@ class Health(BaseModel):
     disk_quota_bytes: int | None
     max_queue: int
     auth: bool
+    error: str | None = Field(None, description="why the server cannot run jobs now")
 
 
 class ModeInfo(BaseModel):
@@ -270,11 +300,66 @@ class ErrorDetail(BaseModel):
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def field_error(error: Exception) -> HTTPException:
-    """``ValueError("width: ...")`` -> 422 in FastAPI's own error shape, naming the field."""
-    name = field_of(error) or "body"
-    loc = ["body"] if name == "body" else ["body", name]
+def field_error(error: Exception, params: dict[str, Any] | None = None) -> HTTPException:
+    """``ValueError("width: ...")`` -> 422 in FastAPI's own error shape, naming the field.
+
+    A name that is not a request field is a key inside one (``"zoom: ..."`` from a ``motion``
+    schedule dict): the location is then ``["body", "motion", "zoom"]``, never a made-up field.
+    """
+    loc = error_location(field_of(error), params or {})
     return HTTPException(422, detail=[{"loc": loc, "msg": str(error), "type": "value_error"}])
+
+
+def error_location(name: str | None, params: dict[str, Any]) -> list[str]:
+    if name is None:
+        return ["body"]
+    if name in JobRequest.model_fields:
+        return ["body", name]
+    for field_name, value in params.items():
+        if isinstance(value, dict) and name in value:
+            return ["body", field_name, name]
+    return ["body"]
+
+
+def request_hash(body: JobRequest) -> str:
+    """What an ``Idempotency-Key`` is bound to: the request as sent (not the drawn seed)."""
+    canonical = json.dumps(body.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def expected_size(ctx: Context, prepared: Any, formats: list[str]) -> int:
+    """The quota's estimate of a job's files (see :meth:`JobStore.expected_bytes`)."""
+    settings = prepared.settings
+    scenes = settings.get("scenes") or [{}]
+    sampling = ctx.model_config.sampling
+    width = settings.get("width") or scenes[0].get("width") or sampling.width
+    height = settings.get("height") or scenes[0].get("height") or sampling.height
+    return ctx.store.expected_bytes(prepared.num_frames, int(width), int(height), formats)
+
+
+async def storage_error(request: Request, error: Exception) -> JSONResponse:
+    """The data dir cannot be written: 507 when the disk is full, else 503; never a bare 500."""
+    full = isinstance(error, StorageError) and error.full
+    return JSONResponse({"detail": f"{error}; try again later"}, 507 if full else 503)
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    """Starlette's handler, except that a 405 lists every method the path has in ``Allow`` (the
+    router stops at the first route that matches the path, so it would name one method)."""
+    assert isinstance(error, StarletteHTTPException)
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        routes = request.app.router.routes
+        methods = [
+            method
+            for method in HTTP_METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+        ]
+        if methods:
+            headers["Allow"] = ", ".join(methods)
+    if error.status_code in (204, 304):
+        return Response(status_code=error.status_code, headers=headers)
+    return JSONResponse({"detail": error.detail}, error.status_code, headers=headers)
 
 
 async def validation_error(request: Request, error: Exception) -> JSONResponse:
@@ -373,11 +458,14 @@ def create_job(
     """Validate against the model's config (422 naming the field), then queue."""
     if not ctx.modes.get(body.mode, (False, None))[0]:
         raise field_error(ValueError(f"mode: mode {body.mode!r} is not available in this install"))
+    problem = ctx.store.writable()
+    if problem is not None:
+        raise problem
     params = body.model_dump(exclude_none=True, exclude={"mode", "format"})
     try:
         prepared = prepare(ctx.model_config, body.mode, params, ctx.config.limits)
     except (ValueError, TypeError) as error:
-        raise field_error(error) from None
+        raise field_error(error, params) from None
     formats = ["mp4"] if body.format == "mp4" else ["mp4", body.format]
     initial = {
         "stage": None,
@@ -394,8 +482,13 @@ def create_job(
             max_active=ctx.config.max_queue,
             quota_bytes=ctx.config.quota_bytes,
             idempotency_key=idempotency_key,
+            request_hash=request_hash(body),
+            expected_bytes=expected_size(ctx, prepared, formats) if ctx.config.quota_bytes else 0,
             progress={**initial, "fraction": 0.0},
         )
+    except IdempotencyMismatch as error:
+        detail = [{"loc": ["header", "idempotency-key"], "msg": str(error), "type": "value_error"}]
+        raise HTTPException(422, detail=detail) from None
     except QueueFull as error:
         raise HTTPException(429, detail=str(error), headers={"Retry-After": "5"}) from None
     except QuotaExceeded as error:
@@ -410,7 +503,7 @@ def create_job(
 def list_jobs(
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: Literal["queued", "running", "done", "failed", "cancelled"] | None = None,
 ) -> JobList:
     jobs, total = ctx.store.list_jobs(limit, offset, status)
@@ -531,27 +624,28 @@ def cancel_job(job_id: JobId, ctx: Ctx) -> JobStatus:
 @api.delete(
     "/jobs/{job_id}",
     status_code=204,
-    summary="Delete a job and its files (cancelling it first if it runs)",
-    responses={**ERRORS, 409: {"model": ErrorDetail, "description": "could not stop it"}},
+    summary="Delete a job and its files (a running one is cancelled and goes within a step)",
+    responses={
+        **ERRORS,
+        202: {
+            "model": ErrorDetail,
+            "description": "the job runs: cancellation requested; it and its files go when it stops",
+        },
+    },
 )
 def delete_job(job_id: JobId, ctx: Ctx) -> Response:
+    """Never waits on a worker: a running job is flagged and answered with 202 at once."""
     get_job(ctx, job_id)
-    deadline = time.monotonic() + 30.0
-    while True:
-        try:
-            ctx.store.delete(job_id)
-            return Response(status_code=204)
-        except KeyError:
-            raise HTTPException(404, detail=f"no job {job_id}") from None
-        except JobConflict as error:
-            if time.monotonic() > deadline:
-                raise HTTPException(409, detail=str(error)) from None
-        try:
-            ctx.store.request_cancel(job_id)
-        except (KeyError, JobConflict):
-            pass
-        ctx.pool.cancel(job_id)
-        time.sleep(0.05)
+    try:
+        gone = ctx.store.delete(job_id)
+    except KeyError:
+        raise HTTPException(404, detail=f"no job {job_id}") from None
+    if gone:
+        return Response(status_code=204)
+    ctx.pool.cancel(job_id)
+    return JSONResponse(
+        {"detail": f"job {job_id} is running: cancelling it; it is deleted when it stops"}, 202
+    )
 
 
 @api.get("/models", response_model=ModelsInfo, summary="The model served, modes and limits", responses=ERRORS)
@@ -596,13 +690,25 @@ def mode_info(mode: str, ctx: Context) -> ModeInfo:
     return ModeInfo(available=available, reason=reason, options=options)
 
 
-@api.get("/health", response_model=Health, summary="Readiness: 200 once a worker has loaded the model")
+@api.get(
+    "/health",
+    response_model=Health,
+    summary="Readiness: 200 once a worker has loaded the model and the data dir takes writes",
+    responses={
+        401: ERRORS[401],
+        503: {"model": Health, "description": "loading, or not able to run jobs (see `error`)"},
+    },
+)
 def health(ctx: Ctx, response: Response) -> Health:
     states = ctx.pool.states
-    if ctx.pool.ready:
+    problem = ctx.store.writable()
+    error = None
+    if problem is not None:
+        status, error = "error", f"{problem}; new jobs are refused until the data dir takes writes again"
+    elif ctx.pool.ready or ctx.config.workers == 0:  # an API-only replica: workers run elsewhere
         status = "ok"
     elif all(s.state == "error" for s in states):
-        status = "error"
+        status, error = "error", "no worker could load the model"
     else:
         status = "loading"
     if status != "ok":
@@ -617,6 +723,7 @@ def health(ctx: Ctx, response: Response) -> Health:
         disk_quota_bytes=ctx.config.quota_bytes,
         max_queue=ctx.config.max_queue,
         auth=ctx.config.token is not None,
+        error=error,
     )
 
 
@@ -626,9 +733,10 @@ def health(ctx: Ctx, response: Response) -> Health:
 class Guard:
     """ASGI middleware in front of everything: token, Host and Origin checks, body size, headers."""
 
-    def __init__(self, app: Any, token: str | None) -> None:
+    def __init__(self, app: Any, token: str | None, hosts: tuple[str, ...] = ()) -> None:
         self.app = app
         self.token = token
+        self.hosts = frozenset(host.lower().strip("[]") for host in hosts)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -644,7 +752,7 @@ class Guard:
         await self.app(scope, receive, self._with_headers(send, scope["path"], set_cookie))
 
     def refuse(self, scope: dict, headers: dict[str, str]) -> JSONResponse | None:
-        if self.token is None and not loopback_host(headers.get("host", "")):
+        if self.token is None and not loopback_host(headers.get("host", ""), self.hosts):
             return JSONResponse({"detail": "Host not allowed: without a token only localhost is served"}, 421)
         if scope["method"] not in ("GET", "HEAD", "OPTIONS") and not same_origin(headers):
             return JSONResponse({"detail": "cross-origin request refused"}, 403)
@@ -703,10 +811,41 @@ class Guard:
         return wrapped
 
 
-def loopback_host(host: str) -> bool:
-    """``localhost:7860`` / ``127.0.0.1`` / ``[::1]:7860`` -> True."""
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
-    return name.lower() in LOOPBACK_NAMES or name.startswith("127.")
+def host_name(header: str) -> str | None:
+    """The host of a ``Host`` header (``name``, ``name:port``, ``[v6]`` or ``[v6]:port``), lower
+    case; None when the header is not of that form."""
+    if header.startswith("["):
+        end = header.find("]")
+        name, rest = header[1:end], header[end + 1 :]
+        if end < 0 or not name:
+            return None
+    else:
+        name, colon, port = header.partition(":")
+        rest = colon + port
+        if not name:
+            return None
+    if rest and not (rest.startswith(":") and rest[1:].isdigit() and len(rest) <= 6):
+        return None
+    return name.lower()
+
+
+def loopback_host(header: str, bound: frozenset[str] = frozenset()) -> bool:
+    """``localhost:7860`` / ``127.0.0.1`` / ``[::1]:7860`` / the bound host -> True.
+
+    Parsed, never prefix-matched: ``127.attacker.example`` is a DNS name an attacker controls
+    (DNS rebinding), not a loopback address. An IPv6 address counts only in brackets.
+    """
+    name = host_name(header)
+    if name is None:
+        return False
+    if name in LOOPBACK_NAMES or name in bound:
+        return True
+    bracketed = header.startswith("[")
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return address.is_loopback and (address.version == 6) == bracketed
 
 
 def same_origin(headers: dict[str, str]) -> bool:
@@ -745,7 +884,7 @@ def mode_availability() -> dict[str, tuple[bool, str | None]]:
 
 
 def create_app(
-    config: ServeConfig, model_config: Any = None, store: JobStore | None = None, pool_loader: Any = None
+    config: ServeConfig, model_config: Any = None, store: StoreBase | None = None, pool_loader: Any = None
 ) -> FastAPI:
     """The app; the workers start (and the store opens, unless given) when the server starts."""
     if model_config is None:
@@ -787,9 +926,14 @@ def create_app(
         version=__version__,
         description="Queue text-to-video, animation and movie jobs, follow their progress, download videos.",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI would load from a CDN (blank offline); the schema is /openapi.json
+        redoc_url=None,
     )
     app.include_router(api)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StorageError, storage_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.openapi = lambda: openapi_schema(app, config.token is not None)  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -798,8 +942,37 @@ def create_app(
             STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-store"}
         )
 
-    app.add_middleware(Guard, token=config.token)
+    app.add_middleware(Guard, token=config.token, hosts=(config.host,))
     return app
+
+
+def openapi_schema(app: FastAPI, token: bool) -> dict[str, Any]:
+    """FastAPI's schema, made to say what the server does: bearer auth only when a token is set
+    (401 then possible on every route), and the Guard's own refusals on every operation."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    common: dict[str, dict[str, Any]] = {
+        "421": {"description": "a Host other than this server's (no-token servers answer only localhost)"},
+    }
+    if token:
+        common["401"] = {"description": "missing or wrong token"}
+    else:
+        schema.get("components", {}).pop("securitySchemes", None)
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            if not token:
+                operation.pop("security", None)
+                operation.get("responses", {}).pop("401", None)
+            responses = operation.setdefault("responses", {})
+            for code, response in common.items():
+                responses.setdefault(code, response)
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "a body that is not UTF-8 JSON"})
+                responses.setdefault("403", {"description": "a cross-origin write (a foreign Origin)"})
+                responses.setdefault("413", {"description": "a body over 64 KiB"})
+    app.openapi_schema = schema
+    return schema
 
 
 __all__ = ["Guard", "JobRequest", "JobStatus", "ServeConfig", "create_app"]

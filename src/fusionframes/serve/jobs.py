@@ -11,6 +11,7 @@ original place (the queue is ordered by the insertion sequence, never by time).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,18 @@ FINAL = (DONE, FAILED, CANCELLED)
 FORMATS = ("mp4", "gif", "webp")
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 JOB_ID_PATTERN = "^[0-9a-f]{32}$"
+MAX_OFFSET = 2**31 - 1  # list offsets beyond this are refused by the schema (SQLite takes 64-bit ints)
 MAX_ATTEMPTS = 3  # a job that killed the server this many times is failed, not retried forever
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+PROBE_BYTES = 64 * 1024  # what the write probe must fit before a full data dir counts as writable again
+
+# The quota's estimate of a job's files before any job has finished, in bytes per frame pixel (the
+# encoders at their settings here stay below: H.264 and WebP well under 1, GIF about 1.5 at 64 px,
+# less when larger); then learnt from finished jobs (see JobStore.expected_bytes).
+DEFAULT_BYTES_PER_PIXEL = {"mp4": 1.0, "gif": 2.0, "webp": 1.0}
+ESTIMATE_MARGIN = 1.25
+HEADER_BYTES = 4096
+SIDE_FILE_BYTES = 8192  # outputs/<id>.json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -53,11 +64,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
-    idempotency_key TEXT UNIQUE
+    idempotency_key TEXT UNIQUE,
+    request_hash TEXT,
+    expected_bytes INTEGER NOT NULL DEFAULT 0,
+    delete_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Version 1 -> 2: columns added in place (a data dir of an older server keeps its jobs).
+MIGRATION_2 = {
+    "request_hash": "TEXT",
+    "expected_bytes": "INTEGER NOT NULL DEFAULT 0",
+    "delete_requested": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 class QueueFull(RuntimeError):
@@ -74,6 +94,61 @@ class JobConflict(RuntimeError):
 
 class DataDirBusy(RuntimeError):
     """Another server process holds the data dir."""
+
+
+class IdempotencyMismatch(ValueError):
+    """An ``Idempotency-Key`` reused with a different request body (HTTP 422)."""
+
+
+class StorageError(RuntimeError):
+    """The data dir cannot be written (a full disk: HTTP 507; anything else: 503)."""
+
+    def __init__(self, message: str, full: bool) -> None:
+        super().__init__(message)
+        self.full = full
+
+
+def storage_problem(error: BaseException) -> StorageError | None:
+    """A write failure of the data dir, as a :class:`StorageError`; None for any other error.
+
+    SQLite says "database or disk is full" (``SQLITE_FULL``) and the file system ``ENOSPC`` or
+    ``EDQUOT``; encoders wrap the latter, so the cause chain is searched too.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageError):
+            return current
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageError(f"the server's disk is full ({current.strerror or current})", full=True)
+        if isinstance(current, sqlite3.OperationalError | sqlite3.DatabaseError):
+            text = str(current)
+            full = "full" in text or getattr(current, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            if full or "disk i/o" in text or "readonly" in text:
+                kind = "the server's disk is full" if full else "the job database cannot be written"
+                return StorageError(f"{kind} ({text})", full=full)
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class StorageHealth:
+    """Whether the data dir takes writes. Any failed write marks it broken; only a successful
+    :meth:`JobStore.probe` (a real file write and a database write) marks it healthy again, so the
+    server refuses new jobs while the disk is full and recovers by itself once space returns."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.problem: StorageError | None = None
+        self.last_probe = 0.0
+
+    def failed(self, error: StorageError) -> None:
+        with self._lock:
+            self.problem = error
+
+    def ok(self) -> None:
+        with self._lock:
+            self.problem = None
 
 
 @dataclass
@@ -99,6 +174,9 @@ class Job:
     cancel_requested: bool
     attempts: int
     idempotency_key: str | None = field(default=None, repr=False)
+    request_hash: str | None = field(default=None, repr=False)
+    expected_bytes: int = 0
+    delete_requested: bool = False
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -106,6 +184,7 @@ class Job:
         for name in ("params", "settings", "formats", "progress", "result"):
             data[name] = json.loads(data[name]) if data[name] is not None else None
         data["cancel_requested"] = bool(data["cancel_requested"])
+        data["delete_requested"] = bool(data.get("delete_requested", 0))
         return cls(**data)
 
 
@@ -155,7 +234,113 @@ class DataDirLock:
             self._file = None
 
 
-class JobStore:
+class StoreBase:
+    """What every job store shares: the outputs folder, write probes and the quota's estimates.
+
+    A store's job life is ``queued -> running -> done | failed | cancelled``. Stores that serve
+    several processes (:mod:`fusionframes.serve.pgstore`) set ``leases``: a claimed job carries a
+    lease its worker renews (:meth:`heartbeat`); ``progress_interval`` and ``cancel_poll`` tell a
+    worker how often to write progress for other processes and to look for cancellations made
+    through another process (None: not needed, everything happens in this process).
+    """
+
+    outputs: Path
+    health: StorageHealth
+    leases = False
+    progress_interval: float | None = None
+    cancel_poll: float | None = None
+
+    def heartbeat(self, job_ids: list[str]) -> set[str]:
+        """Renew the leases of these running jobs; returns those this process still owns."""
+        return set(job_ids)
+
+    def exists(self, job_id: str) -> bool:
+        raise NotImplementedError
+
+    def cancel_requested(self, job_id: str) -> bool:
+        raise NotImplementedError
+
+    def set_meta(self, key: str, value: Any) -> None:
+        raise NotImplementedError
+
+    def _bytes_per_pixel(self, last: int = 20) -> dict[str, float]:
+        raise NotImplementedError
+
+    def probe(self) -> bool:
+        """Try a real write (a 64 KiB file in ``outputs/`` and a database row); True if both work.
+        Marks the store healthy again on success."""
+        self.health.last_probe = time.monotonic()
+        path = self.outputs / f".probe.tmp-{os.getpid()}"
+        try:
+            with open(path, "wb") as handle:
+                handle.write(b"\0" * PROBE_BYTES)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.set_meta("probe", time.time())
+        except (OSError, StorageError) as error:
+            problem = storage_problem(error)
+            if problem is None:
+                raise
+            self.health.failed(problem)
+            return False
+        finally:
+            path.unlink(missing_ok=True)
+        self.health.ok()
+        return True
+
+    def writable(self, retry_after: float = 1.0) -> StorageError | None:
+        """The current write problem, re-probing at most every ``retry_after`` seconds."""
+        if self.health.problem is not None and time.monotonic() - self.health.last_probe >= retry_after:
+            self.probe()
+        return self.health.problem
+
+    def _remove_temp_files(self) -> int:
+        """``write_video`` writes ``.<name>.tmp-*`` first; a crash can leave one behind."""
+        count = 0
+        for entry in self.outputs.iterdir():
+            if entry.name.startswith(".") and ".tmp-" in entry.name and entry.is_file():
+                entry.unlink(missing_ok=True)
+                count += 1
+        return count
+
+    def output_path(self, job_id: str, fmt: str) -> Path:
+        """``outputs/<id>.<fmt>``, refusing anything that would resolve outside ``outputs/``."""
+        if not valid_job_id(job_id) or fmt not in (*FORMATS, "json"):
+            raise ValueError(f"not a job file: {job_id!r}.{fmt!r}")
+        path = (self.outputs / f"{job_id}.{fmt}").resolve()
+        if path.parent != self.outputs:
+            raise ValueError(f"not a job file: {job_id!r}.{fmt!r}")
+        return path
+
+    def remove_files(self, job_id: str) -> None:
+        for fmt in (*FORMATS, "json"):
+            self.output_path(job_id, fmt).unlink(missing_ok=True)
+        for entry in self.outputs.glob(f".{job_id}.*"):  # temp files of an interrupted write
+            entry.unlink(missing_ok=True)
+
+    def expected_bytes(self, num_frames: int, width: int, height: int, formats: list[str]) -> int:
+        """What a job's files will take: per format, the largest bytes per frame pixel of the last
+        20 finished jobs (or :data:`DEFAULT_BYTES_PER_PIXEL` before there are any) times
+        :data:`ESTIMATE_MARGIN`, plus the settings file and container headers."""
+        pixels = max(1, num_frames) * max(1, width) * max(1, height)
+        observed = self._bytes_per_pixel()
+        total = SIDE_FILE_BYTES
+        for fmt in formats:
+            rate = observed.get(fmt, DEFAULT_BYTES_PER_PIXEL[fmt])
+            total += round(rate * ESTIMATE_MARGIN * pixels) + HEADER_BYTES
+        return total
+
+    def disk_usage(self) -> int:
+        """Bytes under ``outputs/`` (temp files included: they are on disk too)."""
+        total = 0
+        with os.scandir(self.outputs) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+        return total
+
+
+class JobStore(StoreBase):
     """Jobs in ``<data_dir>/jobs.sqlite3``, their videos in ``<data_dir>/outputs/<id>.<format>``."""
 
     def __init__(self, data_dir: str | os.PathLike[str], lock: bool = True) -> None:
@@ -175,6 +360,20 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a job accepted with 201 must survive a power cut
         self._db.executescript(SCHEMA)
+        self._migrate()
+        self.health = StorageHealth()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"data-dir: {self.data_dir} was written by a newer fusionframes (schema {version}, "
+                f"this one knows {SCHEMA_VERSION}); upgrade or give another --data-dir"
+            )
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in MIGRATION_2.items():
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -184,20 +383,34 @@ class JobStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a full disk becomes :class:`StorageError` and marks the store
+        unhealthy (see :class:`StorageHealth`)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except (sqlite3.Error, OSError) as error:
+                problem = storage_problem(error)
+                if problem is None:
+                    raise
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                self.health.failed(problem)
+                raise problem from error
 
     # -- startup -------------------------------------------------------------------------------------
 
     def recover(self) -> dict[str, int]:
         """After a crash: re-queue jobs that were running, finish pending cancels, drop temp files."""
         with self._transaction() as db:
+            deleted = db.execute("SELECT id FROM jobs WHERE delete_requested=1").fetchall()
+            db.execute("DELETE FROM jobs WHERE delete_requested=1")
             failed = db.execute(
                 "UPDATE jobs SET status=?, finished=?, error=? WHERE status=? AND attempts>=?",
                 (
@@ -217,17 +430,16 @@ class JobStore:
                 "UPDATE jobs SET status=?, finished=? WHERE status IN (?, ?) AND cancel_requested=1",
                 (CANCELLED, time.time(), QUEUED, RUNNING),
             ).rowcount
+        for row in deleted:
+            self.remove_files(row["id"])
         removed = self._remove_temp_files()
-        return {"requeued": requeued, "cancelled": cancelled, "failed": failed, "temp_files_removed": removed}
-
-    def _remove_temp_files(self) -> int:
-        """``write_video`` writes ``.<name>.tmp-*`` first; a crash can leave one behind."""
-        count = 0
-        for entry in self.outputs.iterdir():
-            if entry.name.startswith(".") and ".tmp-" in entry.name and entry.is_file():
-                entry.unlink(missing_ok=True)
-                count += 1
-        return count
+        return {
+            "requeued": requeued,
+            "cancelled": cancelled,
+            "failed": failed,
+            "deleted": len(deleted),
+            "temp_files_removed": removed,
+        }
 
     def set_meta(self, key: str, value: Any) -> None:
         with self._transaction() as db:
@@ -252,18 +464,29 @@ class JobStore:
         max_active: int | None = None,
         quota_bytes: int | None = None,
         idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        expected_bytes: int = 0,
         progress: dict[str, Any] | None = None,
     ) -> tuple[Job, bool]:
-        """Queue a job; returns ``(job, created)``. A repeated ``idempotency_key`` returns the first job.
+        """Queue a job; returns ``(job, created)``. A repeated ``idempotency_key`` returns the first job
+        when ``request_hash`` matches the first request's, and raises :class:`IdempotencyMismatch`
+        when it does not.
 
         The queue-length and quota checks run in the same transaction as the insert, so concurrent
-        requests cannot overshoot the limits.
+        requests cannot overshoot the limits. The quota counts the bytes on disk plus the expected
+        size of every queued or running job (``expected_bytes``), so a long queue cannot overshoot it.
         """
         with self._transaction() as db:
             if idempotency_key is not None:
                 row = db.execute("SELECT * FROM jobs WHERE idempotency_key=?", (idempotency_key,)).fetchone()
                 if row is not None:
-                    return Job.from_row(row), False
+                    first = Job.from_row(row)
+                    if first.request_hash is not None and first.request_hash != request_hash:
+                        raise IdempotencyMismatch(
+                            f"idempotency-key: {idempotency_key!r} was used for job {first.id} with a "
+                            "different request body; use a new key for a new request"
+                        )
+                    return first, False
             if max_active is not None:
                 active = db.execute(
                     "SELECT COUNT(*) FROM jobs WHERE status IN (?, ?)", (QUEUED, RUNNING)
@@ -275,15 +498,22 @@ class JobStore:
                     )
             if quota_bytes is not None:
                 used = self.disk_usage()
-                if used >= quota_bytes:
+                reserved = db.execute(
+                    "SELECT COALESCE(SUM(expected_bytes), 0) FROM jobs WHERE status IN (?, ?)",
+                    (QUEUED, RUNNING),
+                ).fetchone()[0]
+                if used + reserved + expected_bytes > quota_bytes:
                     raise QuotaExceeded(
-                        f"disk quota exceeded: outputs use {used / 2**20:.2f} MiB of "
-                        f"{quota_bytes / 2**20:.2f} MiB; delete old jobs (DELETE /api/jobs/{{id}})"
+                        f"disk quota exceeded: outputs use {used / 2**20:.3f} MiB and queued jobs are "
+                        f"expected to add {reserved / 2**20:.3f} MiB; this job needs about "
+                        f"{expected_bytes / 2**20:.3f} MiB of the {quota_bytes / 2**20:.3f} MiB quota; "
+                        "delete old jobs (DELETE /api/jobs/{id}) or wait for queued ones"
                     )
             job_id = new_job_id()
             db.execute(
                 "INSERT INTO jobs (id, mode, status, params, settings, formats, model, num_frames, created, "
-                "idempotency_key, progress) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "idempotency_key, request_hash, expected_bytes, progress) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     mode,
@@ -295,6 +525,8 @@ class JobStore:
                     num_frames,
                     time.time(),
                     idempotency_key,
+                    request_hash,
+                    int(expected_bytes),
                     _dumps(progress),
                 ),
             )
@@ -304,7 +536,9 @@ class JobStore:
         if not valid_job_id(job_id):
             return None
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT * FROM jobs WHERE id=? AND delete_requested=0", (job_id,)
+            ).fetchone()
             job = Job.from_row(row) if row else None
             if job is not None and job.status == RUNNING and job.id in self._live:
                 job.progress = self._live[job.id]
@@ -313,7 +547,11 @@ class JobStore:
 
     def list_jobs(self, limit: int = 50, offset: int = 0, status: str | None = None) -> tuple[list[Job], int]:
         """Newest first (the gallery order); ``status`` filters."""
-        where, args = ("WHERE status=?", (status,)) if status else ("", ())
+        where, args = (
+            ("WHERE delete_requested=0 AND status=?", (status,))
+            if status
+            else ("WHERE delete_requested=0", ())
+        )
         with self._lock:
             total = self._db.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
             rows = self._db.execute(
@@ -334,7 +572,9 @@ class JobStore:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            rows = self._db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
+            rows = self._db.execute(
+                "SELECT status, COUNT(*) AS n FROM jobs WHERE delete_requested=0 GROUP BY status"
+            ).fetchall()
         counts = {status: 0 for status in (QUEUED, RUNNING, DONE, FAILED, CANCELLED)}
         counts.update({row["status"]: row["n"] for row in rows})
         return counts
@@ -369,8 +609,9 @@ class JobStore:
         changes), so per-step updates cost no disk writes."""
         with self._lock:
             self._live[job_id] = progress
-            if persist:
-                self._db.execute(
+        if persist:
+            with self._transaction() as db:
+                db.execute(
                     "UPDATE jobs SET stage=?, progress=? WHERE id=? AND status=?",
                     (progress.get("stage"), _dumps(progress), job_id, RUNNING),
                 )
@@ -387,6 +628,8 @@ class JobStore:
                 time.time(),
                 *(_dumps(v) if isinstance(v, dict) else v for v in columns.values()),
             ]
+            # A job deleted while it ran (DELETE answered 202) goes now, instead of ending.
+            db.execute("DELETE FROM jobs WHERE id=? AND status=? AND delete_requested=1", (job_id, RUNNING))
             updated = db.execute(
                 f"UPDATE jobs SET {sets} WHERE id=? AND status=?", (*values, job_id, RUNNING)
             ).rowcount
@@ -412,6 +655,11 @@ class JobStore:
                 (QUEUED, job_id, RUNNING),
             )
             self._live.pop(job_id, None)
+
+    def exists(self, job_id: str) -> bool:
+        """The job has a row (a job hidden by a pending delete included)."""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM jobs WHERE id=?", (job_id,)).fetchone() is not None
 
     def cancel_requested(self, job_id: str) -> bool:
         with self._lock:
@@ -439,39 +687,38 @@ class JobStore:
         assert job is not None
         return job
 
-    def delete(self, job_id: str) -> None:
-        """Remove a finished or queued job and every file it owns."""
+    def delete(self, job_id: str) -> bool:
+        """Remove a job and every file it owns. True when it is gone now; False for a running job,
+        which is flagged for cancellation and deletion: it is hidden at once (404) and its row and
+        files go when its worker stops it (within a step), so no caller ever waits on a worker."""
         with self._transaction() as db:
-            row = db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = db.execute(
+                "SELECT status FROM jobs WHERE id=? AND delete_requested=0", (job_id,)
+            ).fetchone()
             if row is None:
                 raise KeyError(job_id)
             if row["status"] == RUNNING:
-                raise JobConflict(f"job {job_id} is running; cancel it first")
+                db.execute("UPDATE jobs SET cancel_requested=1, delete_requested=1 WHERE id=?", (job_id,))
+                return False
             db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
         self.remove_files(job_id)
+        return True
 
-    # -- files ---------------------------------------------------------------------------------------
+    def _bytes_per_pixel(self, last: int = 20) -> dict[str, float]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT result FROM jobs WHERE status=? AND result IS NOT NULL ORDER BY seq DESC LIMIT ?",
+                (DONE, last),
+            ).fetchall()
+        return bytes_per_pixel(json.loads(row["result"]) for row in rows)
 
-    def output_path(self, job_id: str, fmt: str) -> Path:
-        """``outputs/<id>.<fmt>``, refusing anything that would resolve outside ``outputs/``."""
-        if not valid_job_id(job_id) or fmt not in (*FORMATS, "json"):
-            raise ValueError(f"not a job file: {job_id!r}.{fmt!r}")
-        path = (self.outputs / f"{job_id}.{fmt}").resolve()
-        if path.parent != self.outputs:
-            raise ValueError(f"not a job file: {job_id!r}.{fmt!r}")
-        return path
 
-    def remove_files(self, job_id: str) -> None:
-        for fmt in (*FORMATS, "json"):
-            self.output_path(job_id, fmt).unlink(missing_ok=True)
-        for entry in self.outputs.glob(f".{job_id}.*"):  # temp files of an interrupted write
-            entry.unlink(missing_ok=True)
-
-    def disk_usage(self) -> int:
-        """Bytes under ``outputs/`` (temp files included: they are on disk too)."""
-        total = 0
-        with os.scandir(self.outputs) as entries:
-            for entry in entries:
-                if entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-        return total
+def bytes_per_pixel(results: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Per format, the largest file size per frame pixel among these job results."""
+    rates: dict[str, float] = {}
+    for result in results:
+        pixels = result.get("num_frames", 0) * result.get("width", 0) * result.get("height", 0)
+        for fmt, size in (result.get("files") or {}).items():
+            if pixels > 0:
+                rates[fmt] = max(rates.get(fmt, 0.0), size / pixels)
+    return rates

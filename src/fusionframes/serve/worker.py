@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fusionframes.serve.jobs import Job, JobStore
+from fusionframes.serve.jobs import Job, StorageError, StoreBase, storage_problem
 
 logger = logging.getLogger(__name__)
 
@@ -372,6 +372,10 @@ class _ShuttingDown(Exception):
     """Marks a job interrupted by server shutdown (it goes back to the queue)."""
 
 
+class _LeaseLost(Exception):
+    """Marks a job whose lease ran out (another worker may run it now): this worker drops it."""
+
+
 @dataclass
 class WorkerState:
     index: int
@@ -385,7 +389,7 @@ class WorkerPool:
 
     def __init__(
         self,
-        store: JobStore,
+        store: StoreBase,
         config: Any,
         limits: Limits,
         model: Any = None,
@@ -404,10 +408,12 @@ class WorkerPool:
         self._wake = threading.Condition()
         self._stopping = threading.Event()
         self._cancel: dict[str, threading.Event] = {}
+        self._pending: dict[str, str | None] = {}  # job id -> error (None: cancelled), not yet written
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._loaded = 0
         self._all_loaded = threading.Event()
+        self._lost: set[str] = set()  # jobs whose lease this process lost
 
     # -- control -------------------------------------------------------------------------------------
 
@@ -418,6 +424,32 @@ class WorkerPool:
             )
             thread.start()
             self._threads.append(thread)
+        if self.store.leases and self.states:
+            beat = threading.Thread(target=self._heartbeats, name="worker-heartbeat", daemon=True)
+            beat.start()
+            self._threads.append(beat)
+
+    def _heartbeats(self) -> None:
+        """Renew the leases of the jobs running here every third of a lease; a job whose lease is
+        gone (the store was unreachable longer than a lease) is stopped at its next step."""
+        interval = max(0.2, getattr(self.store, "lease_s", 30.0) / 3)
+        while not self._stopping.wait(interval):
+            with self._lock:
+                running = list(self._cancel)
+            if not running:
+                continue
+            try:
+                owned = self.store.heartbeat(running)
+            except Exception as error:  # the store is away: try again next beat, the lease may hold
+                self._store_failed(error)
+                continue
+            for job_id in set(running) - owned:
+                logger.warning("job %s: lease lost; another worker may run it now", job_id)
+                with self._lock:
+                    self._lost.add(job_id)
+                    flag = self._cancel.get(job_id)
+                if flag is not None:
+                    flag.set()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Interrupt running jobs within a step (they are re-queued) and wait for the threads."""
@@ -473,7 +505,11 @@ class WorkerPool:
                 return
         state.state = "idle"
         while not self._stopping.is_set():
-            job = self.store.claim()
+            try:
+                job = self.store.claim() if self._settle() else None
+            except Exception as error:  # the store failed: report it, keep the thread, try again
+                self._store_failed(error)
+                job = None
             if job is None:
                 with self._wake:
                     self._wake.wait(timeout=1.0)
@@ -481,22 +517,102 @@ class WorkerPool:
             state.state, state.job = "busy", job.id
             try:
                 self._run(job, pipes)
+            except Exception as error:  # never lose the worker to one job (the job is settled later)
+                logger.exception("worker %d: job %s", state.index, job.id)
+                self._defer(job.id, f"{type(error).__name__}: {error}")
             finally:
                 state.state, state.job = "idle", None
         state.state = "stopped"
 
+    # -- store failures ------------------------------------------------------------------------------
+
+    def _store_failed(self, error: BaseException) -> None:
+        problem = storage_problem(error)
+        if problem is not None:
+            self.store.health.failed(problem)
+            logger.warning("data dir not writable: %s", problem)
+        else:
+            logger.exception("job store error")
+
+    def _defer(self, job_id: str, error: str | None) -> None:
+        """A job's end could not be recorded (the disk is full): record it once the store writes
+        (``error`` None: cancelled; else failed with that error)."""
+        with self._lock:
+            self._pending[job_id] = error
+
+    def _settle(self) -> bool:
+        """True when the store takes writes: probes a broken store (at most once a second), then
+        records the ends that could not be written. False while it still cannot write."""
+        if self.store.writable() is not None:
+            return False
+        with self._lock:
+            pending = list(self._pending.items())
+        for job_id, error in pending:
+            self.store.remove_files(job_id)
+            if error is None:
+                self.store.mark_cancelled(job_id)
+            else:
+                self.store.fail(job_id, error)  # raises StorageError again if the disk filled up again
+            with self._lock:
+                self._pending.pop(job_id, None)
+        return True
+
+    @property
+    def storage_error(self) -> StorageError | None:
+        return self.store.health.problem
+
     def _callback(self, job: Job, flag: threading.Event, progress: Progress) -> ProgressCallback:
+        """Per step: stop on shutdown, a lost lease or a cancel (this process's flag, or the store's
+        for a cancel made through another process, read every ``cancel_poll`` s); record progress
+        (written to the store on stage changes, and every ``progress_interval`` s for stores that
+        other processes read)."""
         from fusionframes.pipelines.text_to_video import GenerationCancelled
+
+        poll, interval = self.store.cancel_poll, self.store.progress_interval
+        last = {"poll": time.monotonic(), "write": time.monotonic()}
 
         def callback(stage: str, step: int, total: int) -> None:
             if self._stopping.is_set():
                 raise GenerationCancelled("server shutting down") from _ShuttingDown()
+            now = time.monotonic()
+            if poll is not None and not flag.is_set() and now - last["poll"] >= poll:
+                last["poll"] = now
+                if self._tolerant(self.store.cancel_requested, job.id):
+                    flag.set()
             if flag.is_set():
+                with self._lock:
+                    lost = job.id in self._lost
+                if lost:
+                    raise GenerationCancelled(f"job {job.id}: lease lost") from _LeaseLost()
                 raise GenerationCancelled(f"job {job.id} cancelled")
             changed = progress.update(stage, step, total)
-            self.store.set_progress(job.id, progress.snapshot(), persist=changed)
+            persist = changed or (interval is not None and now - last["write"] >= interval)
+            if persist:
+                last["write"] = now
+            self._tolerant(self.store.set_progress, job.id, progress.snapshot(), persist)
 
         return callback
+
+    def _tolerant(self, call: Callable[..., Any], *args: Any) -> Any:
+        """A progress write or cancel read of a shared store: while its database is away (not full)
+        the job goes on (its lease covers the gap; the heartbeat says if it was lost)."""
+        try:
+            return call(*args)
+        except StorageError as error:
+            if error.full or not self.store.leases:
+                raise
+            return None
+
+    def _retrying(self, call: Callable[..., Any], *args: Any) -> Any:
+        """Record a job's end through a database restart: retried for up to half a lease."""
+        deadline = time.monotonic() + getattr(self.store, "lease_s", 0.0) / 2
+        while True:
+            try:
+                return call(*args)
+            except StorageError as error:
+                if error.full or not self.store.leases or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def _run(self, job: Job, pipes: Any) -> None:
         from fusionframes.pipelines.text_to_video import GenerationCancelled
@@ -504,7 +620,7 @@ class WorkerPool:
         flag = threading.Event()
         with self._lock:
             self._cancel[job.id] = flag
-        if self.store.cancel_requested(job.id):  # cancelled between claim and registration
+        if self._tolerant(self.store.cancel_requested, job.id):  # cancelled between claim and here
             flag.set()
         progress = Progress([])
         try:
@@ -512,28 +628,60 @@ class WorkerPool:
             progress = Progress(prepared.stages)
             self.store.set_progress(job.id, progress.snapshot(), persist=True)
             output = RUNNERS[job.mode].run(pipes, prepared, self._callback(job, flag, progress))
-            if flag.is_set():
-                raise GenerationCancelled(f"job {job.id} cancelled")
+            polled = self.store.cancel_poll is not None and self._tolerant(
+                self.store.cancel_requested, job.id
+            )
+            if flag.is_set() or polled:
+                with self._lock:
+                    lost = job.id in self._lost
+                raise GenerationCancelled(f"job {job.id} cancelled") from (_LeaseLost() if lost else None)
             progress.complete()
             self._finish(job, output, progress)
         except GenerationCancelled as error:
             self._interrupted(job, error)
         except Exception as error:
-            logger.exception("job %s failed", job.id)
-            self.store.remove_files(job.id)
-            self.store.fail(job.id, f"{type(error).__name__}: {error}")
+            problem = storage_problem(error)
+            if problem is not None and not problem.full and self.store.leases:
+                # The shared database went away (a restart): the job is not at fault. Drop the claim;
+                # its lease runs out and a worker runs it again once the database is back.
+                self.store.health.failed(problem)
+                getattr(self.store, "release", lambda _: None)(job.id)
+                logger.warning("job %s left to its lease (%s)", job.id, problem)
+                return
+            if problem is not None:
+                self.store.health.failed(problem)
+                message = f"{problem}; the job was stopped (free space on the server and run it again)"
+            else:
+                logger.exception("job %s failed", job.id)
+                message = f"{type(error).__name__}: {error}"
+            try:
+                self.store.remove_files(job.id)
+                self.store.fail(job.id, message)
+            except Exception as again:  # the store cannot record it now: retried by _settle
+                self._store_failed(again)
+                self._defer(job.id, message)
         finally:
             with self._lock:
                 self._cancel.pop(job.id, None)
+                self._lost.discard(job.id)
 
     def _interrupted(self, job: Job, error: Exception) -> None:
+        if isinstance(error.__cause__, _LeaseLost):  # not ours any more: touch neither row nor files
+            getattr(self.store, "release", lambda _: None)(job.id)
+            logger.info("job %s dropped (lease lost)", job.id)
+            return
         self.store.remove_files(job.id)
-        if isinstance(error.__cause__, _ShuttingDown):
-            self.store.requeue(job.id)
-            logger.info("job %s re-queued (shutdown)", job.id)
-        else:
-            self.store.mark_cancelled(job.id)
-            logger.info("job %s cancelled", job.id)
+        try:
+            if isinstance(error.__cause__, _ShuttingDown):
+                self.store.requeue(job.id)
+                logger.info("job %s re-queued (shutdown)", job.id)
+            else:
+                self.store.mark_cancelled(job.id)
+                logger.info("job %s cancelled", job.id)
+        except StorageError as again:  # a running job found at the next start is re-queued anyway
+            self._store_failed(again)
+            if not isinstance(error.__cause__, _ShuttingDown):
+                self._defer(job.id, None)
 
     def _finish(self, job: Job, output: Any, progress: Progress) -> None:
         """Write every requested format (each atomically), then mark the job done."""
@@ -553,5 +701,10 @@ class WorkerPool:
             "files": files,
             "metadata": json_friendly(output.metadata()),
         }
-        if not self.store.finish(job.id, result, progress.snapshot()):
-            self.store.remove_files(job.id)  # deleted while it ran
+        try:
+            finished = self._retrying(self.store.finish, job.id, result, progress.snapshot())
+        except StorageError:
+            self.store.remove_files(job.id)  # not recorded: no orphan files; _run fails the job
+            raise
+        if not finished and not self.store.exists(job.id):
+            self.store.remove_files(job.id)  # deleted while it ran (else: another claim holds it)

@@ -59,6 +59,35 @@ def null_context(
     return context, mask
 
 
+# A local T5 folder needs its config, weights and tokenizer. Without tokenizer files transformers builds
+# a tokenizer from tokenizer_config.json alone that maps every word to <unk>: a different video, silently.
+T5_CONFIG_FILES = ("config.json",)
+T5_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+T5_TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
+
+
+def check_t5_folder(path: Path) -> Path:
+    """Refuse a local text encoder folder that lacks a file it needs, naming the file."""
+    for need, names in (
+        ("config", T5_CONFIG_FILES),
+        ("weights", T5_WEIGHT_FILES),
+        ("tokenizer", T5_TOKENIZER_FILES),
+    ):
+        if not any((path / name).is_file() for name in names):
+            raise FileNotFoundError(
+                f"text_encoder: {path / names[0]} not found"
+                + (f" (nor {', '.join(names[1:])})" if len(names) > 1 else "")
+                + f": the text encoder's {need} is missing"
+                + ("; without it every word would be read as <unk>" if need == "tokenizer" else "")
+            )
+    return path
+
+
 class TextConditioner(nn.Module):
     """Tokenizer + T5 encoder + projection; encodes prompts once, then can be released."""
 
@@ -83,6 +112,8 @@ class TextConditioner(nn.Module):
         from transformers import AutoTokenizer, T5EncoderModel
         from transformers.utils import logging as hf_logging
 
+        if Path(path).is_dir():
+            check_t5_folder(Path(path))
         quiet = hf_logging.is_progress_bar_enabled()
         if quiet:
             hf_logging.disable_progress_bar()  # a bar per tiny load is noise next to ours
