@@ -348,6 +348,14 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
 
     text_device: torch.device | None = None  # set by a per-component device map (see kandinsky_video.py)
 
+    def __init__(self, components: ModelComponents, *args: Any, **kwargs: Any) -> None:
+        super().__init__(components, *args, **kwargs)
+        video_movq = self.video_movq
+        if video_movq is not None and self.placement.mode != "none":
+            # offload: the temporal decoder joins the image MoVQ's placement (hooks move it in and out)
+            video_movq.post_quant_conv.to(self.device)
+            self.placement.place(video_movq.decoder)
+
     def device_for(self, module: torch.nn.Module) -> torch.device:
         """Where ``module``'s inputs go: the pipeline's device under offload, else the module's own
         (a per-component device map may put the networks on different devices)."""
