@@ -22,8 +22,8 @@ import torch
 from fusionframes.io.checkpoints import load_model
 from fusionframes.models.layers import TemporalConv
 from fusionframes.runtime import cpu_features
-from fusionframes.training.loop import load_text_encoder
 from fusionframes.training.objectives import InterpolationObjective, KeyframeObjective, TextEncoding
+from fusionframes.training.setup import load_text_encoder
 
 BATCH = {"keyframes": 8, "interpolation": 4}  # configs/builtin
 

@@ -10,7 +10,7 @@ import pytest
 from fusionframes import cli
 from fusionframes.io.checkpoints import BUILTIN_DIR, MANIFEST, load_model_folder
 from fusionframes.io.video import read_video
-from fusionframes.training.synth import BACKGROUNDS, PALETTE, SHAPES
+from fusionframes.synthetic import BACKGROUNDS, PALETTE, SHAPES
 
 
 def test_builtin_folder_is_complete_and_small() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fusionframes import synthetic as S
 from fusionframes.evaluation import (
     METRICS,
     analyse_clip,
@@ -18,7 +19,6 @@ from fusionframes.evaluation import (
     score_clip,
     smoothness_px,
 )
-from fusionframes.training import synth as S
 
 
 def _clip(obj: S.ObjectSpec, background: str = "gray", frames: int = 8, size: int = 96) -> np.ndarray:
@@ -151,7 +151,7 @@ def test_analyse_clip_rejects_bad_frames():
 
 def test_direction_probe_clips_reverse_to_the_opposite_motion() -> None:
     from fusionframes.evaluation.direction_probe import directional_clips
-    from fusionframes.training.synth import parse_prompt
+    from fusionframes.synthetic import parse_prompt
 
     opposite = {"right": "left", "left": "right", "up": "down", "down": "up"}
 

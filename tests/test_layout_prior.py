@@ -158,19 +158,15 @@ def test_token_reader_tells_the_first_word_from_the_last_by_order() -> None:
     assert torch.allclose(read[2], tokens[0, :3].mean(0), atol=1e-6)  # no slope: the plain mean
 
 
-def test_priors_from_before_the_word_order_slopes_still_load() -> None:
+def test_priors_without_the_word_order_slopes_are_refused() -> None:
+    """Strict loading fills nothing in (it used to read a missing ``tracker.order`` as zeros); the
+    shipped built-in prior carries the slopes."""
     from fusionframes.io.checkpoints import CheckpointError, load_strict
 
     config = LayoutPriorConfig(context_dim=8, hidden_dim=16, channels=(16, 8), object_slots=1)
     older = {k: v for k, v in LayoutPrior(config).state_dict().items() if k != "tracker.order"}
-    prior = LayoutPrior(config)
-    with torch.no_grad():
-        prior.tracker.order.fill_(3.0)
-    load_strict(prior, older, "older prior")
-    assert torch.all(prior.tracker.order == 0.0)  # read as the older prior did
-    del older["tracker.keys.weight"]
-    with pytest.raises(CheckpointError, match="missing key.*tracker.keys.weight"):
-        load_strict(prior, older, "older prior")
+    with pytest.raises(CheckpointError, match=r"1 missing key\(s\): tracker.order"):
+        load_strict(LayoutPrior(config), older, "older prior")
 
 
 def test_object_maps_centre_rotate_and_leave_out_absent_slots() -> None:
@@ -202,7 +198,7 @@ def test_object_maps_centre_rotate_and_leave_out_absent_slots() -> None:
 def test_keyframe_tracks_read_the_synthetic_ground_truth() -> None:
     import numpy as np
 
-    from fusionframes.training.synth import ground_truth, sample_scene
+    from fusionframes.synthetic import ground_truth, sample_scene
 
     rng = np.random.default_rng(3)
     scenes = [sample_scene(rng, two_objects=1.0), sample_scene(rng, two_objects=0.0)]
@@ -293,7 +289,7 @@ def test_label_groups_pick_one_value_per_key() -> None:
 def test_keyframe_labels_read_each_object_in_caption_order() -> None:
     import numpy as np
 
-    from fusionframes.training.synth import ground_truth, sample_scene
+    from fusionframes.synthetic import ground_truth, sample_scene
 
     rng = np.random.default_rng(3)
     scenes = [sample_scene(rng, two_objects=1.0), sample_scene(rng, two_objects=0.0)]
@@ -421,7 +417,7 @@ def test_skip_steps_must_leave_a_step() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fusionframes.training.synth import write_shards
+    from fusionframes.synthetic import write_shards
 
     out = tmp_path_factory.mktemp("shards") / "clips"
     write_shards(out, 12, size=64, frames=13, seed=0, shard_size=12)

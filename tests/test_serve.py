@@ -456,6 +456,52 @@ def test_animate_and_movie_jobs(server: ServerProcess, api: httpx.Client) -> Non
     assert api.get(f"/api/jobs/{animate['id']}/video").headers["content-type"] == "image/webp"
 
 
+def test_openai_style_video_routes(server: ServerProcess, api: httpx.Client) -> None:
+    # the tiny model makes keyframes at 1 per second: 4 s -> 4 keyframes, 4 frames at fps "low"
+    body = {"prompt": "a red circle moving right", "size": "64x64", "seconds": "4", "num_inference_steps": 2}
+    created = api.post("/v1/videos", json={**body, "fps": "low", "seed": 4})
+    assert created.status_code == 200, created.text
+    video = created.json()
+    assert video["object"] == "video" and video["status"] in ("queued", "in_progress")
+    assert video["id"].startswith("video_") and video["model"] == "tiny-test"
+    job_id = video["id"].removeprefix("video_")
+    job = wait_for(api, job_id)  # the same job as /api/jobs sees it
+    assert job["request"]["num_keyframes"] == 4 and job["request"]["seed"] == 4
+    done = api.get(f"/v1/videos/{video['id']}").json()
+    assert (done["status"], done["progress"], done["size"], done["seconds"]) == (
+        "completed",
+        100,
+        "64x64",
+        "4",
+    )
+    assert done["completed_at"] >= done["created_at"] and done["error"] is None
+    content = api.get(f"/v1/videos/{video['id']}/content")
+    assert content.status_code == 200 and content.headers["content-type"] == "video/mp4"
+    assert content.content == (server.data_dir / "outputs" / f"{job_id}.mp4").read_bytes()
+    assert video["id"] in [v["id"] for v in api.get("/v1/videos").json()["data"]]
+    deleted = api.delete(f"/v1/videos/{video['id']}").json()
+    assert deleted == {"id": video["id"], "object": "video.deleted", "deleted": True}
+    assert api.get(f"/v1/videos/{video['id']}").status_code == 404
+
+    for bad, field in (
+        ({"size": "65x64"}, "width"),
+        ({"model": "sora-2"}, "model"),
+        ({"fps": "ultra"}, "fps"),
+    ):
+        response = api.post("/v1/videos", json={**body, **bad})
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"][:2] == ["body", field], response.json()
+    slow = api.post(
+        "/v1/videos", json={"prompt": "x", "num_inference_steps": SLOW_STEPS, "fps": "low"}
+    ).json()
+    wait_until_running(api, slow["id"].removeprefix("video_"))
+    api.post(f"/api/jobs/{slow['id'].removeprefix('video_')}/cancel")
+    wait_for(api, slow["id"].removeprefix("video_"), ("cancelled",))
+    cancelled = api.get(f"/v1/videos/{slow['id']}").json()
+    assert cancelled["status"] == "failed" and cancelled["error"]["code"] == "cancelled"
+    assert api.get(f"/v1/videos/{slow['id']}/content").status_code == 409
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 BAD_REQUESTS = [

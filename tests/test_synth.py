@@ -9,7 +9,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from fusionframes.training import synth as S
+from fusionframes import synthetic as S
+from fusionframes.synthetic.motion import path_bounds
 
 SAMPLES = 1500
 
@@ -146,7 +147,7 @@ def test_objects_stay_in_frame_and_quick_motion_crosses_half_the_frame(scenes):
 
 
 def _path_middle(obj: S.ObjectSpec, pan: str | None) -> tuple[float, float]:
-    lo_dx, hi_dx, lo_dy, hi_dy, _ = S._path_bounds(obj, pan)
+    lo_dx, hi_dx, lo_dy, hi_dy, _ = path_bounds(obj, pan)
     return obj.start[0] + (lo_dx + hi_dx) / 2, obj.start[1] + (lo_dy + hi_dy) / 2
 
 

@@ -454,12 +454,8 @@ def test_bad_data_is_skipped_and_counted(tmp_path) -> None:
         ({"stop_after": 0}, "stop_after: must be >= 1"),
         ({"interpolation_prediction": "x0"}, "interpolation_prediction: unknown 'x0'; allowed: v, sample"),
         ({"keyframe_prediction": "x0"}, "keyframe_prediction: unknown 'x0'; allowed: epsilon, v"),
-        ({"high_noise_share": 1.5}, "high_noise_share: must be in [0, 1]"),
-        ({"high_noise_share": 0.5, "stage": "movq"}, "high_noise_share: only the keyframes stage"),
-        (
-            {"high_noise_share": 0.5, "high_noise_from": 1000},
-            "high_noise_from: must be in [0, diffusion_steps=1000)",
-        ),
+        ({"high_noise_share": 0.5}, "unknown key(s) ['high_noise_share']"),
+        ({"caption_contrast": 1.0}, "unknown key(s) ['caption_contrast']"),
         ({"keyframe_prediction": "v", "stage": "movq"}, "keyframe_prediction: only the keyframes stage"),
         ({"snr_gamma": 0}, "snr_gamma: must be a positive number or null"),
         ({"snr_gamma": 5.0, "stage": "interpolation"}, "snr_gamma: only the keyframes stage uses it"),
@@ -579,7 +575,7 @@ def test_min_snr_weights_cap_only_the_clean_timesteps() -> None:
 
 def test_min_snr_keyframe_loss_reweights_the_same_draw(tiny_model_dir) -> None:
     """One batch and generator seed: a gamma above every SNR is the plain loss; gamma 5 lowers it."""
-    from fusionframes.training.loop import build_objective
+    from fusionframes.training.stages import build_objective
 
     def loss(gamma: float | None) -> float:
         components = load_model_folder(tiny_model_dir)
@@ -610,8 +606,7 @@ def test_noisy_weights_raise_only_the_noisy_timesteps() -> None:
 
 
 def test_reversed_captions_swap_every_direction_word() -> None:
-    from fusionframes.training.augment import reverse_caption
-    from fusionframes.training.synth import parse_prompt
+    from fusionframes.synthetic import parse_prompt, reverse_caption
 
     pairs = {
         "a red circle moving right on a gray background": "a red circle moving left on a gray background",
@@ -645,8 +640,9 @@ def test_time_reversal_flips_only_the_flagged_videos() -> None:
 
 def test_keyframe_stage_loss_uses_reversed_clips_and_captions(tiny_model_dir) -> None:
     """time_reversal 1.0: the stage's loss is the objective on the backwards batch with reversed captions."""
-    from fusionframes.training.augment import reverse_caption
-    from fusionframes.training.loop import _stage_loss, build_objective, caption_tokens, keyframe_batch
+    from fusionframes.synthetic import reverse_caption
+    from fusionframes.training.clips import caption_tokens
+    from fusionframes.training.stages import KeyframeStage, build_objective, keyframe_batch
 
     cfg = config_from_dict({"num_keyframes": 4, "keyframe_stride": 1, "clip_frames": 4, "time_reversal": 1.0})
     objective, tokenizer = build_objective(cfg, load_model_folder(tiny_model_dir))
@@ -660,7 +656,9 @@ def test_keyframe_stage_loss_uses_reversed_clips_and_captions(tiny_model_dir) ->
         return torch.Generator().manual_seed(11)
 
     with torch.no_grad():
-        got = _stage_loss(cfg, objective, clips, latents, tokens, idx, gen(), {}, 0, torch.device("cpu"))
+        stage = KeyframeStage(cfg, objective, torch.device("cpu"), len(clips), tokenizer, latents, tokens)
+        g = gen()
+        got = stage.loss(objective, stage.batch(0, idx, g), g)
         g = gen()
         batch = keyframe_batch(latents, idx, cfg, g, torch.device("cpu"))
         torch.rand(len(idx), generator=g)  # the flip draw
@@ -680,7 +678,7 @@ def test_keyframe_stage_loss_uses_reversed_clips_and_captions(tiny_model_dir) ->
 
 
 def test_latent_cache_is_reused_only_for_the_same_frames(tmp_path) -> None:
-    from fusionframes.training.loop import cached_latents
+    from fusionframes.training.clips import cached_latents
 
     class CountingEncoder(torch.nn.Module):
         def __init__(self) -> None:

@@ -184,7 +184,7 @@ def test_split_by_rank_and_workers(tmp_path: Path, clips: dict[str, bytes], monk
     assert captions == sorted(f"clip {n}{i}" for n in range(2) for i in range(3))
     per_rank = []
     for rank in range(2):
-        monkeypatch.setattr(td, "_dist_rank_world", lambda rank=rank: (rank, 2))
+        monkeypatch.setattr(td.shards, "_dist_rank_world", lambda rank=rank: (rank, 2))
         per_rank.append({item["caption"] for item in WebDatasetVideos(tmp_path, **kwargs)})
     assert per_rank[0].isdisjoint(per_rank[1]) and len(per_rank[0] | per_rank[1]) == 6
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from fusionframes.training.synth import parse_prompt
+from fusionframes.synthetic import parse_prompt
 
 Spec = dict
 ATTRIBUTES: dict[str, Callable[[Spec], object]] = {

@@ -97,8 +97,8 @@ def add_store_options(p: argparse.ArgumentParser, required: bool) -> None:
         "--artifacts",
         default=None,
         required=required,
-        help="folder for the videos that every API and worker process can reach (with --store; "
-        "default DATA_DIR/outputs)",
+        help="where results go, reachable by every API and worker process: a folder, or "
+        "s3://BUCKET/PREFIX (boto3; AWS_ENDPOINT_URL for S3-compatible servers); default DATA_DIR/outputs",
     )
     g.add_argument(
         "--lease",
@@ -128,13 +128,17 @@ def open_shared_store(args: argparse.Namespace, data_dir: Path | None) -> StoreB
         raise UsageError("store: PostgreSQL needs psycopg (pip install 'psycopg[binary]')") from None
     from fusionframes.serve.jobs import StorageError
 
-    artifacts = (
-        Path(args.artifacts).expanduser() if args.artifacts else (data_dir or default_data_dir()) / "outputs"
-    )
+    artifacts: str | Path = args.artifacts or (data_dir or default_data_dir()) / "outputs"
+    if not str(artifacts).startswith("s3://"):
+        artifacts = Path(artifacts).expanduser()
     try:
         return open_postgres(args.store, artifacts, lease_s=args.lease)
     except StorageError as error:
         raise UsageError(f"store: {error}") from None
+    except Exception as error:  # boto3: a missing bucket, no credentials, an unreachable endpoint
+        if type(error).__module__.startswith(("botocore", "boto3")):
+            raise UsageError(f"artifacts: {artifacts}: {error}") from None
+        raise
 
 
 def is_loopback(host: str) -> bool:
@@ -251,7 +255,7 @@ def run_serve(args: argparse.Namespace) -> int:
     hint = "?token=<your token>" if args.token else ""
     port = sock.getsockname()[1]
     where = (
-        f"store {redact_url(args.store)}, artifacts {store.outputs}"
+        f"store {redact_url(args.store)}, artifacts {store.artifacts}"
         if args.store
         else f"data dir {store.data_dir}"
     )
@@ -324,7 +328,7 @@ def run_worker(args: argparse.Namespace) -> int:
         pool.start()
         print(
             f"fusionframes worker {store.process_id}: {args.workers} worker(s) on {redact_url(args.store)}, "
-            f"artifacts {store.outputs}",
+            f"artifacts {store.artifacts}",
             flush=True,
         )
         try:

@@ -39,7 +39,7 @@ def run_data_synth(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UsageError(f"out: parent folder does not exist: {out.parent}")
-    from fusionframes.training.synth import write_shards
+    from fusionframes.synthetic import write_shards
 
     shards = write_shards(
         out,

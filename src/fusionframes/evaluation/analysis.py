@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from fusionframes.training.synth import BACKGROUNDS, MIN_CONTRAST, PALETTE, background_profile
+from fusionframes.synthetic import BACKGROUNDS, MIN_CONTRAST, PALETTE, background_profile
 
 COLOUR_NAMES: tuple[str, ...] = tuple(PALETTE)
 _COLOURS = np.array([PALETTE[c] for c in COLOUR_NAMES], np.float32)

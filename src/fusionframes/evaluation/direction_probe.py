@@ -16,8 +16,7 @@ import torch
 from fusionframes.diffusion.sampling import video_noise
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.pipelines.stages import temporal_positions
-from fusionframes.training.augment import reverse_caption
-from fusionframes.training.synth import caption, render_clip, sample_scene
+from fusionframes.synthetic import caption, render_clip, reverse_caption, sample_scene
 
 PROBE_TIMESTEPS = (600, 750, 900)
 _PROBE_STREAM = 7_1001  # keeps the probe's scenes apart from the training and evaluation streams

@@ -1,6 +1,6 @@
 """Scoring generated clips against prompts of the synthetic world, and the evaluator's own ground truth.
 
-A prompt is parsed back into a spec (:func:`fusionframes.training.synth.parse_prompt`); a generated clip
+A prompt is parsed back into a spec (:func:`fusionframes.synthetic.parse_prompt`); a generated clip
 is analysed with classic vision (:mod:`fusionframes.evaluation.analysis`); each metric says whether the
 clip shows what the prompt asked. Prompts outside the grammar are listed as "unparsed", never guessed.
 Held-out prompts (combinations never seen in training) are reported apart from training-grammar ones.
@@ -30,7 +30,7 @@ from fusionframes.evaluation.analysis import (
     smoothness_px,
 )
 from fusionframes.io.atomic import atomic_write
-from fusionframes.training.synth import (
+from fusionframes.synthetic import (
     BACKGROUNDS,
     DIRECTIONS,
     HELD_OUT,

@@ -87,3 +87,20 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_writable_folder(path: Path, name: str) -> None:
+    """``path`` is, or can be made as, a writable folder; else an error naming the option ``name``.
+
+    Checked before any work starts, so a long job does not fail at its first write.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{name}: {path} exists and is not a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{name}: {existing} is not a folder, so {path} cannot be made")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{name}: cannot write to {existing} (permission denied)")

@@ -427,35 +427,9 @@ def get_job(ctx: Context, job_id: str) -> Job:
     return job
 
 
-# ---------------------------------------------------------------------------------------------- routes
-
-bearer = HTTPBearer(auto_error=False, description="the server's --token (or ?token= for the page/videos)")
-api = APIRouter(prefix="/api", dependencies=[Security(bearer)])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorDetail, "description": "missing or wrong token"},
-    404: {"model": ErrorDetail, "description": "no such job"},
-}
-
-
-@api.post(
-    "/jobs",
-    status_code=201,
-    response_model=JobStatus,
-    summary="Queue a t2v, animate or movie job",
-    responses={
-        200: {"model": JobStatus, "description": "the job already created with this Idempotency-Key"},
-        401: ERRORS[401],
-        429: {"model": ErrorDetail, "description": "queue full"},
-        507: {"model": ErrorDetail, "description": "disk quota exceeded"},
-    },
-)
-def create_job(
-    body: JobRequest,
-    ctx: Ctx,
-    response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> JobStatus:
-    """Validate against the model's config (422 naming the field), then queue."""
+def queue_job(body: JobRequest, ctx: Context, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Validate a request against the model's config (422 naming the field) and queue it; returns
+    ``(job, created)`` (False: the job this ``Idempotency-Key`` made before). Both APIs use it."""
     if not ctx.modes.get(body.mode, (False, None))[0]:
         raise field_error(ValueError(f"mode: mode {body.mode!r} is not available in this install"))
     problem = ctx.store.writable()
@@ -494,6 +468,39 @@ def create_job(
     except QuotaExceeded as error:
         raise HTTPException(507, detail=str(error)) from None
     ctx.pool.notify()
+    return job, created
+
+
+# ---------------------------------------------------------------------------------------------- routes
+
+bearer = HTTPBearer(auto_error=False, description="the server's --token (or ?token= for the page/videos)")
+api = APIRouter(prefix="/api", dependencies=[Security(bearer)])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorDetail, "description": "missing or wrong token"},
+    404: {"model": ErrorDetail, "description": "no such job"},
+}
+
+
+@api.post(
+    "/jobs",
+    status_code=201,
+    response_model=JobStatus,
+    summary="Queue a t2v, animate or movie job",
+    responses={
+        200: {"model": JobStatus, "description": "the job already created with this Idempotency-Key"},
+        401: ERRORS[401],
+        429: {"model": ErrorDetail, "description": "queue full"},
+        507: {"model": ErrorDetail, "description": "disk quota exceeded"},
+    },
+)
+def create_job(
+    body: JobRequest,
+    ctx: Ctx,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobStatus:
+    """Validate against the model's config (422 naming the field), then queue."""
+    job, created = queue_job(body, ctx, idempotency_key)
     if not created:
         response.status_code = 200
     return status_of(job, ctx)
@@ -583,23 +590,39 @@ def job_video(
         Literal["mp4", "gif", "webp"] | None, Query(description="default: the requested one")
     ] = None,
     download: Annotated[bool, Query(description="send as an attachment")] = False,
-) -> FileResponse:
+) -> Response:
     job = get_job(ctx, job_id)
     if job.status != DONE:
         raise HTTPException(409, detail=f"job {job_id} is {job.status}; its video exists once it is done")
     fmt = format or job.formats[-1]
     if fmt not in job.formats:
         raise HTTPException(404, detail=f"job {job_id} was made as {', '.join(job.formats)}, not {fmt}")
-    path = ctx.store.output_path(job.id, fmt)
-    if not path.is_file():
-        raise HTTPException(404, detail=f"the {fmt} file of job {job_id} is missing from the data dir")
-    return FileResponse(
-        path,
-        media_type=MEDIA_TYPES[fmt],
-        filename=f"fusionframes-{job.id[:8]}.{fmt}",
-        content_disposition_type="attachment" if download else "inline",
-        headers={"Cache-Control": "private, max-age=3600"},
+    return download_response(
+        ctx,
+        job.id,
+        fmt,
+        f"fusionframes-{job.id[:8]}.{fmt}",
+        "attachment" if download else "inline",
     )
+
+
+def download_response(ctx: Context, job_id: str, fmt: str, filename: str, disposition: str) -> Response:
+    """A result as a file (a folder) or streamed from its bucket; 404 when it is missing."""
+    artifacts = ctx.store.artifacts
+    if not artifacts.exists(job_id, fmt):
+        raise HTTPException(404, detail=f"the {fmt} file of job {job_id} is missing from the results")
+    headers = {"Cache-Control": "private, max-age=3600"}
+    path = artifacts.local_path(job_id, fmt)
+    if path is not None:
+        return FileResponse(
+            path,
+            media_type=MEDIA_TYPES[fmt],
+            filename=filename,
+            content_disposition_type=disposition,
+            headers=headers,
+        )
+    headers["Content-Disposition"] = f'{disposition}; filename="{filename}"'
+    return StreamingResponse(artifacts.stream(job_id, fmt), media_type=MEDIA_TYPES[fmt], headers=headers)
 
 
 @api.post(
@@ -929,7 +952,10 @@ def create_app(
         docs_url=None,  # Swagger UI would load from a CDN (blank offline); the schema is /openapi.json
         redoc_url=None,
     )
+    from fusionframes.serve.openai_api import v1
+
     app.include_router(api)
+    app.include_router(v1)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StorageError, storage_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

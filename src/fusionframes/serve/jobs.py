@@ -23,7 +23,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fusionframes.serve.artifacts import Artifacts
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
@@ -34,7 +37,6 @@ JOB_ID_PATTERN = "^[0-9a-f]{32}$"
 MAX_OFFSET = 2**31 - 1  # list offsets beyond this are refused by the schema (SQLite takes 64-bit ints)
 MAX_ATTEMPTS = 3  # a job that killed the server this many times is failed, not retried forever
 SCHEMA_VERSION = 2
-PROBE_BYTES = 64 * 1024  # what the write probe must fit before a full data dir counts as writable again
 
 # The quota's estimate of a job's files before any job has finished, in bytes per frame pixel (the
 # encoders at their settings here stay below: H.264 and WebP well under 1, GIF about 1.5 at 64 px,
@@ -235,7 +237,8 @@ class DataDirLock:
 
 
 class StoreBase:
-    """What every job store shares: the outputs folder, write probes and the quota's estimates.
+    """What every job store shares: the results (``artifacts``: a folder or a bucket, see
+    :mod:`fusionframes.serve.artifacts`), write probes and the quota's estimates.
 
     A store's job life is ``queued -> running -> done | failed | cancelled``. Stores that serve
     several processes (:mod:`fusionframes.serve.pgstore`) set ``leases``: a claimed job carries a
@@ -244,7 +247,7 @@ class StoreBase:
     through another process (None: not needed, everything happens in this process).
     """
 
-    outputs: Path
+    artifacts: Artifacts
     health: StorageHealth
     leases = False
     progress_interval: float | None = None
@@ -267,15 +270,11 @@ class StoreBase:
         raise NotImplementedError
 
     def probe(self) -> bool:
-        """Try a real write (a 64 KiB file in ``outputs/`` and a database row); True if both work.
-        Marks the store healthy again on success."""
+        """Try a real write (64 KiB where results are written, and a database row); True if both
+        work. Marks the store healthy again on success."""
         self.health.last_probe = time.monotonic()
-        path = self.outputs / f".probe.tmp-{os.getpid()}"
         try:
-            with open(path, "wb") as handle:
-                handle.write(b"\0" * PROBE_BYTES)
-                handle.flush()
-                os.fsync(handle.fileno())
+            self.artifacts.probe()
             self.set_meta("probe", time.time())
         except (OSError, StorageError) as error:
             problem = storage_problem(error)
@@ -283,8 +282,6 @@ class StoreBase:
                 raise
             self.health.failed(problem)
             return False
-        finally:
-            path.unlink(missing_ok=True)
         self.health.ok()
         return True
 
@@ -295,28 +292,14 @@ class StoreBase:
         return self.health.problem
 
     def _remove_temp_files(self) -> int:
-        """``write_video`` writes ``.<name>.tmp-*`` first; a crash can leave one behind."""
-        count = 0
-        for entry in self.outputs.iterdir():
-            if entry.name.startswith(".") and ".tmp-" in entry.name and entry.is_file():
-                entry.unlink(missing_ok=True)
-                count += 1
-        return count
+        return self.artifacts.clean_temporaries()
 
     def output_path(self, job_id: str, fmt: str) -> Path:
-        """``outputs/<id>.<fmt>``, refusing anything that would resolve outside ``outputs/``."""
-        if not valid_job_id(job_id) or fmt not in (*FORMATS, "json"):
-            raise ValueError(f"not a job file: {job_id!r}.{fmt!r}")
-        path = (self.outputs / f"{job_id}.{fmt}").resolve()
-        if path.parent != self.outputs:
-            raise ValueError(f"not a job file: {job_id!r}.{fmt!r}")
-        return path
+        """Where a worker renders ``fmt`` of a job (see :meth:`Artifacts.target`)."""
+        return self.artifacts.target(job_id, fmt)
 
     def remove_files(self, job_id: str) -> None:
-        for fmt in (*FORMATS, "json"):
-            self.output_path(job_id, fmt).unlink(missing_ok=True)
-        for entry in self.outputs.glob(f".{job_id}.*"):  # temp files of an interrupted write
-            entry.unlink(missing_ok=True)
+        self.artifacts.remove(job_id)
 
     def expected_bytes(self, num_frames: int, width: int, height: int, formats: list[str]) -> int:
         """What a job's files will take: per format, the largest bytes per frame pixel of the last
@@ -331,13 +314,8 @@ class StoreBase:
         return total
 
     def disk_usage(self) -> int:
-        """Bytes under ``outputs/`` (temp files included: they are on disk too)."""
-        total = 0
-        with os.scandir(self.outputs) as entries:
-            for entry in entries:
-                if entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-        return total
+        """Bytes of results (temporaries included: they take space too)."""
+        return self.artifacts.usage()
 
 
 class JobStore(StoreBase):
@@ -346,8 +324,10 @@ class JobStore(StoreBase):
     def __init__(self, data_dir: str | os.PathLike[str], lock: bool = True) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.outputs = self.data_dir / "outputs"
-        self.outputs.mkdir(exist_ok=True)
+        from fusionframes.serve.artifacts import LocalArtifacts  # it imports this module
+
+        self.artifacts = LocalArtifacts(self.data_dir / "outputs")
+        self.outputs = self.artifacts.root
         self._dir_lock = DataDirLock(self.data_dir)
         if lock:
             self._dir_lock.acquire()

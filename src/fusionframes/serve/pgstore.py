@@ -27,9 +27,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
+from fusionframes.serve.artifacts import Artifacts, LocalArtifacts, S3Artifacts, open_artifacts
 from fusionframes.serve.jobs import (
     CANCELLED,
     DONE,
@@ -110,14 +110,18 @@ class PostgresJobStore(StoreBase):
     progress_interval = 0.5
     cancel_poll = 0.0  # every step: a primary-key read, so a cancel through any replica stops it in one
 
-    def __init__(self, url: str, outputs: str | os.PathLike[str], lease_s: float = DEFAULT_LEASE_S) -> None:
+    def __init__(
+        self, url: str, artifacts: str | os.PathLike[str] | Artifacts, lease_s: float = DEFAULT_LEASE_S
+    ) -> None:
         import psycopg
 
         self._psycopg = psycopg
         self.url = url
         self.lease_s = float(lease_s)
-        self.outputs = Path(outputs).expanduser().resolve()
-        self.outputs.mkdir(parents=True, exist_ok=True)
+        self.artifacts = (
+            artifacts if isinstance(artifacts, LocalArtifacts | S3Artifacts) else open_artifacts(artifacts)
+        )
+        self.outputs = getattr(self.artifacts, "root", None) or self.artifacts.staging
         self.data_dir = self.outputs
         self.health = StorageHealth()
         self._local = threading.local()

@@ -685,11 +685,9 @@ class WorkerPool:
 
     def _finish(self, job: Job, output: Any, progress: Progress) -> None:
         """Write every requested format (each atomically), then mark the job done."""
-        files = {}
         for fmt in job.formats:
-            path = self.store.output_path(job.id, fmt)
-            output.save(path)
-            files[fmt] = path.stat().st_size
+            output.save(self.store.output_path(job.id, fmt))
+        files = self.store.artifacts.publish(job.id, job.formats)  # visible only once complete
         frames = output.frames
         height, width = frames.shape[1:3]
         result = {

@@ -88,6 +88,23 @@ def check_t5_folder(path: Path) -> Path:
     return path
 
 
+def check_encoder_fits(path: str | Path, projection: TextProjection) -> None:
+    """The T5's width (``d_model``, read from its config before any weights) is what the projection takes.
+
+    A model folder whose small T5 is narrower or wider than ``text.encoder_dim`` would otherwise fail at
+    the first prompt with a bare matrix-shape error.
+    """
+    from transformers import AutoConfig
+
+    width = getattr(AutoConfig.from_pretrained(str(path)), "d_model", None)
+    expected = projection.t5[0].in_features
+    if width is not None and width != expected:
+        raise ValueError(
+            f"text encoder: {path} outputs {width} features (d_model) but the text projection takes "
+            f"{expected} (text.encoder_dim); the model folder's text encoder and projection do not fit"
+        )
+
+
 class TextConditioner(nn.Module):
     """Tokenizer + T5 encoder + projection; encodes prompts once, then can be released."""
 
@@ -118,6 +135,7 @@ class TextConditioner(nn.Module):
         if quiet:
             hf_logging.disable_progress_bar()  # a bar per tiny load is noise next to ours
         try:
+            check_encoder_fits(path, projection)
             tokenizer = AutoTokenizer.from_pretrained(str(path))
             encoder = T5EncoderModel.from_pretrained(str(path), dtype=dtype)
         except OSError as error:

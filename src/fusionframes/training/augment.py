@@ -4,47 +4,13 @@ In the synthetic world every motion reversed is another motion of the grammar (r
 <-> falling, growing <-> shrinking, the camera's pan), and the motions without a direction (bouncing,
 rotating, still) read the same both ways. Reversed clips double the examples of every direction and
 pair each clip with its mirror in time, which is the contrast the keyframe model must learn from the
-words. Real footage is not time-symmetric (people do not walk backwards), so this is opt-in.
+words. Real footage is not time-symmetric (people do not walk backwards), so this is opt-in. The captions'
+words are reversed by :func:`fusionframes.synthetic.reverse_caption`.
 """
 
 from __future__ import annotations
 
-import re
-
 import torch
-
-REVERSED_WORDS = {
-    "left": "right",
-    "right": "left",
-    "up": "down",
-    "down": "up",
-    "upwards": "downwards",
-    "downwards": "upwards",
-    "rising": "falling",
-    "falling": "rising",
-    "rises": "falls",
-    "falls": "rises",
-    "growing": "shrinking",
-    "shrinking": "growing",
-    "grows": "shrinks",
-    "shrinks": "grows",
-    "bigger": "smaller",
-    "smaller": "bigger",
-}
-_WORD = re.compile(r"[A-Za-z]+")
-
-
-def reverse_caption(caption: str) -> str:
-    """The caption of ``caption``'s clip played backwards: each direction word becomes its opposite."""
-
-    def swap(match: re.Match[str]) -> str:
-        word = match.group()
-        opposite = REVERSED_WORDS.get(word.lower())
-        if opposite is None:
-            return word
-        return opposite.capitalize() if word[0].isupper() else opposite
-
-    return _WORD.sub(swap, caption)
 
 
 def reverse_some(

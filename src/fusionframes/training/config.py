@@ -23,6 +23,14 @@ class TextEncoderSpec:
     num_heads: int = 4
     d_ff: int = 128
 
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff"):
+            _Checker().positive(f"new_text_encoder.{name}", getattr(self, name))
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"new_text_encoder.d_model: {self.d_model} must be a multiple of num_heads={self.num_heads}"
+            )
+
 
 @dataclass
 class TrainConfig:
@@ -78,11 +86,6 @@ class TrainConfig:
     # keyframes: give the keyframe U-Net the text-aware frame embedding (UNetConfig.text_frame_embed)
     # if it lacks it; zero-initialised, so a run from init_from continues from the same function
     text_frame_embed: bool = False
-    # keyframes: weight of the caption-contrast term (training/contrast.py): each clip must be denoised
-    # better under its caption than under one with its direction words reversed or a shape swapped, by
-    # the relative margin caption_contrast_margin; 0 = off. Costs a second U-Net pass per video
-    caption_contrast: float = 0.0
-    caption_contrast_margin: float = 0.1
     # keyframes: give the keyframe U-Net coordinate features at every down level (UNetConfig.position_embed)
     # if it lacks them; zero-initialised like text_frame_embed
     position_embed: bool = False
@@ -95,10 +98,6 @@ class TrainConfig:
     # an epsilon model has to reproduce its input almost exactly to place anything). snr_gamma and
     # noisy_weight_max keep their meaning: they weight the epsilon loss of the same x0 estimate
     keyframe_prediction: str = "epsilon"
-    # keyframes: the share of videos whose timestep is drawn from [high_noise_from, diffusion_steps)
-    # instead of every step (near pure noise, where only the words can say where things are); 0 = off
-    high_noise_share: float = 0.0
-    high_noise_from: int = 900
     diffusion_steps: int = 1000
     movq_latent_weight: float = 0.01  # keeps MoVQ latents near unit scale for the diffusion models
 
@@ -138,15 +137,6 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         check.choice("interpolation_prediction", self.interpolation_prediction, ("v", "sample"))
         check.choice("keyframe_prediction", self.keyframe_prediction, ("epsilon", "v"))
-        if not 0.0 <= self.high_noise_share <= 1.0:
-            raise ValueError(f"high_noise_share: must be in [0, 1], got {self.high_noise_share}")
-        if self.high_noise_share and self.stage != "keyframes":
-            raise ValueError(f"high_noise_share: only the keyframes stage uses it, not {self.stage!r}")
-        if self.high_noise_share and not 0 <= self.high_noise_from < self.diffusion_steps:
-            raise ValueError(
-                f"high_noise_from: must be in [0, diffusion_steps={self.diffusion_steps}), "
-                f"got {self.high_noise_from}"
-            )
         if self.keyframe_prediction != "epsilon" and self.stage != "keyframes":
             raise ValueError(f"keyframe_prediction: only the keyframes stage uses it, not {self.stage!r}")
         if self.stop_after is not None and self.stop_after < 1:
@@ -172,12 +162,8 @@ class TrainConfig:
             raise ValueError(f"time_reversal: must be in [0, 1], got {self.time_reversal}")
         if self.time_reversal and self.stage != "keyframes":
             raise ValueError(f"time_reversal: only the keyframes stage uses it, not {self.stage!r}")
-        if self.caption_contrast < 0:
-            raise ValueError(f"caption_contrast: must be >= 0, got {self.caption_contrast}")
-        if not 0.0 <= self.caption_contrast_margin <= 1.0:
-            margin = self.caption_contrast_margin
-            raise ValueError(f"caption_contrast_margin: must be in [0, 1], got {margin}")
-        for name in ("text_frame_embed", "position_embed", "caption_contrast"):
+        check_model_overrides(self.model, self.model_overrides)
+        for name in ("text_frame_embed", "position_embed"):
             if getattr(self, name) and self.stage != "keyframes":
                 raise ValueError(f"{name}: only the keyframes stage uses it, not {self.stage!r}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -196,6 +182,24 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_model_overrides(model: Any, overrides: dict) -> None:
+    """``model_overrides`` are keyword arguments of the "small" preset: known names, positive integers."""
+    if not overrides:
+        return
+    if model != "small":
+        raise ValueError(f"model_overrides: only the 'small' preset takes overrides, not model {model!r}")
+    import inspect
+
+    from fusionframes.config import small_config
+
+    allowed = sorted(inspect.signature(small_config).parameters)
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise ValueError(f"model_overrides: unknown key(s) {unknown}; allowed: {allowed}")
+    for key, value in overrides.items():
+        _Checker().positive(f"model_overrides.{key}", value)
 
 
 class _Checker:
@@ -253,19 +257,48 @@ def config_from_dict(data: dict) -> TrainConfig:
     return _build(TrainConfig, data)
 
 
-def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
-    """Read a YAML/JSON config; ``overrides`` (e.g. from the command line) win over the file."""
-    path = Path(path)
+def read_config_file(path: Path) -> Any:
+    """The parsed YAML (safe loader: no Python tags) or JSON of ``path``; errors name the file and line."""
     if not path.is_file():
         raise FileNotFoundError(f"config: file not found: {path}")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"config: {path} is not a text file (YAML or JSON expected)") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text) or {}
-    else:
-        data = json.loads(text)
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            where = getattr(error, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where is not None else ""
+            problem = getattr(error, "problem", None) or str(error)
+            if "python/" in str(problem):
+                problem = f"Python object tags (!!python/...) are not allowed: {problem}"
+            raise ValueError(
+                f"config: {path} is not valid YAML{line}: {' '.join(str(problem).split())}"
+            ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"config: {path} is not valid JSON (line {error.lineno}): {error.msg}") from None
+
+
+def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read a YAML/JSON config; ``overrides`` (e.g. from the command line) win over the file, except that
+    a ``stage`` the file names must be the stage the command trains."""
+    path = Path(path)
+    data = read_config_file(path)
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise ValueError(f"config: {path} must hold a mapping of keys to values")
+    stage = overrides.get("stage")
+    if stage is not None and "stage" in data and data["stage"] != stage:
+        raise ValueError(
+            f"stage: the config {path} is for stage {data['stage']!r}, but the command trains {stage!r}; "
+            "use the matching config, or remove its stage key"
+        )
     data.update({k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(data)

@@ -17,7 +17,6 @@ from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.models import MoVQ, UNet3D
 from fusionframes.pipelines.stages import blend_neighbours, temporal_positions
 from fusionframes.text.conditioning import TextProjection, project_text
-from fusionframes.training.contrast import ranking_loss
 
 
 def _uniform(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -129,10 +128,6 @@ class KeyframeObjective(nn.Module):
     :func:`fusionframes.diffusion.sampling.video_noise`); sampling must use the same value.
     ``snr_gamma``: weight each video's loss by :func:`min_snr_epsilon_weights` (None = plain mean).
     ``noisy_weight_max``: also weight it by :func:`noisy_epsilon_weights` (None = off).
-    ``contrast_weight``/``contrast_margin``: the caption-contrast term (``forward``'s ``negatives``).
-    ``high_noise_share``: the share of videos whose timestep is drawn from ``[high_noise_from, steps)``
-    instead of every step. Near pure noise the input shows nothing of the layout, so only there does
-    the loss reward placing objects by the words; uniform draws put few videos there.
     """
 
     def __init__(
@@ -144,11 +139,7 @@ class KeyframeObjective(nn.Module):
         noise_sharing: float = 0.0,
         snr_gamma: float | None = None,
         noisy_weight_max: float | None = None,
-        contrast_weight: float = 0.0,
-        contrast_margin: float = 0.1,
         prediction: str = "epsilon",
-        high_noise_share: float = 0.0,
-        high_noise_from: int = 900,
     ) -> None:
         super().__init__()
         if prediction not in ("epsilon", "v"):
@@ -156,10 +147,6 @@ class KeyframeObjective(nn.Module):
         self.unet = unet
         self.text = text
         self.prediction = prediction
-        self.high_noise_share = high_noise_share
-        self.high_noise_from = high_noise_from
-        self.contrast_weight = contrast_weight
-        self.contrast_margin = contrast_margin
         self.schedule = DiffusionSchedule.cosine(steps)
         self.text_dropout = text_dropout
         self.noise_sharing = noise_sharing
@@ -172,23 +159,14 @@ class KeyframeObjective(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         generator: torch.Generator,
-        negatives: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``latents`` ``[B, F, C, h, w]``; token ids ``[B, L]``.
-
-        ``negatives``: (ids, mask, available) of a wrong caption per video; adds ``contrast_weight`` x
-        :func:`~fusionframes.training.contrast.ranking_loss` at the same noise and timestep.
-        """
+        """``latents`` ``[B, F, C, h, w]``; token ids ``[B, L]``."""
         b, f = latents.shape[:2]
         device = latents.device
         context, mask = self.text(input_ids, attention_mask)
         dropped = _uniform(b, generator, device) < self.text_dropout
         context, mask = self.text.drop(context, mask, dropped)
         t = _timesteps(b, self.schedule.num_steps, generator, device)
-        if self.high_noise_share > 0:  # drawn only when on, so other runs keep their random streams
-            pick = _uniform(b, generator, device) < self.high_noise_share
-            high = torch.randint(self.high_noise_from, self.schedule.num_steps, (b,), generator=generator)
-            t = torch.where(pick, high.to(device), t)
         noise = _normal(tuple(latents.shape), generator, device)
         if self.noise_sharing > 0:  # the same mix as sampling's video_noise, one common draw per video
             common = _normal((b, 1, *latents.shape[2:]), generator, device)
@@ -196,37 +174,28 @@ class KeyframeObjective(nn.Module):
         x0 = latents.flatten(0, 1)
         frame_t = t.repeat_interleave(f)
         x_t = self.schedule.add_noise(x0, noise.flatten(0, 1), frame_t)
-        copies = 1
-        if negatives is not None:  # one batch of 2B videos: the same noisy frames under both captions
-            neg_context, neg_mask = self.text(negatives[0], negatives[1])
-            context, mask = torch.cat([context, neg_context]), torch.cat([mask, neg_mask.to(mask.dtype)])
-            copies = 2
+        # One memory layout whatever the latents arrived in (a batch can come out channels-last): the CPU
+        # kernels round differently per layout, and runs must replay bit for bit
         out = self.unet(
-            x_t.repeat(copies, 1, 1, 1),
-            frame_t.repeat(copies) * self.schedule.time_scale,
+            x_t.contiguous(),
+            frame_t * self.schedule.time_scale,
             context.repeat_interleave(f, 0),
             mask.repeat_interleave(f, 0).bool(),
-            temporal_positions(f, device).repeat(b * copies),
+            temporal_positions(f, device).repeat(b),
             num_frames=f,
         )
         target = noise.flatten(0, 1)
         if self.prediction == "v":
             target = self.schedule.velocity(x0, target, frame_t)
-        per_video = (out.float() - target.repeat(copies, 1, 1, 1)).pow(2).reshape(copies * b, -1).mean(1)
-        right = per_video[:b]
-        weights = torch.ones_like(right)
+        per_video = (out.float() - target).pow(2).reshape(b, -1).mean(1)
+        weights = torch.ones_like(per_video)
         if self.prediction == "v":
             weights = v_to_epsilon_scale(self.schedule, t)
         if self.snr_gamma is not None:
             weights = weights * min_snr_epsilon_weights(self.schedule, t, self.snr_gamma)
         if self.noisy_weight_max is not None:
             weights = weights * noisy_epsilon_weights(self.schedule, t, self.noisy_weight_max)
-        loss = (right * weights).mean()
-        if negatives is not None:
-            available = negatives[2].to(device) & ~dropped
-            contrast = ranking_loss(right, per_video[b:], weights, available, self.contrast_margin)
-            loss = loss + self.contrast_weight * contrast
-        return loss
+        return (per_video * weights).mean()
 
 
 class InterpolationObjective(nn.Module):

@@ -66,9 +66,21 @@ def save_structured(obj: Any, folder: Path, name: str) -> None:
     (folder / f"{name}.json").write_text(json.dumps(skeleton))
 
 
+class CheckpointFileError(ValueError):
+    """A file of a training checkpoint cannot be read back (truncated, corrupt or missing)."""
+
+
 def load_structured(folder: Path, name: str) -> Any:
-    tensors = load_file(str(folder / f"{name}.safetensors"))
-    return unflatten_tensors(json.loads((folder / f"{name}.json").read_text()), tensors)
+    """The structure ``save_structured`` wrote; a bad file is a :class:`CheckpointFileError` naming it."""
+    tensor_file, skeleton_file = folder / f"{name}.safetensors", folder / f"{name}.json"
+    try:
+        tensors = load_file(str(tensor_file))
+    except Exception as error:  # safetensors raises its own SafetensorError (not an OSError) for bad files
+        raise CheckpointFileError(f"{tensor_file}: unreadable ({' '.join(str(error).split())})") from None
+    try:
+        return unflatten_tensors(json.loads(skeleton_file.read_text()), tensors)
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointFileError(f"{skeleton_file}: unreadable ({' '.join(str(error).split())})") from None
 
 
 def rng_state() -> dict[str, Any]:
