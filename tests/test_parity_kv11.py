@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fusionframes.diffusion.scheduled_ddpm import DDPMSettings, interpolation_settings_11
 from fusionframes.io.checkpoints import load_strict, read_official_file
 from fusionframes.io.official_kv11 import (
     interpolation_unet_config,
@@ -31,6 +32,16 @@ from fusionframes.io.official_kv11 import (
 from fusionframes.models import MoVQ, UNet3D
 from fusionframes.models.movq import decode_clip, reference_chunk_sizes
 from fusionframes.pipelines.first_frame import decode_image, encode_image
+from fusionframes.pipelines.stages11 import (
+    KeyframeControls,
+    TextBranches,
+    first_frame_denoiser,
+    generate_first_frame,
+    generate_keyframes_11,
+    interpolate_groups_11,
+    interpolation_denoiser_11,
+    keyframe_denoiser_11,
+)
 from fusionframes.text.conditioning import TextProjection, project_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,3 +227,208 @@ def test_first_frame_roundtrip(case: Path) -> None:
     assert rel_err(encode_image(movq, image, width, height), io["encoded"]) <= TOLERANCE
     user = Image.fromarray(io["user_image_uint8"].numpy())
     assert rel_err(encode_image(movq, user, width, height), io["user_encoded"]) <= TOLERANCE
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling: the DDPM schedules and the three loops of the reference's BaseDiffusion.
+#
+# Each loop case holds a ``short`` run (replayed here from the seed: every step's x_t and the output)
+# and a ``full`` run (checked step by step from the recorded x_t: the network's guided output, then
+# the scheduler step with the recorded noise). A replay network that hands back the recorded outputs
+# also pins the row layout, guidance and draw order with no network in the way.
+
+KEYFRAME_SAMPLER = DDPMSettings()  # the reference's get_sampler() defaults: first frame and keyframes
+INTERPOLATION_SAMPLER = interpolation_settings_11()  # BaseDiffusion.interpolation_sampler
+# Our U-Net's keyword names -> the reference's (the recorded model_inputs use the latter).
+REFERENCE_NAMES = {"temporal_positions": "temporal_embed", "num_temporal_groups": "num_predicted_groups"}
+POSITIONAL = ("x", "time", "context", "context_mask")
+
+
+@pytest.mark.parametrize("case", case_dirs("diffusion_schedules"))
+@pytest.mark.parametrize("kind", ["keyframe", "interpolation"])
+def test_diffusion_schedules(case: Path, kind: str) -> None:
+    config, io = config_of(case), load_io(case)
+    settings = DDPMSettings.from_dict(config[f"{kind}_sampler"])
+    assert settings == (KEYFRAME_SAMPLER if kind == "keyframe" else INTERPOLATION_SAMPLER)
+    record, schedule = io[kind], settings.schedule()
+    assert rel_err(settings.scheduler().betas, record["betas"]) <= 1e-5
+    assert rel_err(schedule.alphas_cumprod, record["alphas_cumprod"]) <= 1e-5
+    assert torch.equal(schedule.timesteps, record["timesteps"])
+    assert torch.equal(settings.schedule(config["case"]["short_steps"]).timesteps, record["timesteps_short"])
+    for step in record["steps"]:
+        index = int((schedule.timesteps == step["t"]).nonzero())
+        noise = step["noise"] if schedule.draws_noise(index) else None
+        prev, x0 = schedule.step(index, step["sample"], step["model_output"], noise)
+        assert rel_err(x0, step["pred_original_sample"]) <= TOLERANCE
+        assert rel_err(prev, step["prev_sample"]) <= TOLERANCE
+    augment = io["add_noise"]
+    noisy = KEYFRAME_SAMPLER.schedule().add_noise(augment["x"], augment["noise"], augment["t"])
+    assert rel_err(noisy, augment["noisy"]) <= 1e-6
+
+
+class ReplayNetwork(torch.nn.Module):
+    """Hands back the recorded network output of each step; checks step 0's inputs and every x_t."""
+
+    def __init__(self, steps: list[dict], latent: slice) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # the stages read the dtype from parameters
+        self.steps, self.latent, self.calls = steps, latent, 0
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        given = dict(zip(POSITIONAL, args, strict=False))
+        given |= {REFERENCE_NAMES.get(k, k): v for k, v in kwargs.items()}
+        step = self.steps[self.calls]
+        if self.calls == 0:
+            expected = step["model_inputs"]
+            assert set(given) == set(expected), (sorted(given), sorted(expected))
+            for name, want in expected.items():
+                got = given[name]
+                if not torch.is_tensor(want):
+                    assert got == want, name
+                    continue
+                assert (got.dtype, got.shape) == (want.dtype, want.shape), name
+                assert rel_err(got, want) <= 1e-6 if got.is_floating_point() else torch.equal(got, want), name
+        assert rel_err(given["x"][: len(step["x_t"]), self.latent], step["x_t"]) <= TOLERANCE, self.calls
+        self.calls += 1
+        return step["model_output"]
+
+
+class Loop:
+    """One of the three loops: how to build its text, denoiser and run from a case's io."""
+
+    def __init__(self, io: dict, kind: str) -> None:
+        self.io, self.kind = io, kind
+        rows = {"first": 1, "keyframes": io.get("num_frames"), "interpolation": io["shape"][0]}[kind]
+        assert torch.equal(io["context"], io["context"][:1].expand(rows, -1, -1))  # one prompt, repeated
+        self.rows = rows
+        self.sampler = INTERPOLATION_SAMPLER if kind == "interpolation" else KEYFRAME_SAMPLER
+
+    def text(self, null: torch.Tensor) -> TextBranches:
+        return TextBranches.with_null(self.io["context"][:1], self.io["context_mask"][:1], null)
+
+    def null_from(self, inputs: dict) -> torch.Tensor:
+        return inputs["context"][self.rows, 0]  # slot 0 of the first unconditional row
+
+    @property
+    def latent(self) -> slice:
+        if self.kind == "interpolation":
+            c = self.io["key_frames"].shape[1]
+            return slice(c, c + self.io["shape"][1])
+        return slice(0, self.io["shape"][1])
+
+    def controls(self) -> KeyframeControls:
+        io = self.io
+        return KeyframeControls(
+            io["guidance_weight"], io["guidance_weight_image"], io["motion_score"], io["noise_augmentation"]
+        )
+
+    def noised_key_frame(self) -> torch.Tensor:
+        """The augmentation as the loop draws it: uniform noise right after the initial latent."""
+        io = self.io
+        generator = torch.Generator().manual_seed(io["seed"])
+        torch.randn((io["num_frames"], *io["key_frame"].shape), generator=generator)
+        noise = torch.rand(io["key_frame"].shape, generator=generator)
+        return self.sampler.schedule().add_noise(io["key_frame"], noise, io["noise_augmentation"])
+
+    def run(self, network: torch.nn.Module, null: torch.Tensor, steps: int | None) -> torch.Tensor:
+        io, text = self.io, self.text(null)
+        schedule = self.sampler.schedule(steps)
+        generator = torch.Generator().manual_seed(io["seed"])
+        if self.kind == "first":
+            weight = io["guidance_weight"]
+            return generate_first_frame(network, text, tuple(io["shape"][1:]), weight, schedule, generator)
+        if self.kind == "keyframes":
+            frames = io["num_frames"]
+            return generate_keyframes_11(
+                network, text, io["key_frame"], frames, self.controls(), schedule, generator
+            )
+        return interpolate_groups_11(
+            network, text, io["key_frames"], io["skip_frames"], io["guidance_weight"], schedule, generator
+        )
+
+    def denoiser(self, network: torch.nn.Module, null: torch.Tensor):
+        io, text = self.io, self.text(null)
+        if self.kind == "first":
+            return first_frame_denoiser(network, text, io["shape"][1], io["guidance_weight"])
+        if self.kind == "keyframes":
+            return keyframe_denoiser_11(
+                network, text, self.noised_key_frame(), io["num_frames"], self.controls()
+            )
+        return interpolation_denoiser_11(
+            network, text, io["key_frames"], io["skip_frames"], io["guidance_weight"]
+        )
+
+
+LOOP_PREFIXES = {
+    "diffusion_first_frame": "first",
+    "diffusion_keyframes": "keyframes",
+    "diffusion_interpolation": "interpolation",
+}
+LOOP_CASES = [param for prefix in LOOP_PREFIXES for param in case_dirs(prefix)]
+
+
+def loop_of(case: Path) -> Loop:
+    kind = next(k for prefix, k in LOOP_PREFIXES.items() if case.name.startswith(prefix))
+    return Loop(load_io(case), kind)
+
+
+def network_of(case: Path, loop: Loop) -> tuple[UNet3D, torch.Tensor]:
+    weights = weights_case(case)
+    if loop.kind == "interpolation":
+        unet = load_interpolation_unet(weights)
+    else:
+        unet = load_keyframe_unet(weights)
+    null = read_unet_file(weights / "checkpoint.pt", weights.name)["null_embedding"]
+    return unet, null
+
+
+@pytest.mark.parametrize("case", LOOP_CASES)
+def test_diffusion_loop_replayed(case: Path) -> None:
+    """The short run with the recorded network outputs: inputs, x_t of every step, output."""
+    loop = loop_of(case)
+    short = loop.io["short"]
+    steps = config_of(case)["case"]["short_steps"]
+    assert [int(t) for t in loop.sampler.schedule(steps).timesteps] == list(short["timesteps"])
+    network = ReplayNetwork(short["steps"], loop.latent)
+    output = loop.run(network, loop.null_from(short["steps"][0]["model_inputs"]), steps)
+    assert network.calls == len(short["steps"])
+    assert rel_err(output, short["output"]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("case", LOOP_CASES)
+def test_diffusion_loop_short(case: Path) -> None:
+    """The short run replayed from the seed with the real network."""
+    loop = loop_of(case)
+    unet, null = network_of(case, loop)
+    short = loop.io["short"]
+    with torch.no_grad():
+        output = loop.run(unet, null, config_of(case)["case"]["short_steps"])
+    assert rel_err(output, short["output"]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("case", LOOP_CASES)
+def test_diffusion_loop_full_step_by_step(case: Path) -> None:
+    """The untouched loop checked from the recorded states: every step's guided output from the real
+    network at the recorded x_t, and every scheduler step (recorded noise) landing on the next x_t."""
+    loop = loop_of(case)
+    full = loop.io["full"]
+    schedule = loop.sampler.schedule()
+    assert [int(t) for t in schedule.timesteps] == list(full["timesteps"])
+    assert torch.equal(
+        torch.randn(full["x_t"][0].shape, generator=torch.Generator().manual_seed(loop.io["seed"])),
+        full["x_t"][0],
+    )
+    if loop.kind == "keyframes":
+        assert rel_err(loop.noised_key_frame(), loop.io["noised_key_frame"]) <= 1e-6
+    unet, null = network_of(case, loop)
+    denoise = loop.denoiser(unet, null)
+    for index in range(len(schedule)):
+        x_t, guided = full["x_t"][index], full["guided_output"][index]
+        time = schedule.timesteps[index].expand(x_t.shape[0])
+        with torch.no_grad():
+            assert rel_err(denoise(x_t, time), guided) <= TOLERANCE, index
+        assert bool(full["noise_drawn"][index]) == schedule.draws_noise(index)
+        noise = full["noise"][index] if schedule.draws_noise(index) else None
+        prev, _ = schedule.step(index, x_t, guided, noise)
+        expected = full["x_t"][index + 1] if index + 1 < len(schedule) else full["output"]
+        assert rel_err(prev, expected) <= TOLERANCE, index

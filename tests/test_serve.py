@@ -32,7 +32,8 @@ import pytest
 
 from fusionframes.io.video import read_metadata, read_video
 
-TOKEN = "test-token-0123456789abcdef"
+TOKEN = "test-token-0123456789abcdef"  # the main server's admin token
+USERS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789ab"}  # its user tokens
 FAST = {"num_inference_steps": 2, "fps": "low"}  # 4 frames of 64x64 at 1 fps
 SLOW_STEPS = 300  # a job that runs long enough to be cancelled or killed mid-way
 QUOTA_MB = 0.1  # about three FAST jobs by the server's first estimate (their MP4s are ~12 KB each)
@@ -181,6 +182,7 @@ def servers(
     """All server processes of this module, started together: their start-ups (imports, model load)
     overlap instead of adding up."""
     root = tmp_path_factory.mktemp("serve")
+    (root / "users.txt").write_text("# name token\n" + "".join(f"{n} {t}\n" for n, t in USERS.items()))
     (root / "hide").mkdir()
     (root / "hide" / "sitecustomize.py").write_text(HIDE_PIPELINES)
     procs = {
@@ -188,6 +190,7 @@ def servers(
             tiny_model_dir,
             root / "main",
             *("--workers", "2", "--max-queue", "200", "--max-frames", "500"),
+            *("--user-tokens", str(root / "users.txt")),
             token=TOKEN,
         ),
         "limited": ServerProcess(
@@ -324,15 +327,16 @@ def test_store_paths_stay_inside_outputs_and_one_server_per_dir(tmp_path: Path) 
 
 def test_token_guards_every_route(server: ServerProcess) -> None:
     job_path = f"/api/jobs/{'0' * 32}"
-    paths = ["/", "/static/app.js", "/api/health", "/api/jobs", "/api/models", "/openapi.json", job_path]
+    paths = ["/", "/static/app.js", "/api/jobs", "/api/models", "/openapi.json", job_path, "/v1/videos"]
     with httpx.Client(base_url=server.url) as anonymous:
         for path in paths:
             response = anonymous.get(path)
             assert response.status_code == 401, path
             assert response.headers["www-authenticate"] == "Bearer"
         assert anonymous.post("/api/jobs", json={"prompt": "x"}).status_code == 401
-        assert anonymous.get("/api/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert anonymous.get("/api/health", params={"token": TOKEN[:-1]}).status_code == 401
+        assert anonymous.get("/api/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert anonymous.get("/api/jobs", params={"token": TOKEN[:-1]}).status_code == 401
+        assert anonymous.get("/api/health").status_code == 200  # the one open route (probes)
         page = anonymous.get("/", params={"token": TOKEN})  # the page: token in the query, then a cookie
         assert page.status_code == 200 and "<title>FusionFrames</title>" in page.text
         assert "HttpOnly" in page.headers["set-cookie"] and "SameSite=Strict" in page.headers["set-cookie"]
@@ -340,6 +344,39 @@ def test_token_guards_every_route(server: ServerProcess) -> None:
         assert anonymous.get("/static/app.js").status_code == 200  # the cookie now authenticates
     with server.client() as client:
         assert client.get("/api/health").json()["auth"] is True
+
+
+def user_client(server: ServerProcess, name: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {USERS[name]}"}, timeout=60)
+
+
+def test_user_tokens_see_and_cancel_only_their_own_jobs(server: ServerProcess, api: httpx.Client) -> None:
+    with user_client(server, "alice") as alice, user_client(server, "bob") as bob:
+        mine = submit(alice, num_inference_steps=SLOW_STEPS)
+        done = wait_for(alice, submit(alice)["id"])
+        video = alice.post("/v1/videos", json={"prompt": "x", "num_inference_steps": 2, "fps": "low"}).json()
+        for path in (f"/api/jobs/{mine['id']}", f"/api/jobs/{done['id']}/video", f"/v1/videos/{video['id']}"):
+            assert bob.get(path).status_code == 404, path  # another user's job does not exist for bob
+        assert bob.post(f"/api/jobs/{mine['id']}/cancel").status_code == 404
+        assert bob.delete(f"/api/jobs/{done['id']}").status_code == 404
+        assert bob.delete(f"/v1/videos/{video['id']}").status_code == 404
+        listed = {job["id"] for job in bob.get("/api/jobs", params={"limit": 500}).json()["jobs"]}
+        assert not listed & {mine["id"], done["id"]}
+        assert not {v["id"] for v in bob.get("/v1/videos").json()["data"]} & {video["id"]}
+        key = {"Idempotency-Key": "shared-key"}  # keys are per user: bob's does not return alice's job
+        first = alice.post("/api/jobs", json={"prompt": "k", **FAST}, headers=key).json()
+        other = bob.post("/api/jobs", json={"prompt": "k", **FAST}, headers=key)
+        assert other.status_code == 201 and other.json()["id"] != first["id"]
+
+        theirs = {job["id"] for job in alice.get("/api/jobs", params={"limit": 500}).json()["jobs"]}
+        assert {mine["id"], done["id"]} <= theirs
+        assert alice.get(f"/api/jobs/{done['id']}/video").status_code == 200
+        admin = {job["id"] for job in api.get("/api/jobs", params={"limit": 500}).json()["jobs"]}
+        assert theirs <= admin and other.json()["id"] in admin  # the admin token sees everyone's
+        assert api.post(f"/api/jobs/{mine['id']}/cancel").status_code == 200  # and cancels them
+        wait_for(alice, mine["id"], ("cancelled",))
+        for job_id in (first["id"], other.json()["id"], video["id"].removeprefix("video_")):
+            wait_for(api, job_id)
 
 
 def test_openapi_schema_documents_the_api(api: httpx.Client) -> None:
@@ -619,7 +656,8 @@ def test_schema_matches_behaviour(api: httpx.Client, limited: ServerProcess) -> 
         "/api/jobs", content=b'{"prompt": "\xff\xfe"}', headers={"Content-Type": "application/json"}
     )
     assert str(not_utf8.status_code) in create
-    assert "401" in schema["paths"]["/api/health"]["get"]["responses"]  # token mode
+    assert "401" in schema["paths"]["/api/jobs"]["get"]["responses"]  # token mode
+    assert "401" not in schema["paths"]["/api/health"]["get"]["responses"]  # open to probes
     with limited.client() as client:
         open_schema = client.get("/openapi.json").json()
     assert "securitySchemes" not in open_schema.get("components", {})

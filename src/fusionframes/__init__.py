@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "TextToVideoPipeline": "fusionframes.pipelines.text_to_video",
     "VideoOutput": "fusionframes.pipelines.text_to_video",
+    "KandinskyVideo11Pipeline": "fusionframes.pipelines.kandinsky11",
     "AnimationPipeline": "fusionframes.pipelines.animation",
     "make_movie": "fusionframes.pipelines.movie",
     "get_T2V_pipeline": "fusionframes.compat",
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from fusionframes.io.checkpoints import load_model
     from fusionframes.io.video import write_video
     from fusionframes.pipelines.animation import AnimationPipeline as AnimationPipeline
+    from fusionframes.pipelines.kandinsky11 import KandinskyVideo11Pipeline as KandinskyVideo11Pipeline
     from fusionframes.pipelines.movie import make_movie as make_movie
     from fusionframes.pipelines.text_to_video import TextToVideoPipeline, VideoOutput
 

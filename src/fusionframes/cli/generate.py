@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from fusionframes.cli import options
+from fusionframes.cli.generate11 import add_kv11_options, refuse_kv11_options, run_generate_11
 from fusionframes.errors import UsageError
 
 
@@ -22,6 +23,7 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     options.add_keyframe_options(p)
     options.add_interpolation_options(p)
     options.add_model_options(p)
+    add_kv11_options(p)
     g = p.add_argument_group("memory and speed")
     g.add_argument(
         "--decode-chunk",
@@ -53,6 +55,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from fusionframes.io.checkpoints import model_config_for
     from fusionframes.io.video import validate_output_path
     from fusionframes.pipelines.acceleration import validate_compile
+    from fusionframes.pipelines.kandinsky11 import config_11_for
     from fusionframes.pipelines.offload import validate_offload
     from fusionframes.pipelines.text_to_video import validate_settings
     from fusionframes.runtime import resolve_device, resolve_dtype
@@ -63,6 +66,10 @@ def run_generate(args: argparse.Namespace) -> int:
     offload = validate_offload(args.offload, device)
     compile_choice = validate_compile(args.compile, offload)
     text_quantization = validate_text_quantization(args.text_quantization)
+    config_11 = config_11_for(args.model)
+    if config_11 is not None:
+        return run_generate_11(args, config_11)
+    refuse_kv11_options(args, args.model)
     output = validate_output_path(options.check_output_text(args.output))
     config = model_config_for(args.model)
     settings = validate_settings(

@@ -62,6 +62,13 @@ def configure_serve(p: argparse.ArgumentParser) -> None:
         help=f"API token guarding every route (default: ${TOKEN_ENV}); required unless --host is loopback",
     )
     p.add_argument(
+        "--user-tokens",
+        default=None,
+        metavar="FILE",
+        help="one 'NAME TOKEN' per line: users who see and cancel only their own jobs (--token is the "
+        "admin token, which sees all)",
+    )
+    p.add_argument(
         "--max-queue",
         type=options.bounded_int(1),
         default=100,
@@ -82,6 +89,35 @@ def configure_serve(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--access-log", action="store_true", help="log every request (tokens are redacted)")
     p.set_defaults(handler=run_serve)
+
+
+NAME_CHARS = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+
+
+def read_user_tokens(path: str) -> dict[str, str]:
+    """``NAME TOKEN`` per line (``#`` comments) -> {token: name}; each name and token once."""
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"user-tokens: cannot read {path} ({error})") from None
+    users: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not NAME_CHARS.fullmatch(parts[0]) or not TOKEN_CHARS.fullmatch(parts[1]):
+            raise UsageError(
+                f"user-tokens: {path} line {number}: want 'NAME TOKEN' (name: letters, digits, . _ @ -; "
+                "token: letters, digits, - _ . ~)"
+            )
+        name, token = parts
+        if token in users or name in users.values():
+            raise UsageError(f"user-tokens: {path} line {number}: {name!r} or its token is listed twice")
+        users[token] = name
+    if not users:
+        raise UsageError(f"user-tokens: {path} lists no users")
+    return users
 
 
 def add_store_options(p: argparse.ArgumentParser, required: bool) -> None:
@@ -159,11 +195,23 @@ def check_options(args: argparse.Namespace) -> None:
         raise UsageError(
             "token: use letters, digits and - _ . ~ only (it travels in URLs, headers and a cookie)"
         )
+    users = read_user_tokens(args.user_tokens) if getattr(args, "user_tokens", None) else {}
+    if args.token is not None and args.token in users:
+        raise UsageError("user-tokens: a user token must differ from the admin --token")
+    args.users = users
     if not is_loopback(args.host):
+        short = [name for token, name in users.items() if len(token) < MIN_PUBLIC_TOKEN]
+        if short:
+            raise UsageError(
+                f"user-tokens: {short[0]}'s token must be at least {MIN_PUBLIC_TOKEN} characters when --host "
+                "is not loopback"
+            )
+        if args.token is None and users:
+            return
         if args.token is None:
             raise UsageError(
                 f"token: --host {args.host} is reachable from other machines; refusing to start without "
-                f"--token (or ${TOKEN_ENV}) of at least {MIN_PUBLIC_TOKEN} characters"
+                f"--token (or ${TOKEN_ENV}) of at least {MIN_PUBLIC_TOKEN} characters, or --user-tokens"
             )
         if len(args.token) < MIN_PUBLIC_TOKEN:
             raise UsageError(
@@ -246,13 +294,14 @@ def run_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads=args.threads,
         token=args.token,
+        users=args.users,
         max_queue=args.max_queue,
         quota_bytes=round(args.quota_mb * 2**20) if args.quota_mb is not None else None,
         limits=Limits(max_frames=args.max_frames, max_size=args.max_size),
     )
     app = create_app(config, model_config=model_config, store=store)
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
-    hint = "?token=<your token>" if args.token else ""
+    hint = "?token=<your token>" if args.token or args.users else ""
     port = sock.getsockname()[1]
     where = (
         f"store {redact_url(args.store)}, artifacts {store.artifacts}"

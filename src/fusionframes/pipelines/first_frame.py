@@ -8,11 +8,49 @@ with the released MoVQ, decodes it to an 8-bit image, and encodes that image aga
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from fusionframes.models.movq import MoVQ
+
+# Modes PIL converts to 8-bit RGB without losing meaning; 32-bit integer and float images do not.
+IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1")
+
+
+def check_image(
+    image: Any, width: int | None = None, height: int | None = None, name: str = "image"
+) -> Image.Image:
+    """A PIL image from a PIL image or a path; one-line errors for unreadable files and unusable modes,
+    and a warning for an image smaller than the video (not enlarged: the crop pads it with black)."""
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as opened:
+                opened.load()
+                image = opened.copy()
+        except (OSError, UnidentifiedImageError) as error:
+            raise ValueError(f"{name}: cannot read {str(image)!r} as an image ({error})") from None
+    if not isinstance(image, Image.Image):
+        raise ValueError(
+            f"{name}: must be a PIL image or the path of an image file, got {type(image).__name__}"
+        )
+    if image.mode not in IMAGE_MODES:
+        raise ValueError(
+            f"{name}: mode {image.mode!r} is not an 8-bit image; allowed: {', '.join(IMAGE_MODES)}"
+        )
+    if min(image.size) < 1:
+        raise ValueError(f"{name}: is empty ({image.size[0]}x{image.size[1]})")
+    if width is not None and height is not None and (image.size[0] < width or image.size[1] < height):
+        warnings.warn(
+            f"{name}: {image.size[0]}x{image.size[1]} is smaller than the video ({width}x{height}); "
+            "as in the reference it is not enlarged, so the centre crop pads it with black",
+            stacklevel=2,
+        )
+    return image
 
 
 def to_uint8_image(decoded: torch.Tensor) -> Image.Image:

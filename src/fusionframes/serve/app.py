@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
@@ -66,6 +66,7 @@ MAX_BODY_BYTES = 64 * 1024
 COOKIE = "fusionframes_token"
 LOOPBACK_NAMES = frozenset({"localhost"})
 MEDIA_TYPES = {"mp4": "video/mp4", "gif": "image/gif", "webp": "image/webp"}
+HEALTH_PATH = "/api/health"  # open without a token, for load balancers and probes
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SSE_POLL_S = 0.25
 SSE_PING_S = 15.0
@@ -90,7 +91,8 @@ class ServeConfig:
     dtype: str = "auto"
     workers: int = 1
     threads: int | None = None  # CPU threads per worker (None: torch's default)
-    token: str | None = None
+    token: str | None = None  # the admin token: every job
+    users: dict[str, str] = field(default_factory=dict)  # user token -> name: their own jobs only
     max_queue: int = 100
     quota_bytes: int | None = None
     limits: Limits = field(default_factory=Limits)
@@ -106,10 +108,14 @@ class Context:
     pool: WorkerPool
     modes: dict[str, tuple[bool, str | None]]
     model_name: str = "builtin"
+    owner: str | None = None  # per request: the user whose token it carries (None: admin, no tokens)
 
 
 def context(request: Request) -> Context:
-    return request.app.state.context
+    """The shared context, bound to the user the request's token names (jobs are theirs only)."""
+    shared: Context = request.app.state.context
+    owner = request.scope.get("state", {}).get("owner")
+    return replace(shared, owner=owner) if owner is not None else shared
 
 
 Ctx = Annotated[Context, Depends(context)]
@@ -422,7 +428,7 @@ def status_of(job: Job, ctx: Context) -> JobStatus:
 
 def get_job(ctx: Context, job_id: str) -> Job:
     job = ctx.store.get(job_id)
-    if job is None:
+    if job is None or (ctx.owner is not None and job.owner != ctx.owner):  # others' jobs do not exist
         raise HTTPException(404, detail=f"no job {job_id}")
     return job
 
@@ -455,8 +461,11 @@ def queue_job(body: JobRequest, ctx: Context, idempotency_key: str | None = None
             num_frames=prepared.num_frames,
             max_active=ctx.config.max_queue,
             quota_bytes=ctx.config.quota_bytes,
-            idempotency_key=idempotency_key,
+            idempotency_key=f"{ctx.owner}/{idempotency_key}"
+            if ctx.owner and idempotency_key
+            else idempotency_key,
             request_hash=request_hash(body),
+            owner=ctx.owner,
             expected_bytes=expected_size(ctx, prepared, formats) if ctx.config.quota_bytes else 0,
             progress={**initial, "fraction": 0.0},
         )
@@ -513,8 +522,10 @@ def list_jobs(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: Literal["queued", "running", "done", "failed", "cancelled"] | None = None,
 ) -> JobList:
-    jobs, total = ctx.store.list_jobs(limit, offset, status)
-    return JobList(jobs=[status_of(job, ctx) for job in jobs], total=total, counts=ctx.store.counts())
+    jobs, total = ctx.store.list_jobs(limit, offset, status, owner=ctx.owner)
+    return JobList(
+        jobs=[status_of(job, ctx) for job in jobs], total=total, counts=ctx.store.counts(ctx.owner)
+    )
 
 
 @api.get("/jobs/{job_id}", response_model=JobStatus, summary="Job status and progress", responses=ERRORS)
@@ -717,10 +728,7 @@ def mode_info(mode: str, ctx: Context) -> ModeInfo:
     "/health",
     response_model=Health,
     summary="Readiness: 200 once a worker has loaded the model and the data dir takes writes",
-    responses={
-        401: ERRORS[401],
-        503: {"model": Health, "description": "loading, or not able to run jobs (see `error`)"},
-    },
+    responses={503: {"model": Health, "description": "loading, or not able to run jobs (see `error`)"}},
 )
 def health(ctx: Ctx, response: Response) -> Health:
     states = ctx.pool.states
@@ -745,7 +753,7 @@ def health(ctx: Ctx, response: Response) -> Health:
         disk_used_bytes=ctx.store.disk_usage(),
         disk_quota_bytes=ctx.config.quota_bytes,
         max_queue=ctx.config.max_queue,
-        auth=ctx.config.token is not None,
+        auth=ctx.config.token is not None or bool(ctx.config.users),
         error=error,
     )
 
@@ -756,9 +764,15 @@ def health(ctx: Ctx, response: Response) -> Health:
 class Guard:
     """ASGI middleware in front of everything: token, Host and Origin checks, body size, headers."""
 
-    def __init__(self, app: Any, token: str | None, hosts: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, app: Any, token: str | None, hosts: tuple[str, ...] = (), users: dict[str, str] | None = None
+    ) -> None:
         self.app = app
-        self.token = token
+        # secret -> the owner its jobs get: None for the admin token (--token), a name for a user's
+        self.tokens: dict[str, str | None] = {secret: name for secret, name in (users or {}).items()}
+        if token is not None:
+            self.tokens[token] = None
+        self.protected = bool(self.tokens)
         self.hosts = frozenset(host.lower().strip("[]") for host in hosts)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -771,11 +785,14 @@ class Guard:
             await problem(scope, receive, send)
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        set_cookie = self.token is not None and self._matches(query.get("token", [None])[0])
-        await self.app(scope, receive, self._with_headers(send, scope["path"], set_cookie))
+        credential = self.credential(scope, headers)
+        if self.protected:
+            scope.setdefault("state", {})["owner"] = self.tokens.get(credential) if credential else None
+        cookie = self.match(query.get("token", [None])[0])
+        await self.app(scope, receive, self._with_headers(send, scope["path"], cookie))
 
     def refuse(self, scope: dict, headers: dict[str, str]) -> JSONResponse | None:
-        if self.token is None and not loopback_host(headers.get("host", ""), self.hosts):
+        if not self.protected and not loopback_host(headers.get("host", ""), self.hosts):
             return JSONResponse({"detail": "Host not allowed: without a token only localhost is served"}, 421)
         if scope["method"] not in ("GET", "HEAD", "OPTIONS") and not same_origin(headers):
             return JSONResponse({"detail": "cross-origin request refused"}, 403)
@@ -787,7 +804,8 @@ class Guard:
                 return JSONResponse({"detail": "bad Content-Length"}, 400)
             if int(length) > MAX_BODY_BYTES:
                 return JSONResponse({"detail": f"request body larger than {MAX_BODY_BYTES} bytes"}, 413)
-        if self.token is not None and not self.authorised(scope, headers):
+        open_route = scope["path"] == HEALTH_PATH and scope["method"] in ("GET", "HEAD")
+        if self.protected and not open_route and self.credential(scope, headers) is None:
             return JSONResponse(
                 {"detail": "missing or wrong token: send 'Authorization: Bearer <token>' or ?token=<token>"},
                 401,
@@ -795,23 +813,27 @@ class Guard:
             )
         return None
 
-    def _matches(self, given: str | None) -> bool:
-        return (
-            given is not None
-            and self.token is not None
-            and secrets.compare_digest(given.encode("utf-8", "surrogateescape"), self.token.encode("utf-8"))
-        )
+    def match(self, given: str | None) -> str | None:
+        """The configured token equal to ``given`` (compared in constant time), or None."""
+        if given is None:
+            return None
+        found = None
+        for secret in self.tokens:
+            if secrets.compare_digest(given.encode("utf-8", "surrogateescape"), secret.encode("utf-8")):
+                found = secret
+        return found
 
-    def authorised(self, scope: dict, headers: dict[str, str]) -> bool:
+    def credential(self, scope: dict, headers: dict[str, str]) -> str | None:
+        """The token this request carries (header, ``?token=`` or the page's cookie), if valid."""
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and self._matches(credentials.strip()):
-            return True
+        if scheme.lower() == "bearer" and (found := self.match(credentials.strip())):
+            return found
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        if self._matches(query.get("token", [None])[0]):
-            return True
-        return self._matches(cookie_value(headers.get("cookie", ""), COOKIE))
+        if found := self.match(query.get("token", [None])[0]):
+            return found
+        return self.match(cookie_value(headers.get("cookie", ""), COOKIE))
 
-    def _with_headers(self, send: Callable, path: str, set_cookie: bool) -> Callable:
+    def _with_headers(self, send: Callable, path: str, cookie_token: str | None) -> Callable:
         async def wrapped(message: dict) -> None:
             if message["type"] == "http.response.start":
                 extra = [
@@ -823,8 +845,8 @@ class Guard:
                     extra.append((b"content-security-policy", PAGE_CSP.encode()))
                 if path.startswith("/api/") and not path.endswith("/video"):
                     extra.append((b"cache-control", b"no-store"))
-                if set_cookie:
-                    cookie = f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+                if cookie_token is not None:
+                    cookie = f"{COOKIE}={cookie_token}; HttpOnly; SameSite=Strict; Path=/"
                     extra.append((b"set-cookie", cookie.encode("utf-8")))
                 names = {name for name, _ in extra}
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
@@ -959,7 +981,8 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StorageError, storage_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.openapi = lambda: openapi_schema(app, config.token is not None)  # type: ignore[method-assign]
+    protected = config.token is not None or bool(config.users)
+    app.openapi = lambda: openapi_schema(app, protected)  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -968,7 +991,7 @@ def create_app(
             STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-store"}
         )
 
-    app.add_middleware(Guard, token=config.token, hosts=(config.host,))
+    app.add_middleware(Guard, token=config.token, hosts=(config.host,), users=config.users)
     return app
 
 
@@ -985,14 +1008,15 @@ def openapi_schema(app: FastAPI, token: bool) -> dict[str, Any]:
         common["401"] = {"description": "missing or wrong token"}
     else:
         schema.get("components", {}).pop("securitySchemes", None)
-    for operations in schema["paths"].values():
+    for path, operations in schema["paths"].items():
         for operation in operations.values():
-            if not token:
+            if not token or path == HEALTH_PATH:
                 operation.pop("security", None)
                 operation.get("responses", {}).pop("401", None)
             responses = operation.setdefault("responses", {})
             for code, response in common.items():
-                responses.setdefault(code, response)
+                if not (code == "401" and path == HEALTH_PATH):
+                    responses.setdefault(code, response)
             if "requestBody" in operation:
                 responses.setdefault("400", {"description": "a body that is not UTF-8 JSON"})
                 responses.setdefault("403", {"description": "a cross-origin write (a foreign Origin)"})

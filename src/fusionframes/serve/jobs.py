@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT UNIQUE,
     request_hash TEXT,
     expected_bytes INTEGER NOT NULL DEFAULT 0,
-    delete_requested INTEGER NOT NULL DEFAULT 0
+    delete_requested INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,6 +80,7 @@ MIGRATION_2 = {
     "request_hash": "TEXT",
     "expected_bytes": "INTEGER NOT NULL DEFAULT 0",
     "delete_requested": "INTEGER NOT NULL DEFAULT 0",
+    "owner": "TEXT",
 }
 
 
@@ -179,6 +181,7 @@ class Job:
     request_hash: str | None = field(default=None, repr=False)
     expected_bytes: int = 0
     delete_requested: bool = False
+    owner: str | None = None  # the user token's name that made it (None: admin or no tokens)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -447,6 +450,7 @@ class JobStore(StoreBase):
         request_hash: str | None = None,
         expected_bytes: int = 0,
         progress: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> tuple[Job, bool]:
         """Queue a job; returns ``(job, created)``. A repeated ``idempotency_key`` returns the first job
         when ``request_hash`` matches the first request's, and raises :class:`IdempotencyMismatch`
@@ -492,8 +496,8 @@ class JobStore(StoreBase):
             job_id = new_job_id()
             db.execute(
                 "INSERT INTO jobs (id, mode, status, params, settings, formats, model, num_frames, created, "
-                "idempotency_key, request_hash, expected_bytes, progress) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "idempotency_key, request_hash, expected_bytes, progress, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     mode,
@@ -508,6 +512,7 @@ class JobStore(StoreBase):
                     request_hash,
                     int(expected_bytes),
                     _dumps(progress),
+                    owner,
                 ),
             )
             return Job.from_row(db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()), True
@@ -525,13 +530,16 @@ class JobStore(StoreBase):
                 job.stage = job.progress.get("stage")
         return job
 
-    def list_jobs(self, limit: int = 50, offset: int = 0, status: str | None = None) -> tuple[list[Job], int]:
-        """Newest first (the gallery order); ``status`` filters."""
-        where, args = (
-            ("WHERE delete_requested=0 AND status=?", (status,))
-            if status
-            else ("WHERE delete_requested=0", ())
-        )
+    def list_jobs(
+        self, limit: int = 50, offset: int = 0, status: str | None = None, owner: str | None = None
+    ) -> tuple[list[Job], int]:
+        """Newest first (the gallery order); ``status`` and ``owner`` filter."""
+        clauses, params = ["delete_requested=0"], []
+        for column, value in (("status", status), ("owner", owner)):
+            if value is not None:
+                clauses.append(f"{column}=?")
+                params.append(value)
+        where, args = "WHERE " + " AND ".join(clauses), tuple(params)
         with self._lock:
             total = self._db.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
             rows = self._db.execute(
@@ -550,10 +558,12 @@ class JobStore(StoreBase):
             ).fetchone()[0]
         return ahead + 1
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, owner: str | None = None) -> dict[str, int]:
+        where, args = ("AND owner=?", (owner,)) if owner is not None else ("", ())
         with self._lock:
             rows = self._db.execute(
-                "SELECT status, COUNT(*) AS n FROM jobs WHERE delete_requested=0 GROUP BY status"
+                f"SELECT status, COUNT(*) AS n FROM jobs WHERE delete_requested=0 {where} GROUP BY status",
+                args,
             ).fetchall()
         counts = {status: 0 for status in (QUEUED, RUNNING, DONE, FAILED, CANCELLED)}
         counts.update({row["status"]: row["n"] for row in rows})

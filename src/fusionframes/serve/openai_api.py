@@ -222,7 +222,7 @@ def create_video(
     "/videos", response_model=VideoList, summary="List videos, newest first", responses={401: ERRORS[401]}
 )
 def list_videos(ctx: Ctx, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> VideoList:
-    jobs, total = ctx.store.list_jobs(limit, 0, None)
+    jobs, total = ctx.store.list_jobs(limit, 0, None, owner=ctx.owner)
     return VideoList(data=[video_of(job, ctx) for job in jobs], has_more=total > len(jobs))
 
 

@@ -82,7 +82,8 @@ SCHEMA = [
         expected_bytes BIGINT NOT NULL DEFAULT 0,
         delete_requested BOOLEAN NOT NULL DEFAULT FALSE,
         claim TEXT,
-        lease_until DOUBLE PRECISION
+        lease_until DOUBLE PRECISION,
+        owner TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS ff_jobs_by_status ON ff_jobs (status, seq)",
 ]
@@ -243,6 +244,7 @@ class PostgresJobStore(StoreBase):
         request_hash: str | None = None,
         expected_bytes: int = 0,
         progress: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> tuple[Job, bool]:
         """As :meth:`JobStore.create`; the limits are checked under a table lock taken for writes
         only (readers and claims go on), so concurrent replicas cannot overshoot them."""
@@ -284,8 +286,8 @@ class PostgresJobStore(StoreBase):
                     )
             cursor.execute(
                 "INSERT INTO ff_jobs (id, mode, status, params, settings, formats, model, num_frames, "
-                "created, idempotency_key, request_hash, expected_bytes, progress) "
-                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {NOW}, %s, %s, %s, %s) RETURNING *",
+                "created, idempotency_key, request_hash, expected_bytes, progress, owner) "
+                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {NOW}, %s, %s, %s, %s, %s) RETURNING *",
                 (
                     new_job_id(),
                     mode,
@@ -299,6 +301,7 @@ class PostgresJobStore(StoreBase):
                     request_hash,
                     int(expected_bytes),
                     _dumps(progress),
+                    owner,
                 ),
             )
             return job_of(cursor.fetchone()), True
@@ -316,15 +319,15 @@ class PostgresJobStore(StoreBase):
             job.progress, job.stage = live, live.get("stage")
         return job
 
-    def list_jobs(self, limit: int = 50, offset: int = 0, status: str | None = None) -> tuple[list[Job], int]:
-        where, args = (
-            ("WHERE NOT delete_requested AND status=%s", (status,))
-            if status
-            else (
-                "WHERE NOT delete_requested",
-                (),
-            )
-        )
+    def list_jobs(
+        self, limit: int = 50, offset: int = 0, status: str | None = None, owner: str | None = None
+    ) -> tuple[list[Job], int]:
+        clauses, params = ["NOT delete_requested"], []
+        for column, value in (("status", status), ("owner", owner)):
+            if value is not None:
+                clauses.append(f"{column}=%s")
+                params.append(value)
+        where, args = "WHERE " + " AND ".join(clauses), tuple(params)
         total = self._query(f"SELECT COUNT(*) AS n FROM ff_jobs {where}", args)[0]["n"]
         rows = self._query(
             f"SELECT * FROM ff_jobs {where} ORDER BY seq DESC LIMIT %s OFFSET %s", (*args, limit, offset)
@@ -337,9 +340,11 @@ class PostgresJobStore(StoreBase):
         rows = self._query("SELECT COUNT(*) AS n FROM ff_jobs WHERE status=%s AND seq<%s", (QUEUED, job.seq))
         return rows[0]["n"] + 1
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, owner: str | None = None) -> dict[str, int]:
+        where, args = ("AND owner=%s", (owner,)) if owner is not None else ("", ())
         rows = self._query(
-            "SELECT status, COUNT(*) AS n FROM ff_jobs WHERE NOT delete_requested GROUP BY status"
+            f"SELECT status, COUNT(*) AS n FROM ff_jobs WHERE NOT delete_requested {where} GROUP BY status",
+            args,
         )
         counts = {status: 0 for status in (QUEUED, RUNNING, DONE, FAILED, CANCELLED)}
         counts.update({row["status"]: row["n"] for row in rows})
