@@ -871,7 +871,7 @@ def test_no_token_server_only_answers_localhost(limited: ServerProcess) -> None:
 
 
 def test_loopback_host_parses_the_header() -> None:
-    from fusionframes.serve.app import loopback_host
+    from fusionframes.serve.guard import loopback_host
 
     for host in REBINDING_HOSTS + ["127.1", "0x7f.0.0.1", "[::1]x", "localhost:", "localhost:99999999"]:
         assert not loopback_host(host), host

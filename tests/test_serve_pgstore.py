@@ -138,7 +138,7 @@ def test_cancel_and_delete_reach_the_claim(database: str, tmp_path: Path) -> Non
 
 
 def test_a_restarted_server_is_reconnected(postgres: PostgresServer, database: str, tmp_path: Path) -> None:
-    from fusionframes.serve.jobs import StorageError
+    from fusionframes.serve.store import StorageError
 
     store = make(database, tmp_path)
     job_id = store.create("t2v", {"prompt": "x"}, {}, ["mp4"])[0].id

@@ -57,7 +57,7 @@ def app_with_fillable_store(tiny_model_dir: Path, tmp_path: Path) -> Iterator[tu
     from fusionframes.io.checkpoints import model_config_for
     from fusionframes.serve.app import ServeConfig, create_app
     from fusionframes.serve.jobs import JobStore
-    from fusionframes.serve.worker import Pipelines
+    from fusionframes.serve.runners import Pipelines
 
     store = JobStore(tmp_path / "data")
     connection = FillableConnection(store._db)

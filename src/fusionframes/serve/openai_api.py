@@ -22,18 +22,11 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fusionframes.serve.app import (
-    ERRORS,
-    Ctx,
-    Job,
-    JobRequest,
-    bearer,
-    download_response,
-    get_job,
-    queue_job,
-    status_of,
-)
-from fusionframes.serve.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING
+from fusionframes.serve.context import ERRORS, Ctx, bearer
+from fusionframes.serve.queueing import get_job, queue_job, status_of
+from fusionframes.serve.routes import download_response
+from fusionframes.serve.schemas import JobRequest
+from fusionframes.serve.store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
 
 VIDEO_ID = r"^(video_)?[0-9a-f]{32}$"
 SIZE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
