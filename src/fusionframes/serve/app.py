@@ -26,10 +26,12 @@ from starlette.routing import Match
 
 from fusionframes import __version__
 from fusionframes.serve.context import Context, ServeConfig
-from fusionframes.serve.guard import HEALTH_PATH, Guard
+from fusionframes.serve.guard import HEALTH_PATH, MAX_BODY_BYTES, Guard
 from fusionframes.serve.health import info
 from fusionframes.serve.jobs import JobStore
+from fusionframes.serve.parameters import MAX_IMAGE_TEXT
 from fusionframes.serve.routes import api
+from fusionframes.serve.runners import animation_problem, model_inputs
 from fusionframes.serve.schemas import JobRequest, JobStatus
 from fusionframes.serve.store import StorageError, StoreBase
 from fusionframes.serve.worker import MODES, RUNNERS, WorkerPool
@@ -85,8 +87,14 @@ def model_label(model: str | None) -> str:
         return str(model or "builtin")
 
 
-def mode_availability() -> dict[str, tuple[bool, str | None]]:
-    return {mode: RUNNERS[mode].available() for mode in MODES}
+def mode_availability(model_config: Any, name: str) -> dict[str, tuple[bool, str | None]]:
+    """Per mode: whether this install has its pipeline and the model can run it, and why not."""
+    modes = {mode: RUNNERS[mode].available() for mode in MODES}
+    problem = animation_problem(model_config)
+    for mode in ("animate", "movie"):
+        if modes[mode][0] and problem is not None:
+            modes[mode] = (False, f"mode {mode!r} is not available for the model {name!r}: {problem}")
+    return modes
 
 
 def create_app(
@@ -97,6 +105,7 @@ def create_app(
         from fusionframes.io.checkpoints import model_config_for
 
         model_config = model_config_for(config.model)
+    inputs = model_inputs(model_config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -106,6 +115,7 @@ def create_app(
         if any(recovered.values()):
             logger.warning("recovered after an unclean stop: %s", json.dumps(recovered))
         store.set_meta("model", str(config.model or "builtin"))  # what the last run served
+        name = model_label(config.model)
         pool = WorkerPool(
             store,
             model_config,
@@ -118,7 +128,7 @@ def create_app(
             config.threads,
         )
         app.state.context = Context(
-            config, model_config, store, pool, mode_availability(), model_label(config.model)
+            config, model_config, store, pool, mode_availability(model_config, name), name, inputs
         )
         pool.start()
         try:
@@ -153,7 +163,10 @@ def create_app(
             STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-store"}
         )
 
-    app.add_middleware(Guard, token=config.token, hosts=(config.host,), users=config.users)
+    job_body = MAX_IMAGE_TEXT + MAX_BODY_BYTES if "image" in inputs else MAX_BODY_BYTES
+    app.add_middleware(
+        Guard, token=config.token, hosts=(config.host,), users=config.users, job_body_bytes=job_body
+    )
     return app
 
 
@@ -182,7 +195,9 @@ def openapi_schema(app: FastAPI, token: bool) -> dict[str, Any]:
             if "requestBody" in operation:
                 responses.setdefault("400", {"description": "a body that is not UTF-8 JSON"})
                 responses.setdefault("403", {"description": "a cross-origin write (a foreign Origin)"})
-                responses.setdefault("413", {"description": "a body over 64 KiB"})
+                responses.setdefault(
+                    "413", {"description": "a body over 64 KiB (one with an image: over its limit)"}
+                )
     app.openapi_schema = schema
     return schema
 

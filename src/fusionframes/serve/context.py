@@ -47,6 +47,7 @@ class Context:
     pool: WorkerPool
     modes: dict[str, tuple[bool, str | None]]
     model_name: str = "builtin"
+    inputs: tuple[str, ...] = ()  # what the model's pipeline takes beyond a prompt (runners.model_inputs)
     owner: str | None = None  # per request: the user whose token it carries (None: admin, no tokens)
 
 

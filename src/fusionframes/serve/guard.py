@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 from fastapi.responses import JSONResponse
 
 MAX_BODY_BYTES = 64 * 1024
+JOB_PATHS = ("/api/jobs", "/v1/videos")  # the routes that take an image when the model does
 COOKIE = "fusionframes_token"
 LOOPBACK_NAMES = frozenset({"localhost"})
 HEALTH_PATH = "/api/health"  # open without a token, for load balancers and probes
@@ -27,9 +28,15 @@ class Guard:
     """ASGI middleware in front of everything: token, Host and Origin checks, body size, headers."""
 
     def __init__(
-        self, app: Any, token: str | None, hosts: tuple[str, ...] = (), users: dict[str, str] | None = None
+        self,
+        app: Any,
+        token: str | None,
+        hosts: tuple[str, ...] = (),
+        users: dict[str, str] | None = None,
+        job_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.app = app
+        self.job_body_bytes = max(MAX_BODY_BYTES, job_body_bytes)  # bodies with an image are larger
         # secret -> the owner its jobs get: None for the admin token (--token), a name for a user's
         self.tokens: dict[str, str | None] = {secret: name for secret, name in (users or {}).items()}
         if token is not None:
@@ -64,8 +71,9 @@ class Guard:
         if length is not None:
             if not length.isdigit():
                 return JSONResponse({"detail": "bad Content-Length"}, 400)
-            if int(length) > MAX_BODY_BYTES:
-                return JSONResponse({"detail": f"request body larger than {MAX_BODY_BYTES} bytes"}, 413)
+            limit = self.job_body_bytes if scope["path"] in JOB_PATHS else MAX_BODY_BYTES
+            if int(length) > limit:
+                return JSONResponse({"detail": f"request body larger than {limit} bytes"}, 413)
         open_route = scope["path"] == HEALTH_PATH and scope["method"] in ("GET", "HEAD")
         if self.protected and not open_route and self.credential(scope, headers) is None:
             return JSONResponse(

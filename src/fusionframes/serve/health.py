@@ -10,6 +10,7 @@ from fastapi import APIRouter, Response, Security
 
 from fusionframes import __version__
 from fusionframes.serve.context import ERRORS, Context, Ctx, bearer
+from fusionframes.serve.parameters import inputs_info
 from fusionframes.serve.schemas import (
     MAX_PROMPT,
     MAX_SCENES,
@@ -40,6 +41,7 @@ def models(ctx: Ctx) -> ModelsInfo:
         "pixel_multiple": config.pixel_multiple,
         "num_keyframes": config.keyframe_unet.num_frames,
         "defaults": asdict(config.sampling),
+        **inputs_info(ctx.inputs),  # inputs: what its pipeline takes beyond a prompt; notes: what not
     }
     return ModelsInfo(
         current=current,
@@ -61,7 +63,7 @@ def mode_info(mode: str, ctx: Context) -> ModeInfo:
     available, reason = ctx.modes[mode]
     options: dict[str, Any] = {}
     if mode == "t2v":
-        options = {"fps": ["low", "medium", "high"]}
+        options = {"fps": ["low", "medium", "high"], "inputs": list(ctx.inputs)}
     elif available:
         from fusionframes.camera import BORDER_MODES, PRESET_NAMES
 

@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fusionframes.serve.context import ERRORS, Ctx, bearer
+from fusionframes.serve.parameters import MAX_IMAGE_TEXT
 from fusionframes.serve.queueing import get_job, queue_job, status_of
 from fusionframes.serve.routes import download_response
 from fusionframes.serve.schemas import JobRequest
@@ -68,6 +69,11 @@ class VideoCreate(BaseModel):
         | None
     ) = Field(None, description="length in seconds")
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    input_reference: Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_TEXT)] | None = Field(
+        None,
+        description="the first frame (image-to-video, for models that take one: GET /api/models): a "
+        "PNG/JPEG/WebP file as base64 or a data: URL",
+    )
 
 
 class VideoError(BaseModel):
@@ -121,7 +127,11 @@ def to_job_request(body: VideoCreate, ctx: Any) -> JobRequest:
                 }
             ],
         )
+    if "image" in extra:
+        raise HTTPException(422, detail=[image_error("image: this API calls it input_reference")])
     request: dict[str, Any] = {**extra, "prompt": body.prompt}
+    if body.input_reference is not None:
+        request["image"] = body.input_reference
     if body.seed is not None:
         request["seed"] = body.seed
     if body.size is not None:
@@ -207,8 +217,21 @@ def create_video(
     ctx: Ctx,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Video:
-    job, _ = queue_job(to_job_request(body, ctx), ctx, idempotency_key)
+    try:
+        job, _ = queue_job(to_job_request(body, ctx), ctx, idempotency_key)
+    except HTTPException as error:  # this API's name for the image
+        if error.status_code == 422 and isinstance(error.detail, list):
+            error.detail = [
+                image_error(e["msg"]) if e.get("loc") == ["body", "image"] else e for e in error.detail
+            ]
+        raise
     return video_of(job, ctx)
+
+
+def image_error(message: str) -> dict[str, Any]:
+    """A 422 entry naming ``input_reference`` (``/api/jobs`` calls the image ``image``)."""
+    text = "input_reference:" + message.removeprefix("image:")
+    return {"loc": ["body", "input_reference"], "msg": text, "type": "value_error"}
 
 
 @v1.get(

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import HTTPException
 
 from fusionframes.serve.context import Context
+from fusionframes.serve.parameters import check_request
 from fusionframes.serve.schemas import (
     JobRequest,
     JobResult,
@@ -127,14 +128,17 @@ def get_job(ctx: Context, job_id: str) -> Job:
 def queue_job(body: JobRequest, ctx: Context, idempotency_key: str | None = None) -> tuple[Job, bool]:
     """Validate a request against the model's config (422 naming the field) and queue it; returns
     ``(job, created)`` (False: the job this ``Idempotency-Key`` made before). Both APIs use it."""
-    if not ctx.modes.get(body.mode, (False, None))[0]:
-        raise field_error(ValueError(f"mode: mode {body.mode!r} is not available in this install"))
+    available, reason = ctx.modes.get(body.mode, (False, None))
+    if not available:
+        reason = reason or f"mode {body.mode!r} is not available in this install"
+        raise field_error(ValueError(f"mode: {reason.split(' (')[0]}"))
     problem = ctx.store.writable()
     if problem is not None:
         raise problem
     params = body.model_dump(exclude_none=True, exclude={"mode", "format"})
     try:
-        prepared = prepare(ctx.model_config, body.mode, params, ctx.config.limits)
+        checked = check_request(body.mode, params, ctx.inputs, ctx.model_name)
+        prepared = prepare(ctx.model_config, body.mode, checked.params, ctx.config.limits)
     except (ValueError, TypeError) as error:
         raise field_error(error, params) from None
     formats = ["mp4"] if body.format == "mp4" else ["mp4", body.format]
@@ -159,6 +163,7 @@ def queue_job(body: JobRequest, ctx: Context, idempotency_key: str | None = None
             owner=ctx.owner,
             expected_bytes=expected_size(ctx, prepared, formats) if ctx.config.quota_bytes else 0,
             progress={**initial, "fraction": 0.0},
+            image=checked.image,
         )
     except IdempotencyMismatch as error:
         detail = [{"loc": ["header", "idempotency-key"], "msg": str(error), "type": "value_error"}]

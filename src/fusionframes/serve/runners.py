@@ -13,6 +13,7 @@ pipeline itself, so a model gains them in the server as soon as its pipeline doe
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import math
@@ -35,7 +36,14 @@ COMMON_OPTIONS = (
     "guidance_scale",
     "seed",
 )
-RENAMED = {"steps": "num_inference_steps", "first_frame_steps": "num_inference_steps"}
+RENAMED = {
+    "steps": "num_inference_steps",
+    "first_frame_steps": "num_inference_steps",
+    "guidance_weight_prompt": "guidance_scale",
+}
+# What a text-to-video pipeline may take beyond the prompt and the common options; the server offers
+# each one for a model whose pipeline's ``__call__`` has a parameter of that name.
+MODEL_INPUTS = ("image", "motion")
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -61,6 +69,7 @@ class Prepared:
     num_frames: int
     stages: list[tuple[str, int]]
     plan: Any = field(default=None, repr=False)
+    inputs: dict[str, Any] = field(default_factory=dict, repr=False)  # e.g. the image, read from the store
 
 
 @dataclass(frozen=True)
@@ -132,24 +141,95 @@ def reject_options(params: dict[str, Any], names: tuple[str, ...], where: str) -
 # ---------------------------------------------------------------------------------------------- t2v
 
 
+def t2v_pipeline(config: Any) -> type:
+    """The pipeline class a model's config calls for (the 1.1 architecture has its own)."""
+    from fusionframes.pipelines.kandinsky11 import KandinskyVideo11Pipeline, is_kandinsky_11
+    from fusionframes.pipelines.text_to_video import TextToVideoPipeline
+
+    return KandinskyVideo11Pipeline if is_kandinsky_11(config) else TextToVideoPipeline
+
+
+def model_inputs(config: Any) -> tuple[str, ...]:
+    """The inputs of :data:`MODEL_INPUTS` that this model's pipeline takes, as its ``__call__`` says:
+    a model gains image-to-video or a motion level in the server when its pipeline does."""
+    parameters = inspect.signature(t2v_pipeline(config).__call__).parameters
+    return tuple(name for name in MODEL_INPUTS if name in parameters)
+
+
+def animation_problem(config: Any) -> str | None:
+    """Why modes ``animate`` and ``movie`` cannot run on this model (None: they can). They redraw
+    frames through the 1.0 pipeline's image path; another pipeline class offers them by setting
+    ``animates = True`` on itself once its own path exists."""
+    from fusionframes.pipelines.text_to_video import TextToVideoPipeline
+
+    pipeline = t2v_pipeline(config)
+    if pipeline.__dict__.get("animates", pipeline is TextToVideoPipeline):
+        return None
+    return f"its pipeline, {pipeline.__name__}, has no animation path yet"
+
+
+def t2v_stages(first_frame: int, keyframes: int, passes: int, interpolation: int) -> list[tuple[str, int]]:
+    """The stage names the pipelines report (``first_frame`` 0: no first-frame stage)."""
+    stages = [("first frame", first_frame)] if first_frame else []
+    stages += [("keyframes", keyframes)]
+    stages += [(f"interpolation {i + 1}", interpolation) for i in range(passes)]
+    return [*stages, ("decoding", 1)]
+
+
 def prepare_t2v(config: Any, params: dict[str, Any], limits: Limits) -> Prepared:
+    from fusionframes.pipelines.kandinsky11 import KandinskyVideo11Pipeline
     from fusionframes.pipelines.text_to_video import FPS_PASSES, validate_settings
 
+    if issubclass(t2v_pipeline(config), KandinskyVideo11Pipeline):
+        return prepare_t2v_11(config, params, limits)
     reject_options(params, ANIMATION_OPTIONS + MOVIE_OPTIONS + ("seconds",), "in mode 't2v'")
     check_size(params, limits)
     options = {name: params[name] for name in COMMON_OPTIONS + T2V_OPTIONS if params.get(name) is not None}
     settings = validate_settings(config, params.get("prompt"), **options)
     check_frames(settings.num_frames, limits, "num_keyframes" if "num_keyframes" in options else "fps")
-    stages = [("keyframes", settings.num_inference_steps)]
-    stages += [
-        (f"interpolation {i + 1}", settings.interpolation_steps) for i in range(FPS_PASSES[settings.fps])
-    ]
-    stages.append(("decoding", 1))
+    passes = FPS_PASSES[settings.fps]
     return Prepared(
         params={**params, "seed": settings.seed},
         settings=json_friendly(settings.to_dict()),
         num_frames=settings.num_frames,
-        stages=stages,
+        stages=t2v_stages(0, settings.num_inference_steps, passes, settings.interpolation_steps),
+        plan=settings,
+    )
+
+
+def prepare_t2v_11(config: Any, params: dict[str, Any], limits: Limits) -> Prepared:
+    """Kandinsky Video 1.1: ``motion`` is its motion level and ``image`` (already checked and kept by
+    the store; here its description) makes the job image-to-video."""
+    import dataclasses
+
+    from fusionframes.pipelines.kandinsky11 import validate_settings_11
+    from fusionframes.pipelines.text_to_video import FPS_PASSES
+
+    camera = tuple(name for name in ANIMATION_OPTIONS if name != "motion")
+    reject_options(params, camera + MOVIE_OPTIONS + ("seconds",), "in mode 't2v'")
+    if params.get("scheduler") not in (None, "ddpm"):
+        raise ValueError("scheduler: Kandinsky Video 1.1 samples with its trained DDPM only; allowed: ddpm")
+    check_size(params, limits)
+    names = ("width", "height", "fps", "motion", "num_inference_steps", *T2V_OPTIONS[:3])
+    options = {name: params[name] for name in names if params.get(name) is not None}
+    if params.get("guidance_scale") is not None:
+        options["guidance_weight_prompt"] = params["guidance_scale"]
+    try:
+        settings, _ = validate_settings_11(
+            config, params.get("prompt"), params.get("negative_prompt"), None, options, params.get("seed")
+        )
+    except ValueError as error:
+        raise renamed_error(error) from None
+    image = params.get("image") is not None
+    settings = dataclasses.replace(settings, image_to_video=image)
+    check_frames(settings.num_frames, limits, "num_keyframes" if "num_keyframes" in options else "fps")
+    first = 0 if image else settings.num_inference_steps
+    passes = FPS_PASSES[settings.fps]
+    return Prepared(
+        params={**params, "seed": settings.seed},
+        settings=json_friendly(settings.to_dict()),
+        num_frames=settings.num_frames,
+        stages=t2v_stages(first, settings.num_inference_steps, passes, settings.interpolation_steps),
         plan=settings,
     )
 
@@ -157,8 +237,15 @@ def prepare_t2v(config: Any, params: dict[str, Any], limits: Limits) -> Prepared
 def run_t2v(pipes: Pipelines, job: Prepared, callback: ProgressCallback) -> Any:
     import torch
 
+    from fusionframes.pipelines.kandinsky11 import GenerationSettings11
+
     settings = job.plan
     generator = torch.Generator("cpu").manual_seed(settings.seed)
+    if isinstance(settings, GenerationSettings11):
+        image = job.inputs.get("image")  # a PIL image (see WorkerPool._inputs), or None
+        return pipes.t2v.generate_11(
+            settings, image, generator, output_type="np", callback=callback, progress=False
+        )
     return pipes.t2v.generate(settings, generator, output_type="np", callback=callback, progress=False)
 
 
@@ -285,14 +372,15 @@ class Pipelines:
     def __init__(self, model: Any, device: str, dtype: str, threads: int | None = None) -> None:
         import torch
 
-        from fusionframes.pipelines.text_to_video import TextToVideoPipeline
+        from fusionframes.io.checkpoints import model_config_for
 
         if threads:  # set in the worker thread itself: CPU thread pools are per calling thread
             torch.set_num_threads(threads)
-        self.t2v = TextToVideoPipeline.from_pretrained(model, device=device, dtype=dtype)
+        pipeline = t2v_pipeline(model_config_for(model))
+        self.t2v = pipeline.from_pretrained(model, device=device, dtype=dtype)
         self.t2v.encode_prompts("warm up", None)  # loads the text encoder now, not during a job
         self._animator: Any = None
-        if RUNNERS["animate"].available()[0]:
+        if RUNNERS["animate"].available()[0] and animation_problem(self.t2v.config) is None:
             _ = self.animator
 
     @property

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from fusionframes.serve.parameters import MAX_IMAGE_TEXT, MOTION_MAX
+
 MAX_PROMPT = 2000
 MAX_SCENES = 16
 MAX_STEPS = 500
@@ -81,13 +83,20 @@ class JobRequest(BaseModel):
     seconds: Seconds | None = Field(None, description="animate: length in seconds")
     motion: (
         Short
+        | Annotated[float, Field(ge=0, le=MOTION_MAX, allow_inf_nan=False)]
         | dict[Short, Short | Annotated[float, Field(allow_inf_nan=False)]]
         | Annotated[list[Short], Field(max_length=MAX_SCENES)]
         | None
     ) = Field(
         None,
-        description="animate: camera preset ('zoom_in', 'pan_left+zoom_in') or custom schedules "
-        "{'zoom': '0:(1.02)'}; movie: one of those, or a list with one preset per scene",
+        description="t2v, models that take a motion level (GET /api/models: current.inputs): low | "
+        "medium | high | extreme or a score; animate: camera preset ('zoom_in', 'pan_left+zoom_in') or "
+        "custom schedules {'zoom': '0:(1.02)'}; movie: one of those, or a list with one preset per scene",
+    )
+    image: Annotated[str, StringConstraints(min_length=1, max_length=MAX_IMAGE_TEXT)] | None = Field(
+        None,
+        description="t2v, models that animate an image (GET /api/models: current.inputs): the first "
+        "frame, a PNG/JPEG/WebP file as base64 or a data: URL, at most 8 MiB",
     )
     strength: (
         Annotated[float, Field(ge=0, le=1)] | Annotated[str, StringConstraints(max_length=MAX_PROMPT)] | None

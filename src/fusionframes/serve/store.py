@@ -188,6 +188,10 @@ class StoreBase:
     def exists(self, job_id: str) -> bool:
         raise NotImplementedError
 
+    def input_image(self, job_id: str) -> bytes | None:
+        """The image a job was given (image-to-video), or None."""
+        raise NotImplementedError
+
     def cancel_requested(self, job_id: str) -> bool:
         raise NotImplementedError
 

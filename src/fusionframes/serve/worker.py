@@ -332,6 +332,8 @@ class WorkerPool:
         progress = Progress([])
         try:
             prepared = prepare(self.config, job.mode, job.params, self.limits)
+            if job.params.get("image") is not None:
+                prepared.inputs["image"] = self._input_image(job)
             progress = Progress(prepared.stages)
             self.store.set_progress(job.id, progress.snapshot(), persist=True)
             output = RUNNERS[job.mode].run(pipes, prepared, self._callback(job, flag, progress))
@@ -371,6 +373,15 @@ class WorkerPool:
             with self._lock:
                 self._cancel.pop(job.id, None)
                 self._lost.discard(job.id)
+
+    def _input_image(self, job: Job) -> Any:
+        """The image a job was given, from the store (any host's worker reads it there)."""
+        from fusionframes.serve.parameters import open_image
+
+        data = self.store.input_image(job.id)
+        if data is None:
+            raise ValueError(f"image: job {job.id}'s image is missing from the job store")
+        return open_image(data)
 
     def _interrupted(self, job: Job, error: Exception) -> None:
         if isinstance(error.__cause__, _LeaseLost):  # not ours any more: touch neither row nor files
