@@ -128,7 +128,8 @@ def to_job_request(body: VideoCreate, ctx: Any) -> JobRequest:
             ],
         )
     if "image" in extra:
-        raise HTTPException(422, detail=[image_error("image: this API calls it input_reference")])
+        message = "image: this API takes the first image as input_reference"
+        raise HTTPException(422, detail=[{"loc": ["body", "image"], "msg": message, "type": "value_error"}])
     request: dict[str, Any] = {**extra, "prompt": body.prompt}
     if body.input_reference is not None:
         request["image"] = body.input_reference
@@ -217,8 +218,9 @@ def create_video(
     ctx: Ctx,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Video:
+    request = to_job_request(body, ctx)
     try:
-        job, _ = queue_job(to_job_request(body, ctx), ctx, idempotency_key)
+        job, _ = queue_job(request, ctx, idempotency_key)
     except HTTPException as error:  # this API's name for the image
         if error.status_code == 422 and isinstance(error.detail, list):
             error.detail = [

@@ -182,6 +182,24 @@ def download_response(ctx: Context, job_id: str, fmt: str, filename: str, dispos
     return StreamingResponse(artifacts.stream(job_id, fmt), media_type=MEDIA_TYPES[fmt], headers=headers)
 
 
+IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+@api.get(
+    "/jobs/{job_id}/image",
+    summary="The image a job was given (image-to-video), to make the job again",
+    response_class=Response,
+    responses={**ERRORS, 200: {"content": {t: {} for t in IMAGE_TYPES.values()}, "description": "the file"}},
+)
+def job_image(job_id: JobId, ctx: Ctx) -> Response:
+    job = get_job(ctx, job_id)
+    data = ctx.store.input_image(job.id) if job.params.get("image") is not None else None
+    if data is None:
+        raise HTTPException(404, detail=f"job {job_id} was not given an image")
+    media = IMAGE_TYPES.get(str(job.params["image"].get("format")), "application/octet-stream")
+    return Response(data, media_type=media, headers={"Content-Disposition": "inline"})
+
+
 @api.post(
     "/jobs/{job_id}/cancel",
     response_model=JobStatus,
