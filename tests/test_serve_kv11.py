@@ -25,6 +25,8 @@ from fusionframes.io.video import read_video
 
 FAST_11 = {"num_inference_steps": 2, "interpolation_steps": 1, "num_keyframes": 3, "fps": "low"}
 
+pytestmark = pytest.mark.slow  # two in-process servers, one with a 1.1 model built for it: about 20 s
+
 
 def png(colour: tuple[int, int, int], size: tuple[int, int] = (64, 64), mode: str = "RGB") -> bytes:
     buffer = io.BytesIO()

@@ -183,6 +183,7 @@ def fill(path: Path) -> int:
     return written
 
 
+@pytest.mark.slow  # a server process on a tmpfs filled and emptied
 def test_full_tmpfs_disk_is_507_unhealthy_then_recovers(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

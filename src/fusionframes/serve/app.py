@@ -30,6 +30,7 @@ from fusionframes.serve.guard import HEALTH_PATH, MAX_BODY_BYTES, Guard
 from fusionframes.serve.health import info
 from fusionframes.serve.jobs import JobStore
 from fusionframes.serve.parameters import MAX_IMAGE_TEXT
+from fusionframes.serve.queueing import STORE_REFUSALS, store_refusal
 from fusionframes.serve.routes import api
 from fusionframes.serve.runners import animation_problem, model_inputs
 from fusionframes.serve.schemas import JobRequest, JobStatus
@@ -152,6 +153,8 @@ def create_app(
     app.include_router(v1)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StorageError, storage_error)
+    for refusal in STORE_REFUSALS:
+        app.add_exception_handler(refusal, store_refusal)
     app.add_exception_handler(StarletteHTTPException, http_error)
     protected = config.token is not None or bool(config.users)
     app.openapi = lambda: openapi_schema(app, protected)  # type: ignore[method-assign]

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fusionframes.serve.context import ERRORS, Ctx, bearer
 from fusionframes.serve.parameters import MAX_IMAGE_TEXT
-from fusionframes.serve.queueing import get_job, queue_job, status_of
+from fusionframes.serve.queueing import change_job, get_job, queue_job, status_of
 from fusionframes.serve.routes import download_response
 from fusionframes.serve.schemas import JobRequest
 from fusionframes.serve.store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
@@ -272,10 +272,5 @@ def video_content(
 def delete_video(video_id: VideoId, ctx: Ctx) -> JSONResponse:
     """A running video is cancelled and hidden at once; its files go when its worker stops it."""
     job_id = job_id_of(video_id)
-    get_job(ctx, job_id)
-    try:
-        ctx.store.delete(job_id)
-    except KeyError:
-        raise HTTPException(404, detail=f"no video {video_id}") from None
-    ctx.pool.cancel(job_id)
+    change_job(ctx, job_id, ctx.store.delete, "video")
     return JSONResponse(VideoDeleted(id=f"video_{job_id}", deleted=True).model_dump())

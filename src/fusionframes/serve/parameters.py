@@ -28,7 +28,7 @@ MAX_IMAGE_BYTES = 8 * 2**20  # an uploaded image file (PNG, JPEG, WebP, ...)
 MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are refused before they are decoded (decompression bombs)
 MAX_IMAGE_TEXT = (MAX_IMAGE_BYTES + 2) // 3 * 4 + 200  # its base64 text, with a data: URL prefix
 DATA_URL = re.compile(r"^data:(image/[a-z0-9.+-]+)?(;[a-z0-9=.+-]+)*;base64,", re.IGNORECASE)
-MOTION_NOTE = "a motion level (low, medium, high, extreme or a score) needs a Kandinsky Video 1.1 model"
+MOTION_NOTE = "a motion level needs a model whose pipeline takes one (Kandinsky Video 1.1)"
 IMAGE_NOTE = "image-to-video needs a model whose pipeline takes a first image (Kandinsky Video 1.1)"
 
 

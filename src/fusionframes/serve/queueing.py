@@ -8,10 +8,13 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import HTTPException
+from fastapi.responses import JSONResponse
 
+from fusionframes.serve import store
 from fusionframes.serve.context import Context
 from fusionframes.serve.parameters import check_request
 from fusionframes.serve.schemas import (
@@ -20,15 +23,7 @@ from fusionframes.serve.schemas import (
     JobStatus,
     StageProgress,
 )
-from fusionframes.serve.store import (
-    DONE,
-    QUEUED,
-    RUNNING,
-    IdempotencyMismatch,
-    Job,
-    QueueFull,
-    QuotaExceeded,
-)
+from fusionframes.serve.store import DONE, QUEUED, RUNNING, Job
 from fusionframes.serve.worker import field_of, prepare
 
 
@@ -127,7 +122,8 @@ def get_job(ctx: Context, job_id: str) -> Job:
 
 def queue_job(body: JobRequest, ctx: Context, idempotency_key: str | None = None) -> tuple[Job, bool]:
     """Validate a request against the model's config (422 naming the field) and queue it; returns
-    ``(job, created)`` (False: the job this ``Idempotency-Key`` made before). Both APIs use it."""
+    ``(job, created)`` (False: the job this ``Idempotency-Key`` made before). Both APIs use it; the
+    store's refusals (queue full, quota, a reused key) become answers in :func:`store_refusal`."""
     available, reason = ctx.modes.get(body.mode, (False, None))
     if not available:
         reason = reason or f"mode {body.mode!r} is not available in this install"
@@ -146,31 +142,50 @@ def queue_job(body: JobRequest, ctx: Context, idempotency_key: str | None = None
         "stage": None,
         "stages": [{"name": n, "step": 0, "total": max(1, t)} for n, t in prepared.stages],
     }
-    try:
-        job, created = ctx.store.create(
-            body.mode,
-            prepared.params,
-            prepared.settings,
-            formats,
-            model=ctx.model_name,
-            num_frames=prepared.num_frames,
-            max_active=ctx.config.max_queue,
-            quota_bytes=ctx.config.quota_bytes,
-            idempotency_key=f"{ctx.owner}/{idempotency_key}"
-            if ctx.owner and idempotency_key
-            else idempotency_key,
-            request_hash=request_hash(body),
-            owner=ctx.owner,
-            expected_bytes=expected_size(ctx, prepared, formats) if ctx.config.quota_bytes else 0,
-            progress={**initial, "fraction": 0.0},
-            image=checked.image,
-        )
-    except IdempotencyMismatch as error:
-        detail = [{"loc": ["header", "idempotency-key"], "msg": str(error), "type": "value_error"}]
-        raise HTTPException(422, detail=detail) from None
-    except QueueFull as error:
-        raise HTTPException(429, detail=str(error), headers={"Retry-After": "5"}) from None
-    except QuotaExceeded as error:
-        raise HTTPException(507, detail=str(error)) from None
+    job, created = ctx.store.create(
+        body.mode,
+        prepared.params,
+        prepared.settings,
+        formats,
+        model=ctx.model_name,
+        num_frames=prepared.num_frames,
+        max_active=ctx.config.max_queue,
+        quota_bytes=ctx.config.quota_bytes,
+        idempotency_key=f"{ctx.owner}/{idempotency_key}"
+        if ctx.owner and idempotency_key
+        else idempotency_key,
+        request_hash=request_hash(body),
+        owner=ctx.owner,
+        expected_bytes=expected_size(ctx, prepared, formats) if ctx.config.quota_bytes else 0,
+        progress={**initial, "fraction": 0.0},
+        image=checked.image,
+    )
     ctx.pool.notify()
     return job, created
+
+
+def change_job(ctx: Context, job_id: str, action: Callable[[str], Any], name: str = "job") -> Any:
+    """Cancel or delete a job this request may see: ``action(job_id)`` on the store (404 when the job
+    is gone meanwhile; a state that forbids it is a 409, see :func:`store_refusal`); a run here is
+    told at once."""
+    get_job(ctx, job_id)
+    try:
+        outcome = action(job_id)
+    except KeyError:
+        raise HTTPException(404, detail=f"no {name} {job_id}") from None
+    ctx.pool.cancel(job_id)  # a no-op unless it runs in this process and is now to stop
+    return outcome
+
+
+async def store_refusal(request: Any, error: Exception) -> JSONResponse:
+    """What the store refuses, as HTTP: a full queue 429 (retry soon), the quota 507, a state that
+    forbids the change 409, an ``Idempotency-Key`` reused with another body 422 naming the header."""
+    if isinstance(error, store.IdempotencyMismatch):
+        detail = [{"loc": ["header", "idempotency-key"], "msg": str(error), "type": "value_error"}]
+        return JSONResponse({"detail": detail}, 422)
+    if isinstance(error, store.QueueFull):
+        return JSONResponse({"detail": str(error)}, 429, headers={"Retry-After": "5"})
+    return JSONResponse({"detail": str(error)}, 507 if isinstance(error, store.QuotaExceeded) else 409)
+
+
+STORE_REFUSALS = (store.IdempotencyMismatch, store.QueueFull, store.QuotaExceeded, store.JobConflict)

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from fusionframes.serve.context import ERRORS, Context, Ctx, JobId, bearer
 from fusionframes.serve.queueing import (
+    change_job,
     get_job,
     queue_job,
     status_of,
@@ -27,7 +28,6 @@ from fusionframes.serve.store import (
     DONE,
     FINAL,
     MAX_OFFSET,
-    JobConflict,
 )
 
 MEDIA_TYPES = {"mp4": "video/mp4", "gif": "image/gif", "webp": "image/webp"}
@@ -208,15 +208,7 @@ def job_image(job_id: JobId, ctx: Ctx) -> Response:
 )
 def cancel_job(job_id: JobId, ctx: Ctx) -> JobStatus:
     """A running job stops within one denoising step; poll or watch events for ``cancelled``."""
-    get_job(ctx, job_id)
-    try:
-        job = ctx.store.request_cancel(job_id)
-    except KeyError:
-        raise HTTPException(404, detail=f"no job {job_id}") from None
-    except JobConflict as error:
-        raise HTTPException(409, detail=str(error)) from None
-    ctx.pool.cancel(job_id)
-    return status_of(job, ctx)
+    return status_of(change_job(ctx, job_id, ctx.store.request_cancel), ctx)
 
 
 @api.delete(
@@ -233,14 +225,8 @@ def cancel_job(job_id: JobId, ctx: Ctx) -> JobStatus:
 )
 def delete_job(job_id: JobId, ctx: Ctx) -> Response:
     """Never waits on a worker: a running job is flagged and answered with 202 at once."""
-    get_job(ctx, job_id)
-    try:
-        gone = ctx.store.delete(job_id)
-    except KeyError:
-        raise HTTPException(404, detail=f"no job {job_id}") from None
-    if gone:
+    if change_job(ctx, job_id, ctx.store.delete):
         return Response(status_code=204)
-    ctx.pool.cancel(job_id)
     return JSONResponse(
         {"detail": f"job {job_id} is running: cancelling it; it is deleted when it stops"}, 202
     )
