@@ -16,14 +16,12 @@ as released, frame 0 is the keyframe U-Net's own drawing of it).
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-import numpy as np
 import torch
 
 from fusionframes.components import ModelComponents
@@ -31,6 +29,7 @@ from fusionframes.config import ModelConfig
 from fusionframes.diffusion.scheduled_ddpm import DDPMSettings, interpolation_settings_11
 from fusionframes.models.movq import decode_clip
 from fusionframes.pipelines.first_frame import check_image, decode_image, encode_image
+from fusionframes.pipelines.outputs import OUTPUT_TYPES, Delivery, delivered
 from fusionframes.pipelines.stages import scatter_frames
 from fusionframes.pipelines.stages11 import (
     KeyframeControls,
@@ -41,13 +40,15 @@ from fusionframes.pipelines.stages11 import (
 )
 from fusionframes.pipelines.text_to_video import (
     FPS_PASSES,
-    OUTPUT_TYPES,
     PASS_SKIP_FRAMES,
     ProgressCallback,
     TextToVideoPipeline,
     VideoOutput,
     _int,
+    resolve_seed,
+    to_output_type,
     validate_size,
+    video_frames,
 )
 from fusionframes.runtime import check_finite, finite_number
 
@@ -113,10 +114,7 @@ class GenerationSettings11:
 
     @property
     def num_frames(self) -> int:
-        n = self.num_keyframes
-        for _ in range(FPS_PASSES[self.fps]):
-            n = 4 * n - 3
-        return n
+        return video_frames(self.num_keyframes, self.fps)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "motion_score": self.motion_score, "model_release": "1.1"}
@@ -216,12 +214,7 @@ def validate_settings_11(
         raise ValueError(f"decode_window: must be >= 1 frames, got {window}")
     if image is not None:
         image = check_image(image, width, height)
-    if seed is None and draw_seed:
-        seed = secrets.randbelow(2**31)
-    if seed is not None:
-        seed = _int(seed, "seed")
-        if not 0 <= seed < 2**63:
-            raise ValueError(f"seed: must be between 0 and 2**63 - 1, got {seed}")
+    seed = resolve_seed(seed, draw_seed)
     settings = GenerationSettings11(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -257,19 +250,6 @@ def validate_settings_11(
         decode_overlap=overlap,
     )
     return settings, image
-
-
-def frames_to_output(video: torch.Tensor, output_type: str):
-    """``[T, 3, H, W]`` in [0, 1] -> the output type; 8-bit frames are truncated like torchvision's
-    ``ToPILImage`` on float input (the reference's frames)."""
-    if output_type == "pt":
-        return video.cpu()
-    array = (video.permute(0, 2, 3, 1).cpu().numpy() * 255.0).astype(np.uint8)
-    if output_type == "np":
-        return array
-    from PIL import Image
-
-    return [Image.fromarray(frame) for frame in array]
 
 
 def load_release_or_folder(
@@ -434,7 +414,9 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
         )
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(settings.seed)
-        return self.generate_11(settings, image, generator, output_type, callback, progress)
+        return self.generate_11(
+            settings, image, generator, output_type=output_type, callback=callback, progress=progress
+        )
 
     # -- stages ----------------------------------------------------------------------------------
 
@@ -516,10 +498,9 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
         settings: GenerationSettings11,
         image: Any,
         generator: torch.Generator,
-        output_type: str = "pil",
-        callback: ProgressCallback | None = None,
-        progress: bool = True,
+        **delivery: Unpack[Delivery],
     ) -> VideoOutput:
+        output_type, callback, progress = delivered(delivery)
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -584,7 +565,7 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
         lap("decoding")
         stride = 4 ** FPS_PASSES[settings.fps]
         return VideoOutput(
-            frames=frames_to_output(video, output_type),
+            frames=to_output_type(video, output_type, rounded=False),
             fps=self.config.sampling.base_fps * stride,
             keyframe_indices=list(range(0, video.shape[0], stride)),
             settings=settings,  # type: ignore[arg-type]  # same interface (to_dict, num_frames)
