@@ -184,9 +184,16 @@ class KeyframeObjective(nn.Module):
             temporal_positions(f, device).repeat(b),
             num_frames=f,
         )
-        target = noise.flatten(0, 1)
+        return self.weighted_loss(out, x0, noise.flatten(0, 1), t, b)
+
+    def weighted_loss(
+        self, out: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, b: int
+    ) -> torch.Tensor:
+        """The loss of the U-Net's output ``out`` for clean rows ``x0`` noised with ``noise`` at the
+        per-video timesteps ``t``, weighted per video as configured (also the image-to-video stage's)."""
+        target = noise
         if self.prediction == "v":
-            target = self.schedule.velocity(x0, target, frame_t)
+            target = self.schedule.velocity(x0, target, t.repeat_interleave(x0.shape[0] // b))
         per_video = (out.float() - target).pow(2).reshape(b, -1).mean(1)
         weights = torch.ones_like(per_video)
         if self.prediction == "v":
