@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -251,3 +252,68 @@ def stage_class11(cfg: TrainConfig) -> type[Stage] | None:
     if cfg.first_frame_condition:
         return ImageKeyframeStage
     return None
+
+
+def add_parts(
+    model: str | Path,
+    out: str | Path,
+    video_movq: str | Path | None = None,
+    image_keyframes: str | Path | None = None,
+    decoder: str | None = None,
+    weights_dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write ``model`` with the temporal decoder of the ``video_movq`` run's model folder and/or the
+    image-to-video U-Net of the ``image_keyframes`` one (each must have been made from ``model``: the
+    same image MoVQ, and for the U-Net the same keyframe U-Net and text encoder); ``decoder`` sets the
+    default decoder (``sampling.decoder``)."""
+    from fusionframes.io.checkpoints import (
+        load_model_folder,
+        read_manifest,
+        text_encoder_source,
+        write_model_folder,
+    )
+
+    base = load_model_folder(model)
+    for source, name in ((video_movq, "video_movq"), (image_keyframes, "image_keyframe_unet")):
+        if source is None:
+            continue
+        run = load_model_folder(source)
+        if getattr(run, name) is None:
+            raise ValueError(f"{name}: {source} has none; give the model folder of that stage's run")
+        for shared in ("movq", "keyframe_unet", "projection"):
+            same = all(
+                torch.equal(a, b)
+                for a, b in zip(
+                    getattr(base, shared).state_dict().values(),
+                    getattr(run, shared).state_dict().values(),
+                    strict=True,
+                )
+            )
+            if not same:
+                raise ValueError(f"{name}: {source} was not trained from {model} (its {shared} differs)")
+        setattr(base, name, getattr(run, name))
+        base.config = dataclasses.replace(base.config, **{name: getattr(run.config, name)})
+    if decoder is not None:
+        from fusionframes.pipelines.builtin11 import check_decoder
+
+        sampling = dataclasses.replace(base.config.sampling, decoder=decoder)
+        base.config = dataclasses.replace(base.config, sampling=sampling)
+        check_decoder(base.config, decoder)
+    manifest = read_manifest(Path(model))
+    text_dir = Path(str(text_encoder_source(model, manifest)))
+    extra = {k: v for k, v in manifest.items() if k not in ("components", "format", "format_version", "name")}
+    extra.pop("text_encoder", None)
+    extra.pop("vocabulary", None)
+    extra["parameters"] = int(manifest.get("parameters", 0)) + sum(
+        p.numel()
+        for m in (base.video_movq, base.image_keyframe_unet)
+        if m is not None
+        for p in m.parameters()
+    )
+    return write_model_folder(
+        base,
+        out,
+        text_encoder_dir=text_dir if text_dir.is_dir() else None,
+        metadata=extra,
+        weights_dtype=weights_dtype,
+    )
