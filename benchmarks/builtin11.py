@@ -219,6 +219,7 @@ def run_i2v(args: argparse.Namespace) -> dict:
     return {
         "clips": len(rows),
         "steps": args.steps,
+        "image_strength": args.strength,
         "image": summary("image"),
         "text": summary("text"),
         "seconds": round(time.perf_counter() - started, 1),
@@ -238,6 +239,7 @@ def main() -> None:
     sub.choices["t2v"].add_argument("--num", type=int, default=12)
     sub.choices["i2v"].add_argument("--num", type=int, default=24)
     sub.choices["i2v"].add_argument("--steps", type=int, default=None)
+    sub.choices["i2v"].add_argument("--strength", type=float, default=1.0, help="image_strength")
     sub.choices["i2v"].add_argument("--rows", action="store_true", help="include every clip's row")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -6,9 +6,10 @@ The text-to-video pipeline calls in here at two points, so its own code stays on
 - keyframes: with an image, :func:`image_keyframe_unet` wraps the image-to-video U-Net so that it takes
   the text-to-video U-Net's call (noisy latents, time, text, frame positions) and adds the first-frame
   condition and mask channels and the augmentation level itself; both guidance branches see the image,
-  so the guidance scale stays the prompt's. Sampling then starts from pure noise (the layout prior
-  draws from the text alone and would place the object elsewhere), and frame 0 of the result is the
-  image's own latent (as 1.1's ``keep_first_frame``).
+  so the guidance scale stays the prompt's. Sampling starts from the image held still in every
+  keyframe, redrawn at ``image_strength`` (1: from pure noise; the layout prior draws from the text
+  alone and would place the object elsewhere), and frame 0 of the result is the image's own latent
+  (as 1.1's ``keep_first_frame``).
 - decoding: :func:`decode_frames` with ``decoder`` ``"video"`` decodes the clip with the temporal MoVQ
   in overlapping windows (:func:`fusionframes.models.movq.decode_clip`), ``"image"`` frame by frame.
 """

@@ -76,6 +76,7 @@ class GenerationSettings:
     layout_prior_strength: float = 1.0  # used only by models with a layout prior
     decoder: str = "image"  # "video": the temporal MoVQ (models with one; see pipelines.builtin11)
     image: str | None = None  # the first frame's file, for image-to-video (recorded, not read again)
+    image_strength: float = 1.0  # with an image: keyframes start from it held still, redrawn at this
 
     @property
     def num_frames(self) -> int:
@@ -125,6 +126,7 @@ def validate_settings(
     layout_prior_strength: float | None = None,
     decoder: str | None = None,
     image: Any = None,
+    image_strength: float = 1.0,
 ) -> GenerationSettings:
     """Check every option against ``config`` and fill the gaps from the model's sampling defaults.
 
@@ -193,6 +195,7 @@ def validate_settings(
         layout_prior_strength=check_layout_prior_strength(finite_number(strength, "layout_prior_strength")),
         decoder=check_decoder(config, decoder),
         image=image_name(config, image),
+        image_strength=check_layout_prior_strength(finite_number(image_strength, "image_strength")),
     )
 
 
@@ -446,9 +449,11 @@ class TextToVideoPipeline:
         start = time.perf_counter()
         unet, first = self.components.keyframe_unet, None
         layout = self.keyframe_layout(context, mask, settings.num_keyframes, latent_shape)
+        strength = settings.layout_prior_strength
         if image is not None:
             first = image_latent(self.components, image, settings.width, settings.height).to(context.device)
-            unet, layout = image_keyframe_unet(self.components, first, generator), None
+            unet = image_keyframe_unet(self.components, first, generator)
+            layout, strength = first.expand(settings.num_keyframes, -1, -1, -1), settings.image_strength
         latents = generate_keyframes(
             unet,
             context,
@@ -469,7 +474,7 @@ class TextToVideoPipeline:
             matched_time=self.config.sampling.matched_timesteps,
             prediction=self.config.sampling.keyframe_prediction,
             layout=layout,
-            layout_strength=settings.layout_prior_strength,
+            layout_strength=strength,
         )
         if first is not None:
             latents[0] = first.to(latents)  # the video starts on the given image
