@@ -188,7 +188,6 @@ class ImageKeyframeObjective(KeyframeObjective):
             cfg.frame_noise_sharing,
             cfg.snr_gamma,
             cfg.noisy_weight_max,
-            cfg.keyframe_prediction,
         )
         self.image_dropout = cfg.image_dropout
         self.augmentation_max = cfg.noise_augmentation_max
@@ -229,7 +228,7 @@ class ImageKeyframeObjective(KeyframeObjective):
             num_frames=f,
             noise_aug_time=(level * self.schedule.time_scale).repeat_interleave(f),
         )
-        return self.weighted_loss(out, x0, noise.flatten(0, 1), t, b)
+        return self.weighted_loss(out, noise.flatten(0, 1), t, b)
 
 
 @dataclass
