@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionframes.config import MoVQConfig
-from fusionframes.models.layers import channels_time_to_frames, frames_to_channels_time
+from fusionframes.models.layers import channels_time_to_frames, frames_to_channels_time, use_fast_convs
 
 
 class SpatialNorm(nn.Module):
@@ -306,6 +306,7 @@ class MoVQ(nn.Module):
         self.quant_conv = nn.Conv2d(config.z_channels, config.z_channels, kernel_size=1)
         self.post_quant_conv = nn.Conv2d(config.z_channels, config.z_channels, kernel_size=1)
         self.decoder = Decoder(config)
+        use_fast_convs(self)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` in [-1, 1] -> latents ``[B, z, H/f, W/f]``."""

@@ -31,9 +31,8 @@ from fusionframes.models.layers import (
     SinusoidalPosEmb,
     TemporalAttention,
     TemporalConv,
-    channels_time_to_frames,
     embedding_mlp,
-    frames_to_channels_time,
+    use_fast_convs,
 )
 
 
@@ -61,10 +60,10 @@ def blend_temporal(
     x: torch.Tensor, merge: torch.Tensor, conv: nn.Module, groups: int, mask: torch.Tensor | None
 ) -> torch.Tensor:
     """``(1 - m) x + m conv_t(x)`` with ``m = merge`` (x ``mask`` per row): a temporal conv mixed in."""
-    mixed = channels_time_to_frames(conv(frames_to_channels_time(x, groups)))
+    mixed = conv.frames(x, groups)
     if mask is not None:
         merge = merge * mask.to(x.dtype)[:, None, None, None]
-    return (1 - merge) * x + merge * mixed
+    return torch.lerp(x, mixed, merge.to(x.dtype))
 
 
 class TemporalBlend(nn.Module):
@@ -241,9 +240,7 @@ class TemporalResNetBlock(nn.Module):
         embed = temporal.mixed_embed if self.frame_conditioned else embed
         out = x
         for norm, activation, conv in self.temporal_resnet_blocks:
-            out = channels_time_to_frames(
-                conv(frames_to_channels_time(activation(norm(out, embed)), temporal.num_frames))
-            )
+            out = conv.frames(activation(norm(out, embed)), temporal.num_frames)
         return x + out
 
 
@@ -581,6 +578,7 @@ class UNet3D(nn.Module):
             new = cfg.add_new_temporal_params
             self.temporal_conv_in = _optional(new, lambda: TemporalBlend(init))
             self.temporal_conv_out = _optional(new, lambda: TemporalBlend(init))
+        use_fast_convs(self)
 
     def forward(
         self,
