@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from fusionframes.config import ModelConfig
-from fusionframes.models import LayoutPrior, MoVQ, UNet3D
+from fusionframes.layout_prior.model import LayoutPrior
+from fusionframes.models import MoVQ, UNet3D
 from fusionframes.text.conditioning import TextProjection
 
 
@@ -31,7 +32,7 @@ class ModelComponents:
     text_encoder: str | Path
     name: str = "unnamed"
     vocabulary: frozenset[str] = field(default_factory=frozenset)
-    layout_prior: LayoutPrior | None = None  # optional; see fusionframes.models.layout_prior
+    layout_prior: LayoutPrior | None = None  # optional; see fusionframes.layout_prior
     video_movq: MoVQ | None = None  # 1.1: the temporal decoder (``movq`` is its image MoVQ)
     interpolation_projection: TextProjection | None = None  # 1.1: ``projection_interpolation``
 

@@ -259,7 +259,7 @@ def check_object_labels(value: Any, name: str = "LayoutPriorConfig.object_labels
 
 @dataclass(frozen=True)
 class LayoutPriorConfig:
-    """The optional text-to-layout prior (:class:`fusionframes.models.layout_prior.LayoutPrior`).
+    """The optional text-to-layout prior (:class:`fusionframes.layout_prior.model.LayoutPrior`).
 
     ``hidden_dim``: width of the text MLP; ``channels``: the decoder's widths from its coarsest grid (the
     latent size / 2 ** (len(channels) - 1)) to the latent grid, each a multiple of 8 (group norm).

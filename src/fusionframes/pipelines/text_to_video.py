@@ -21,6 +21,7 @@ from fusionframes.components import ModelComponents
 from fusionframes.config import ModelConfig, check_layout_prior_strength
 from fusionframes.diffusion.samplers import SAMPLERS, check_clamp_support
 from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.layout_prior.start import keyframe_start
 from fusionframes.pipelines.acceleration import (
     compile_components,
     to_channels_last,
@@ -388,11 +389,8 @@ class TextToVideoPipeline:
         self, context: torch.Tensor, mask: torch.Tensor, num_frames: int, latent_shape: tuple[int, int, int]
     ) -> torch.Tensor | None:
         """The layout prior's keyframe latents for the prompt, where keyframe sampling starts; None for
-        a model without a prior."""
-        prior = self.components.layout_prior
-        if prior is None:
-            return None
-        return prior.layout(context.float(), mask, num_frames, latent_shape)
+        a model without a prior (see :mod:`fusionframes.layout_prior.start`)."""
+        return keyframe_start(self.components.layout_prior, context, mask, num_frames, latent_shape)
 
     @torch.no_grad()
     def generate(
