@@ -10,7 +10,7 @@ from torch import nn
 
 from fusionframes.config import ModelConfig
 from fusionframes.layout_prior.model import LayoutPrior
-from fusionframes.models import MoVQ, UNet3D
+from fusionframes.models import MoVQ, UNet3D, build_unet
 from fusionframes.text.conditioning import TextProjection
 
 
@@ -74,9 +74,9 @@ def build_components(
     with torch.device(device):
         return ModelComponents(
             config=config,
-            keyframe_unet=UNet3D(config.keyframe_unet),
+            keyframe_unet=build_unet(config.keyframe_unet),
             keyframe_null=torch.randn(config.keyframe_unet.context_dim or config.text.context_dim) * 0.02,
-            interpolation_unet=UNet3D(config.interpolation_unet),
+            interpolation_unet=build_unet(config.interpolation_unet),
             interpolation_null=torch.randn(config.interpolation_unet.context_dim or config.text.context_dim)
             * 0.02,
             movq=MoVQ(config.movq),
@@ -111,7 +111,7 @@ def with_keyframe_extensions(components: ModelComponents, *names: str) -> ModelC
     if not missing:
         return components
     unet_config = replace(old.config, **dict.fromkeys(missing, True))
-    unet = UNet3D(unet_config).to(next(old.parameters()).device)
+    unet = build_unet(unet_config).to(next(old.parameters()).device)
     load_allowing_extensions(unet, old.state_dict(), "with_keyframe_extensions: keyframe weights")
     components.keyframe_unet = unet
     components.config = replace(components.config, keyframe_unet=unet_config)
