@@ -21,18 +21,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fusionframes.components import ModelComponents
-from fusionframes.config import (
-    LayoutPriorConfig,
-    SamplingDefaults,
-    check_layout_prior_channels,
-    check_layout_prior_strength,
-)
+from fusionframes.config import SamplingDefaults, check_layout_prior_strength
 from fusionframes.io.checkpoints import (
     load_model_folder,
     read_manifest,
     text_encoder_source,
     write_model_folder,
 )
+from fusionframes.layout_prior.config import LayoutPriorConfig, check_layout_prior_channels
 from fusionframes.layout_prior.model import (
     TRACK_FIELDS,
     LayoutPrior,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusionframes.config import LayoutPriorConfig
+from fusionframes.layout_prior.config import LayoutPriorConfig
 
 
 def pooled_text(context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
