@@ -50,12 +50,19 @@ class ModelComponents:
             nets["interpolation_text_projection"] = self.interpolation_projection
         return nets
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ModelComponents:
+    def to(
+        self,
+        device: torch.device | str,
+        dtype: torch.dtype | None = None,
+        decoder_dtype: torch.dtype | None = None,
+    ) -> ModelComponents:
         """Move networks in place; the projection, layout prior and null embeddings stay float32 (tiny,
-        sensitive)."""
+        sensitive); the MoVQs take ``decoder_dtype`` when given (see
+        :func:`fusionframes.runtime.resolve_decoder_dtype`), else ``dtype``."""
         for key, module in self.networks().items():
             keep_fp32 = key in ("text_projection", "interpolation_text_projection", "layout_prior")
-            module.to(device=device, dtype=None if keep_fp32 else dtype)
+            target = decoder_dtype if key in ("movq", "video_movq") and decoder_dtype else dtype
+            module.to(device=device, dtype=None if keep_fp32 else target)
         self.keyframe_null = self.keyframe_null.to(device=device, dtype=torch.float32)
         self.interpolation_null = self.interpolation_null.to(device=device, dtype=torch.float32)
         return self

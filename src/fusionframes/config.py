@@ -501,6 +501,36 @@ def small_config(
     )
 
 
+def with_kv11_architecture(config: ModelConfig, movq_attention: tuple[int, ...] | None = None) -> ModelConfig:
+    """``config``'s sizes with the Kandinsky Video 1.1 architecture, for small random 1.1 models.
+
+    The keyframe U-Net gains the first-frame condition and mask channels (2C + 1 in, C out), its image
+    mode, the noise-augmentation and motion-score embeddings and 12 keyframes; both U-Nets the 1.1
+    temporal layers; the MoVQ the first-row attention norm and a temporal twin (the video decoder); the
+    text a second projection. ``movq_attention``: attention resolutions of both MoVQs (the temporal
+    attention sits beside each spatial one, so a MoVQ without any has none; None keeps the config's).
+    """
+    latent = config.keyframe_unet.out_channels
+    attention = config.movq.attn_resolutions if movq_attention is None else movq_attention
+    movq = dataclasses.replace(config.movq, first_row_attention_norm=True, attn_resolutions=attention)
+    return dataclasses.replace(
+        config,
+        keyframe_unet=dataclasses.replace(
+            config.keyframe_unet,
+            num_channels=2 * latent + 1,
+            num_frames=12,
+            temporal_layers="1.1",
+            image_in_layer=True,
+            noise_augmentation=True,
+            motion_score=True,
+        ),
+        interpolation_unet=dataclasses.replace(config.interpolation_unet, temporal_layers="1.1"),
+        movq=movq,
+        video_movq=dataclasses.replace(movq, temporal=True, temporal_attention_block=True),
+        text=dataclasses.replace(config.text, interpolation_projection=True),
+    )
+
+
 PRESETS = {
     "kandinsky-video-1.0": kandinsky_video_1_0,
     "kandinsky-video-1.1": kandinsky_video_1_1,
