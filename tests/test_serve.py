@@ -38,6 +38,9 @@ FAST = {"num_inference_steps": 2, "fps": "low"}  # 4 frames of 64x64 at 1 fps
 SLOW_STEPS = 300  # a job that runs long enough to be cancelled or killed mid-way
 QUOTA_MB = 0.1  # about three FAST jobs by the server's first estimate (their MP4s are ~12 KB each)
 READY_TIMEOUT = 120.0
+# Tests on the module's server processes: their start (three servers, once per module) takes 30-70 s
+# on a shared 2-core machine, so they are in the slow tier; the others stay in the fast one.
+uses_server = pytest.mark.slow
 
 # Makes `import fusionframes.pipelines.animation` / `.movie` fail in a server process, as in an install
 # without those pipelines (sitecustomize runs at interpreter start-up).
@@ -279,6 +282,7 @@ def test_add_serve_registers_the_subcommand() -> None:
     )
 
 
+@uses_server
 def test_refuses_a_busy_data_dir(server: ServerProcess) -> None:
     result = run_cli(
         "--model", str(server.model), "--data-dir", str(server.data_dir), "--port", str(free_port())
@@ -325,6 +329,7 @@ def test_store_paths_stay_inside_outputs_and_one_server_per_dir(tmp_path: Path) 
 # ---------------------------------------------------------------------------------------------- auth, schema
 
 
+@uses_server
 def test_token_guards_every_route(server: ServerProcess) -> None:
     job_path = f"/api/jobs/{'0' * 32}"
     paths = ["/", "/static/app.js", "/api/jobs", "/api/models", "/openapi.json", job_path, "/v1/videos"]
@@ -350,6 +355,7 @@ def user_client(server: ServerProcess, name: str) -> httpx.Client:
     return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {USERS[name]}"}, timeout=60)
 
 
+@uses_server
 def test_user_tokens_see_and_cancel_only_their_own_jobs(server: ServerProcess, api: httpx.Client) -> None:
     with user_client(server, "alice") as alice, user_client(server, "bob") as bob:
         mine = submit(alice, num_inference_steps=SLOW_STEPS)
@@ -379,6 +385,7 @@ def test_user_tokens_see_and_cancel_only_their_own_jobs(server: ServerProcess, a
             wait_for(api, job_id)
 
 
+@uses_server
 def test_openapi_schema_documents_the_api(api: httpx.Client) -> None:
     schema = api.get("/openapi.json").json()
     paths = schema["paths"]
@@ -393,6 +400,7 @@ def test_openapi_schema_documents_the_api(api: httpx.Client) -> None:
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
 
 
+@uses_server
 def test_health_and_models(api: httpx.Client) -> None:
     health = api.get("/api/health").json()
     assert health["status"] == "ok" and len(health["workers"]) == 2
@@ -417,6 +425,7 @@ def read_events(client: httpx.Client, job_id: str) -> list[dict]:
     return events
 
 
+@uses_server
 def test_t2v_job_with_events_downloads_and_rerun(server: ServerProcess, api: httpx.Client) -> None:
     job = submit(api, format="gif", fps="medium", interpolation_steps=2, seed=7)
     assert job["status"] == "queued" and job["request"]["seed"] == 7
@@ -453,6 +462,7 @@ def test_t2v_job_with_events_downloads_and_rerun(server: ServerProcess, api: htt
     assert np.array_equal(read_video(outputs / f"{again.json()['id']}.mp4")[0], frames)
 
 
+@uses_server
 def test_idempotency_key_makes_one_job(api: httpx.Client) -> None:
     body = {"prompt": "a blue square", **FAST}
     first = api.post("/api/jobs", json=body, headers={"Idempotency-Key": "retry-1"})
@@ -462,6 +472,7 @@ def test_idempotency_key_makes_one_job(api: httpx.Client) -> None:
     wait_for(api, first.json()["id"])
 
 
+@uses_server
 def test_animate_and_movie_jobs(server: ServerProcess, api: httpx.Client) -> None:
     animate = submit(api, mode="animate", fps=4, seconds=1, motion="zoom_in", format="webp")
     movie = submit(
@@ -493,6 +504,7 @@ def test_animate_and_movie_jobs(server: ServerProcess, api: httpx.Client) -> Non
     assert api.get(f"/api/jobs/{animate['id']}/video").headers["content-type"] == "image/webp"
 
 
+@uses_server
 def test_openai_style_video_routes(server: ServerProcess, api: httpx.Client) -> None:
     # the tiny model makes keyframes at 1 per second: 4 s -> 4 keyframes, 4 frames at fps "low"
     body = {"prompt": "a red circle moving right", "size": "64x64", "seconds": "4", "num_inference_steps": 2}
@@ -557,8 +569,8 @@ BAD_REQUESTS = [
     ({"prompt": "x", "num_keyframes": 64, "fps": "high"}, "num_keyframes", "at most 500"),
     ({"prompt": "x", "mode": "sing"}, "mode", "'t2v', 'animate' or 'movie'"),
     ({"prompt": "x", "format": "avi"}, "format", "'mp4', 'gif' or 'webp'"),
-    ({"prompt": "x", "image": "/etc/passwd"}, "image", "Extra inputs are not permitted"),
-    ({"prompt": "x", "motion": "zoom_in"}, "motion", "not used in mode 't2v'"),
+    ({"prompt": "x", "image": "/etc/passwd"}, "image", "does not animate images"),  # never a path
+    ({"prompt": "x", "motion": "zoom_in"}, "motion", "takes no motion level"),
     ({"prompt": "x", "mode": "animate", "motion": "spin"}, "motion", "unknown preset 'spin'"),
     ({"prompt": "x", "mode": "animate", "seconds": 600, "fps": 60}, "seconds", "at most 500"),
     ({"mode": "movie", "scenes": ["a", "b"], "durations": [1]}, "durations", "one per scene"),
@@ -567,6 +579,7 @@ BAD_REQUESTS = [
 ]
 
 
+@uses_server
 @pytest.mark.parametrize(("body", "field", "reason"), BAD_REQUESTS, ids=[b[1] for b in BAD_REQUESTS])
 def test_bad_input_is_422_naming_the_field(api: httpx.Client, body: dict, field: str, reason: str) -> None:
     response = api.post("/api/jobs", json=body)
@@ -575,6 +588,7 @@ def test_bad_input_is_422_naming_the_field(api: httpx.Client, body: dict, field:
     assert any(e["loc"][:2] == ["body", field] and reason in e["msg"] for e in errors), errors
 
 
+@uses_server
 def test_malformed_bodies_are_rejected(api: httpx.Client) -> None:
     nan = api.post(
         "/api/jobs",
@@ -596,6 +610,7 @@ def test_malformed_bodies_are_rejected(api: httpx.Client) -> None:
     assert counts["failed"] == 0
 
 
+@uses_server
 def test_cross_origin_writes_are_refused(api: httpx.Client, server: ServerProcess) -> None:
     response = api.post("/api/jobs", json={"prompt": "x", **FAST}, headers={"Origin": "http://evil.example"})
     assert response.status_code == 403
@@ -623,6 +638,7 @@ TRAVERSALS = [
 ]
 
 
+@uses_server
 def test_list_bounds_offset_and_limit(api: httpx.Client) -> None:
     for params in ({"offset": 2**63}, {"offset": 2**31}, {"offset": -1}, {"limit": 2**63}, {"limit": 0}):
         response = api.get("/api/jobs", params=params)
@@ -632,6 +648,7 @@ def test_list_bounds_offset_and_limit(api: httpx.Client) -> None:
     assert far.status_code == 200 and far.json()["jobs"] == []
 
 
+@uses_server
 def test_405_lists_every_method_of_the_path(api: httpx.Client) -> None:
     for path, methods in (("/api/jobs", {"GET", "POST"}), (f"/api/jobs/{'0' * 32}", {"GET", "DELETE"})):
         response = api.put(path, json={})
@@ -639,6 +656,7 @@ def test_405_lists_every_method_of_the_path(api: httpx.Client) -> None:
         assert set(response.headers["allow"].replace(" ", "").split(",")) == methods
 
 
+@uses_server
 def test_schema_matches_behaviour(api: httpx.Client, limited: ServerProcess) -> None:
     from jsonschema import Draft202012Validator
 
@@ -665,6 +683,7 @@ def test_schema_matches_behaviour(api: httpx.Client, limited: ServerProcess) -> 
     assert "401" not in open_schema["paths"]["/api/jobs"]["get"]["responses"]
 
 
+@uses_server
 def test_docs_need_no_network(api: httpx.Client) -> None:
     """Swagger UI came from a CDN (a blank page offline): there is no /docs; the schema stays."""
     assert api.get("/docs").status_code == 404 and api.get("/redoc").status_code == 404
@@ -673,6 +692,7 @@ def test_docs_need_no_network(api: httpx.Client) -> None:
     assert "cdn." not in page and "https://" not in page
 
 
+@uses_server
 def test_idempotency_key_with_another_body_is_422(api: httpx.Client) -> None:
     first = api.post("/api/jobs", json={"prompt": "one", **FAST}, headers={"Idempotency-Key": "reuse-1"})
     other = api.post("/api/jobs", json={"prompt": "two", **FAST}, headers={"Idempotency-Key": "reuse-1"})
@@ -685,6 +705,7 @@ def test_idempotency_key_with_another_body_is_422(api: httpx.Client) -> None:
     wait_for(api, first.json()["id"])
 
 
+@uses_server
 def test_errors_inside_motion_schedules_name_motion(api: httpx.Client) -> None:
     body = '{"mode": "animate", "prompt": "x", "seconds": 1, "fps": 4, "motion": {"zoom": NaN}}'
     nan = api.post("/api/jobs", content=body, headers={"Content-Type": "application/json"})
@@ -698,6 +719,7 @@ def test_errors_inside_motion_schedules_name_motion(api: httpx.Client) -> None:
     assert bad.json()["detail"][0]["loc"] in (["body", "motion", "zoom"], ["body", "motion"]), bad.json()
 
 
+@uses_server
 @pytest.mark.parametrize("path", TRAVERSALS)
 def test_downloads_never_leave_the_data_dir(server: ServerProcess, path: str) -> None:
     status, body = raw_get(server, path)
@@ -705,6 +727,7 @@ def test_downloads_never_leave_the_data_dir(server: ServerProcess, path: str) ->
     assert b"SQLite format" not in body and b"root:" not in body and b"import" not in body
 
 
+@uses_server
 def test_prompts_are_stored_verbatim_and_never_rendered_as_html(
     server: ServerProcess, api: httpx.Client
 ) -> None:
@@ -723,6 +746,7 @@ def test_prompts_are_stored_verbatim_and_never_rendered_as_html(
 # ------------------------------------------------------------------------------------------ cancel, delete
 
 
+@uses_server
 def test_cancel_stops_a_running_job_within_one_step(server: ServerProcess, api: httpx.Client) -> None:
     job = submit(api, num_inference_steps=SLOW_STEPS)
     wait_until_running(api, job["id"], min_step=2)
@@ -739,6 +763,7 @@ def test_cancel_stops_a_running_job_within_one_step(server: ServerProcess, api: 
     wait_for(api, submit(api)["id"])  # the worker is free again
 
 
+@uses_server
 def test_cancel_queued_job_and_delete_running_job(server: ServerProcess, api: httpx.Client) -> None:
     busy = [submit(api, num_inference_steps=SLOW_STEPS) for _ in range(2)]  # both workers
     queued = submit(api)
@@ -770,6 +795,7 @@ def server_has_row(server: ServerProcess, job_id: str) -> bool:
         return db.execute("SELECT COUNT(*) FROM jobs WHERE id=?", (job_id,)).fetchone()[0] == 1
 
 
+@uses_server
 def test_concurrent_deletes_of_a_running_job_never_block_the_server(
     server: ServerProcess, api: httpx.Client
 ) -> None:
@@ -790,6 +816,7 @@ def test_concurrent_deletes_of_a_running_job_never_block_the_server(
     assert max(seconds for _, seconds in answers) < 5
 
 
+@uses_server
 def test_delete_removes_the_files(server: ServerProcess, api: httpx.Client) -> None:
     job = wait_for(api, submit(api, format="gif")["id"])
     files = sorted(p.name for p in (server.data_dir / "outputs").glob(f"{job['id']}.*"))
@@ -804,6 +831,7 @@ def test_delete_removes_the_files(server: ServerProcess, api: httpx.Client) -> N
 # ---------------------------------------------------------------------------------------------- load
 
 
+@uses_server
 def test_fifty_concurrent_jobs_all_finish_once(server: ServerProcess) -> None:
     prompts = [f"a red circle number {i}" for i in range(50)]
     barrier = threading.Barrier(50)
@@ -847,6 +875,7 @@ REBINDING_HOSTS = [
 LOOPBACK_HOSTS = ["127.0.0.1", "LOCALHOST", "localhost", "127.0.0.2", "[::1]"]
 
 
+@uses_server
 def test_no_token_server_only_answers_localhost(limited: ServerProcess) -> None:
     with limited.client() as client:
         assert client.get("/api/health").json()["auth"] is False
@@ -871,7 +900,7 @@ def test_no_token_server_only_answers_localhost(limited: ServerProcess) -> None:
 
 
 def test_loopback_host_parses_the_header() -> None:
-    from fusionframes.serve.app import loopback_host
+    from fusionframes.serve.guard import loopback_host
 
     for host in REBINDING_HOSTS + ["127.1", "0x7f.0.0.1", "[::1]x", "localhost:", "localhost:99999999"]:
         assert not loopback_host(host), host
@@ -880,6 +909,7 @@ def test_loopback_host_parses_the_header() -> None:
     assert loopback_host("myhost.lan:7860", frozenset({"myhost.lan"}))  # the bound host
 
 
+@uses_server
 def test_unavailable_modes_are_422(limited: ServerProcess) -> None:
     with limited.client() as client:
         modes = client.get("/api/models").json()["modes"]
@@ -892,6 +922,7 @@ def test_unavailable_modes_are_422(limited: ServerProcess) -> None:
             assert f"mode '{mode}' is not available in this install" in detail["msg"]
 
 
+@uses_server
 def test_full_queue_is_429(limited: ServerProcess) -> None:
     with limited.client() as client:
         running = submit(client, num_inference_steps=SLOW_STEPS)
@@ -904,6 +935,7 @@ def test_full_queue_is_429(limited: ServerProcess) -> None:
             wait_for(client, job["id"], ("cancelled",))
 
 
+@uses_server
 def test_quota_counts_queued_jobs_and_is_never_overshot(quota: ServerProcess) -> None:
     """Ten jobs at zero usage: only those whose expected files fit are queued (507 for the rest);
     the outputs never end above the quota, and deleting frees room at once."""
@@ -933,6 +965,7 @@ def test_quota_counts_queued_jobs_and_is_never_overshot(quota: ServerProcess) ->
 # ---------------------------------------------------------------------------------------------- crash
 
 
+@uses_server
 def test_sigkill_mid_job_then_restart_finishes_it_in_order(servers: dict[str, ServerProcess]) -> None:
     """Runs last: kills the main server while both workers render, restarts it on the same data dir."""
     first = servers["main"].wait_ready()

@@ -1,7 +1,9 @@
-"""The page in a real headless Chromium (Playwright): submit a prompt, watch it finish, play the video.
+"""The page in a real headless Chromium (Playwright): submit a prompt, watch it finish, play the video,
+on either job store (SQLite, and a real PostgreSQL server started for the test); and with a model that
+takes an image and a motion level (tiny Kandinsky Video 1.1), upload an image and pick a level.
 
-Skips when Playwright or a Chromium binary is missing. Set ``FUSIONFRAMES_CHROMIUM`` to a browser
-binary to choose one; ``FUSIONFRAMES_SCREENSHOT=1`` also writes docs/images/serve.png.
+Skips when Playwright or a Chromium binary is missing (fails in CI). Set ``FUSIONFRAMES_CHROMIUM`` to a
+browser binary to choose one; ``FUSIONFRAMES_SCREENSHOT=1`` also writes docs/images/serve.png.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pgserver import PostgresServer, find_bindir
+from PIL import Image
 from test_serve import TOKEN, ServerProcess
+from test_serve_kv11 import make_kv11_model
+
+pytestmark = pytest.mark.slow  # a browser and server processes: about a minute here
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "serve.png"
 PROMPT = 'a red circle moving right <img src=x onerror="alert(1)">'
@@ -53,12 +60,38 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
-@pytest.fixture(scope="module")
-def page_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def page_server(
+    request: pytest.FixtureRequest, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The page's server on each job store: the default SQLite one, and PostgreSQL (the multi-host
+    store) with the same local worker."""
     data = tmp_path_factory.mktemp("browser") / "data"
-    proc = ServerProcess(tiny_model_dir, data, token=TOKEN).start().wait_ready()
-    yield proc
-    proc.stop()
+    postgres = None
+    options: tuple[str, ...] = ()
+    if request.param == "postgresql":
+        bindir = find_bindir()
+        if bindir is None:
+            missing("no PostgreSQL server binaries (initdb, pg_ctl); .ci/run installs Debian's postgresql")
+        postgres = PostgresServer(bindir).init().start()
+        options = ("--store", postgres.url, "--artifacts", str(data.parent / "artifacts"))
+    proc = ServerProcess(tiny_model_dir, data, *options, token=TOKEN).start()
+    try:
+        yield proc.wait_ready()
+    finally:
+        proc.stop()
+        if postgres is not None:
+            postgres.destroy()
+
+
+@pytest.fixture(scope="module")
+def kv11_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("browser11")
+    proc = ServerProcess(make_kv11_model(root), root / "data", token=TOKEN).start()
+    try:
+        yield proc.wait_ready()
+    finally:
+        proc.stop()
 
 
 def poll(page: Any, expression: str, timeout: float = 90.0) -> Any:
@@ -83,6 +116,9 @@ def test_page_submits_plays_and_escapes(browser: Any, page_server: ServerProcess
     page.goto(f"{page_server.url}/?token={TOKEN}")
     page.wait_for_selector('#server-status[data-status="ok"]', timeout=30_000)
     assert "token=" not in page.url  # taken out of the address bar
+    poll(page, "!document.querySelector('#inputs-note').hidden")  # this model: no image, no motion level
+    assert "image-to-video" in page.text_content("#inputs-note")
+    assert not page.is_visible("#image") and not page.is_visible("#motion_level")
 
     page.fill("#prompt", PROMPT)
     page.fill("#steps", "2")
@@ -126,3 +162,44 @@ def take_screenshot(page: Any) -> None:
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     page.click("#queue button")  # cancel the long job
+
+
+def test_page_uploads_an_image_and_a_motion_level(
+    browser: Any, kv11_server: ServerProcess, tmp_path: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    first = tmp_path / "first.png"
+    Image.new("RGB", (64, 64), (30, 200, 30)).save(first)
+
+    page.goto(f"{kv11_server.url}/?token={TOKEN}")
+    page.wait_for_selector('#server-status[data-status="ok"]', timeout=30_000)
+    poll(page, "!document.querySelector('[data-input=image]').hidden")
+    assert page.is_visible("#image") and page.is_visible("#motion_level")
+    assert page.is_hidden("#inputs-note")
+    assert page.is_disabled("#mode option[value=animate]")  # no animation path for this pipeline
+    page.fill("#prompt", "a green square")
+    page.fill("#steps", "2")
+    page.fill("#seed", "7")
+    page.set_input_files("#image", str(first))
+    page.select_option("#motion_level", "extreme")
+    page.click("#submit")
+    poll(page, "document.querySelector('#player').dataset.job")
+    job_id = page.evaluate("document.querySelector('#player').dataset.job")
+    with kv11_server.client() as client:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        assert job["status"] == "done"
+        assert job["settings"]["image_to_video"] is True and job["settings"]["motion"] == "extreme"
+        assert client.get(f"/api/jobs/{job_id}/image").content == first.read_bytes()
+
+    page.click(f'#gallery .card[data-job="{job_id}"] button[title="same settings and seed"]')  # re-run
+    poll(page, f"[...document.querySelectorAll('#gallery .card')].some(c => c.dataset.job !== '{job_id}')")
+    with kv11_server.client() as client:
+        jobs = client.get("/api/jobs").json()["jobs"]
+        again = next(j for j in jobs if j["id"] != job_id)
+        assert again["request"]["image"] == job["request"]["image"]  # the same image, fetched back
+    assert not problems, problems
+    context.close()

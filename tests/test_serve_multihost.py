@@ -29,6 +29,8 @@ from fusionframes.io.video import read_video
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[test]')")
 LEASE_S = 3.0
 
+pytestmark = pytest.mark.slow  # two API and three worker processes on a PostgreSQL server: minutes
+
 
 class Process:
     """A ``python -m fusionframes.cli`` command in the background, logging to a file."""

@@ -28,6 +28,8 @@ S3_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
+pytestmark = pytest.mark.slow  # an S3 server and server processes
+
 
 @pytest.fixture(scope="module")
 def s3(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:

@@ -32,6 +32,8 @@ include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
 """
 
+pytestmark = pytest.mark.slow  # a server process and a schemathesis run
+
 
 def schemathesis_command() -> list[str]:
     try:

@@ -57,7 +57,7 @@ def app_with_fillable_store(tiny_model_dir: Path, tmp_path: Path) -> Iterator[tu
     from fusionframes.io.checkpoints import model_config_for
     from fusionframes.serve.app import ServeConfig, create_app
     from fusionframes.serve.jobs import JobStore
-    from fusionframes.serve.worker import Pipelines
+    from fusionframes.serve.runners import Pipelines
 
     store = JobStore(tmp_path / "data")
     connection = FillableConnection(store._db)
@@ -183,6 +183,7 @@ def fill(path: Path) -> int:
     return written
 
 
+@pytest.mark.slow  # a server process on a tmpfs filled and emptied
 def test_full_tmpfs_disk_is_507_unhealthy_then_recovers(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

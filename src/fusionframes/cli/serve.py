@@ -21,7 +21,7 @@ from fusionframes.cli import options
 from fusionframes.errors import UsageError
 
 if TYPE_CHECKING:
-    from fusionframes.serve.jobs import StoreBase
+    from fusionframes.serve.store import StoreBase
 
 MIN_PUBLIC_TOKEN = 16  # characters; a token that guards a network-reachable server must not be guessable
 MAX_QUOTA_MB = 2.0**40  # a mebibyte count that still fits the store's 64-bit byte counts
@@ -162,7 +162,7 @@ def open_shared_store(args: argparse.Namespace, data_dir: Path | None) -> StoreB
         from fusionframes.serve.pgstore import open_store as open_postgres
     except ImportError:
         raise UsageError("store: PostgreSQL needs psycopg (pip install 'psycopg[binary]')") from None
-    from fusionframes.serve.jobs import StorageError
+    from fusionframes.serve.store import StorageError
 
     artifacts: str | Path = args.artifacts or (data_dir or default_data_dir()) / "outputs"
     if not str(artifacts).startswith("s3://"):

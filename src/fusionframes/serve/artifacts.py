@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from fusionframes.serve.jobs import FORMATS, valid_job_id
+from fusionframes.serve.store import FORMATS, valid_job_id
 
 SIDE = "json"  # the settings file the video writer puts beside each video
 PROBE_BYTES = 64 * 1024
@@ -37,6 +37,18 @@ S3_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?$")
 def check_name(job_id: str, fmt: str) -> None:
     if not valid_job_id(job_id) or fmt not in (*FORMATS, SIDE):
         raise ValueError(f"not a job file: {job_id!r}.{fmt!r}")
+
+
+def write_probe(folder: Path) -> None:
+    """Write, sync and remove 64 KiB in ``folder``; raises OSError (ENOSPC, ...) when it cannot."""
+    path = folder / f".probe.tmp-{os.getpid()}"
+    try:
+        with open(path, "wb") as handle:
+            handle.write(b"\0" * PROBE_BYTES)
+            handle.flush()
+            os.fsync(handle.fileno())
+    finally:
+        path.unlink(missing_ok=True)
 
 
 class LocalArtifacts:
@@ -95,14 +107,7 @@ class LocalArtifacts:
 
     def probe(self) -> None:
         """Raises OSError (ENOSPC, ...) when 64 KiB cannot be written and synced."""
-        path = self.root / f".probe.tmp-{os.getpid()}"
-        try:
-            with open(path, "wb") as handle:
-                handle.write(b"\0" * PROBE_BYTES)
-                handle.flush()
-                os.fsync(handle.fileno())
-        finally:
-            path.unlink(missing_ok=True)
+        write_probe(self.root)
 
 
 class S3Artifacts:
@@ -209,14 +214,7 @@ class S3Artifacts:
 
     def probe(self) -> None:
         """The staging disk takes a file (renders are written there first)."""
-        path = self.staging / f".probe.tmp-{os.getpid()}"
-        try:
-            with open(path, "wb") as handle:
-                handle.write(b"\0" * PROBE_BYTES)
-                handle.flush()
-                os.fsync(handle.fileno())
-        finally:
-            path.unlink(missing_ok=True)
+        write_probe(self.staging)
 
 
 Artifacts = LocalArtifacts | S3Artifacts

@@ -22,18 +22,12 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fusionframes.serve.app import (
-    ERRORS,
-    Ctx,
-    Job,
-    JobRequest,
-    bearer,
-    download_response,
-    get_job,
-    queue_job,
-    status_of,
-)
-from fusionframes.serve.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING
+from fusionframes.serve.context import ERRORS, Ctx, bearer
+from fusionframes.serve.parameters import MAX_IMAGE_TEXT
+from fusionframes.serve.queueing import change_job, get_job, queue_job, status_of
+from fusionframes.serve.routes import download_response
+from fusionframes.serve.schemas import JobRequest
+from fusionframes.serve.store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
 
 VIDEO_ID = r"^(video_)?[0-9a-f]{32}$"
 SIZE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
@@ -75,6 +69,11 @@ class VideoCreate(BaseModel):
         | None
     ) = Field(None, description="length in seconds")
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    input_reference: Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_TEXT)] | None = Field(
+        None,
+        description="the first frame (image-to-video, for models that take one: GET /api/models): a "
+        "PNG/JPEG/WebP file as base64 or a data: URL",
+    )
 
 
 class VideoError(BaseModel):
@@ -128,7 +127,12 @@ def to_job_request(body: VideoCreate, ctx: Any) -> JobRequest:
                 }
             ],
         )
+    if "image" in extra:
+        message = "image: this API takes the first image as input_reference"
+        raise HTTPException(422, detail=[{"loc": ["body", "image"], "msg": message, "type": "value_error"}])
     request: dict[str, Any] = {**extra, "prompt": body.prompt}
+    if body.input_reference is not None:
+        request["image"] = body.input_reference
     if body.seed is not None:
         request["seed"] = body.seed
     if body.size is not None:
@@ -214,8 +218,22 @@ def create_video(
     ctx: Ctx,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Video:
-    job, _ = queue_job(to_job_request(body, ctx), ctx, idempotency_key)
+    request = to_job_request(body, ctx)
+    try:
+        job, _ = queue_job(request, ctx, idempotency_key)
+    except HTTPException as error:  # this API's name for the image
+        if error.status_code == 422 and isinstance(error.detail, list):
+            error.detail = [
+                image_error(e["msg"]) if e.get("loc") == ["body", "image"] else e for e in error.detail
+            ]
+        raise
     return video_of(job, ctx)
+
+
+def image_error(message: str) -> dict[str, Any]:
+    """A 422 entry naming ``input_reference`` (``/api/jobs`` calls the image ``image``)."""
+    text = "input_reference:" + message.removeprefix("image:")
+    return {"loc": ["body", "input_reference"], "msg": text, "type": "value_error"}
 
 
 @v1.get(
@@ -254,10 +272,5 @@ def video_content(
 def delete_video(video_id: VideoId, ctx: Ctx) -> JSONResponse:
     """A running video is cancelled and hidden at once; its files go when its worker stops it."""
     job_id = job_id_of(video_id)
-    get_job(ctx, job_id)
-    try:
-        ctx.store.delete(job_id)
-    except KeyError:
-        raise HTTPException(404, detail=f"no video {video_id}") from None
-    ctx.pool.cancel(job_id)
+    change_job(ctx, job_id, ctx.store.delete, "video")
     return JSONResponse(VideoDeleted(id=f"video_{job_id}", deleted=True).model_dump())

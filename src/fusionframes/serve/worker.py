@@ -1,301 +1,33 @@
-"""Runners (one per job mode) and the worker threads that run queued jobs.
-
-A runner turns a job's stored parameters into a validated plan (:meth:`Runner.prepare`, cheap, also used
-to reject bad requests with 422 before they are queued) and renders it (:meth:`Runner.run`). The
-animation and movie pipelines are imported lazily, so an install without them still serves text-to-video
-and says clearly which modes are missing.
+"""The worker threads that run queued jobs (in ``fusionframes serve`` or ``fusionframes worker``).
 
 Each worker thread loads the model once and takes jobs one at a time. Cancelling sets a flag that the
 progress callback checks at every denoising step; it raises ``GenerationCancelled``, so a cancelled job
-stops within one step and the worker is free for the next job.
+stops within one step and the worker is free for the next job. With a shared store (PostgreSQL) a
+heartbeat thread renews the leases of the jobs running here.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from fusionframes.serve.jobs import Job, StorageError, StoreBase, storage_problem
+from fusionframes.serve.runners import (  # noqa: F401 - also offered here
+    MODES,
+    RUNNERS,
+    Limits,
+    Pipelines,
+    ProgressCallback,
+    field_of,
+    json_friendly,
+    prepare,
+)
+from fusionframes.serve.store import Job, StorageError, StoreBase, storage_problem
 
 logger = logging.getLogger(__name__)
-
-MODES = ("t2v", "animate", "movie")
-T2V_OPTIONS = ("interpolation_steps", "interpolation_guidance_scale", "num_keyframes", "scheduler")
-ANIMATION_OPTIONS = ("motion", "strength", "cadence", "border", "colour_coherence", "noise")
-MOVIE_OPTIONS = ("scenes", "durations", "scene_mode", "transition", "crossfade_frames")
-COMMON_OPTIONS = (
-    "negative_prompt",
-    "width",
-    "height",
-    "fps",
-    "num_inference_steps",
-    "guidance_scale",
-    "seed",
-)
-RENAMED = {"steps": "num_inference_steps", "first_frame_steps": "num_inference_steps"}
-
-ProgressCallback = Callable[[str, int, int], None]
-
-
-class ModeUnavailable(ValueError):
-    """The pipeline behind a mode is not part of this install (HTTP 422 naming ``mode``)."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for on this server."""
-
-    max_frames: int = 2000
-    max_size: int = 1024
-
-
-@dataclass
-class Prepared:
-    """A validated job: the parameters to store (seed filled in), its settings, plan and stages."""
-
-    params: dict[str, Any]
-    settings: dict[str, Any]
-    num_frames: int
-    stages: list[tuple[str, int]]
-    plan: Any = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class Runner:
-    """How one mode validates (``prepare``) and renders (``run``) a job."""
-
-    mode: str
-    module: str  # imported lazily; its absence makes the mode unavailable
-    prepare: Callable[[Any, dict[str, Any], Limits], Prepared]
-    run: Callable[[Pipelines, Prepared, ProgressCallback], Any]
-
-    def available(self) -> tuple[bool, str | None]:
-        try:
-            importlib.import_module(self.module)
-        except ImportError as error:
-            return False, f"mode {self.mode!r} is not available in this install ({error})"
-        return True, None
-
-
-def require(mode: str, module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ModeUnavailable(f"mode: mode {mode!r} is not available in this install") from None
-
-
-def field_of(error: Exception) -> str | None:
-    """The request field a pipeline error names: ``"width: 65 is not ..."`` -> ``"width"``."""
-    head, sep, _ = str(error).partition(":")
-    if not sep or not head.replace("_", "").isalnum():
-        return None
-    return RENAMED.get(head, head)
-
-
-def renamed_error(error: ValueError) -> ValueError:
-    """Pipeline errors name ``steps``; the API calls it ``num_inference_steps``."""
-    name = field_of(error)
-    head = str(error).partition(":")[0]
-    if name is not None and name != head:
-        return ValueError(f"{name}:{str(error).partition(':')[2]}")
-    return error
-
-
-def json_friendly(value: Any) -> Any:
-    """Settings go into SQLite as JSON; numpy scalars and tuples become plain values."""
-    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-
-
-def check_size(params: dict[str, Any], limits: Limits) -> None:
-    for name in ("width", "height"):
-        value = params.get(name)
-        if isinstance(value, int) and value > limits.max_size:
-            raise ValueError(f"{name}: {value} is larger than this server allows (at most {limits.max_size})")
-
-
-def check_frames(count: int, limits: Limits, name: str) -> None:
-    if count > limits.max_frames:
-        raise ValueError(
-            f"{name}: the video would have {count} frames; this server allows at most {limits.max_frames}"
-        )
-
-
-def reject_options(params: dict[str, Any], names: tuple[str, ...], where: str) -> None:
-    for name in names:
-        if params.get(name) is not None:
-            raise ValueError(f"{name}: not used {where}")
-
-
-# ---------------------------------------------------------------------------------------------- t2v
-
-
-def prepare_t2v(config: Any, params: dict[str, Any], limits: Limits) -> Prepared:
-    from fusionframes.pipelines.text_to_video import FPS_PASSES, validate_settings
-
-    reject_options(params, ANIMATION_OPTIONS + MOVIE_OPTIONS + ("seconds",), "in mode 't2v'")
-    check_size(params, limits)
-    options = {name: params[name] for name in COMMON_OPTIONS + T2V_OPTIONS if params.get(name) is not None}
-    settings = validate_settings(config, params.get("prompt"), **options)
-    check_frames(settings.num_frames, limits, "num_keyframes" if "num_keyframes" in options else "fps")
-    stages = [("keyframes", settings.num_inference_steps)]
-    stages += [
-        (f"interpolation {i + 1}", settings.interpolation_steps) for i in range(FPS_PASSES[settings.fps])
-    ]
-    stages.append(("decoding", 1))
-    return Prepared(
-        params={**params, "seed": settings.seed},
-        settings=json_friendly(settings.to_dict()),
-        num_frames=settings.num_frames,
-        stages=stages,
-        plan=settings,
-    )
-
-
-def run_t2v(pipes: Pipelines, job: Prepared, callback: ProgressCallback) -> Any:
-    import torch
-
-    settings = job.plan
-    generator = torch.Generator("cpu").manual_seed(settings.seed)
-    return pipes.t2v.generate(settings, generator, output_type="np", callback=callback, progress=False)
-
-
-# ---------------------------------------------------------------------------------------------- animate
-
-
-def _animation_options(params: dict[str, Any]) -> dict[str, Any]:
-    names = ("negative_prompt", "width", "height", "fps", "guidance_scale", "seed", *ANIMATION_OPTIONS)
-    options = {name: params[name] for name in names if params.get(name) is not None}
-    if params.get("num_inference_steps") is not None:
-        options["steps"] = params["num_inference_steps"]
-    return options
-
-
-def _precheck_length(seconds: Any, fps: Any, limits: Limits, name: str) -> None:
-    """Refuse absurd lengths before a per-frame camera path is computed for them."""
-    if isinstance(seconds, int | float) and isinstance(fps, int | float) and math.isfinite(seconds * fps):
-        check_frames(round(seconds * fps), limits, name)
-
-
-def prepare_animate(config: Any, params: dict[str, Any], limits: Limits) -> Prepared:
-    animation = require("animate", "fusionframes.pipelines.animation")
-    reject_options(params, T2V_OPTIONS + MOVIE_OPTIONS, "in mode 'animate'")
-    check_size(params, limits)
-    options = _animation_options(params)
-    seconds = params.get("seconds", animation.DEFAULT_SECONDS)
-    _precheck_length(seconds, options.get("fps", animation.DEFAULT_FPS), limits, "seconds")
-    try:
-        plan = animation.validate_animation(config, params.get("prompt"), seconds=seconds, **options)
-    except ValueError as error:
-        raise renamed_error(error) from None
-    check_frames(plan.num_frames, limits, "seconds")
-    return Prepared(
-        params={**params, "seed": plan.seed},
-        settings=json_friendly(plan.settings()),
-        num_frames=plan.num_frames,
-        stages=[("first frame", plan.first_frame_steps), ("frames", plan.num_frames)],
-        plan=plan,
-    )
-
-
-def run_animate(pipes: Pipelines, job: Prepared, callback: ProgressCallback) -> Any:
-    import torch
-
-    generator = torch.Generator("cpu").manual_seed(job.plan.seed)
-    return pipes.animator.render(job.plan, generator, output_type="np", callback=callback, progress=False)
-
-
-# ---------------------------------------------------------------------------------------------- movie
-
-
-def _movie_options(params: dict[str, Any], scene_mode: str) -> dict[str, Any]:
-    if scene_mode == "t2v":
-        reject_options(params, ANIMATION_OPTIONS, "with scene_mode 't2v' (camera options need 'animate')")
-        names: tuple[str, ...] = T2V_OPTIONS[:2] + T2V_OPTIONS[3:]
-    else:
-        reject_options(params, T2V_OPTIONS, "with scene_mode 'animate'")
-        names = ANIMATION_OPTIONS
-    names += ("negative_prompt", "width", "height", "fps", "guidance_scale", "seed")
-    options = {name: params[name] for name in names if params.get(name) is not None}
-    if params.get("num_inference_steps") is not None:
-        options["steps"] = params["num_inference_steps"]
-    return options
-
-
-def prepare_movie(config: Any, params: dict[str, Any], limits: Limits) -> Prepared:
-    movie = require("movie", "fusionframes.pipelines.movie")
-    if params.get("prompt") is not None:
-        raise ValueError("prompt: mode 'movie' takes one prompt per scene in 'scenes'")
-    reject_options(params, ("num_keyframes", "seconds"), "in mode 'movie' (use durations)")
-    check_size(params, limits)
-    scene_mode = params.get("scene_mode") or "t2v"
-    options = _movie_options(params, scene_mode)
-    durations = params.get("durations")
-    if (
-        scene_mode == "animate"
-        and isinstance(durations, list)
-        and all(isinstance(d, int | float) for d in durations)
-    ):
-        _precheck_length(sum(durations), options.get("fps", 24.0), limits, "durations")
-    try:
-        plan = movie.validate_movie(
-            config,
-            params.get("scenes"),
-            durations,
-            scene_mode,
-            params.get("transition") or "cut",
-            params.get("crossfade_frames"),
-            **options,
-        )
-    except ValueError as error:
-        raise renamed_error(error) from None
-    check_frames(plan.num_frames, limits, "durations")
-    return Prepared(
-        params={**params, "seed": plan.seed},
-        settings=json_friendly(plan.settings()),
-        num_frames=plan.num_frames,
-        stages=movie_stages(plan),
-        plan=plan,
-    )
-
-
-def movie_stages(plan: Any) -> list[tuple[str, int]]:
-    """The stage names ``render_movie`` reports: ``"scene 2/3: frames"`` and so on."""
-    count = plan.num_scenes
-    if plan.mode == "t2v":
-        return [(f"scene {i + 1}/{count}: text-to-video", 1) for i in range(count)]
-    stages = []
-    for i, scene in enumerate(plan.animations):
-        stages += [(f"scene {i + 1}/{count}: first frame", scene.first_frame_steps)]
-        stages += [(f"scene {i + 1}/{count}: frames", scene.num_frames)]
-    return stages
-
-
-def run_movie(pipes: Pipelines, job: Prepared, callback: ProgressCallback) -> Any:
-    from fusionframes.pipelines.movie import render_movie
-
-    return render_movie(pipes.animator, job.plan, output_type="np", callback=callback, progress=False)
-
-
-RUNNERS: dict[str, Runner] = {
-    "t2v": Runner("t2v", "fusionframes.pipelines.text_to_video", prepare_t2v, run_t2v),
-    "animate": Runner("animate", "fusionframes.pipelines.animation", prepare_animate, run_animate),
-    "movie": Runner("movie", "fusionframes.pipelines.movie", prepare_movie, run_movie),
-}
-
-
-def prepare(config: Any, mode: str, params: dict[str, Any], limits: Limits) -> Prepared:
-    """Validate a request for ``mode``; ``ValueError("field: reason")`` on bad input."""
-    runner = RUNNERS.get(mode)
-    if runner is None:
-        raise ValueError(f"mode: unknown {mode!r}; allowed: {', '.join(RUNNERS)}")
-    return runner.prepare(config, params, limits)
 
 
 # ---------------------------------------------------------------------------------------------- progress
@@ -341,31 +73,6 @@ class Progress:
 
 
 # ---------------------------------------------------------------------------------------------- workers
-
-
-class Pipelines:
-    """The model a worker loads once; the animation pipeline wraps the same weights when needed."""
-
-    def __init__(self, model: Any, device: str, dtype: str, threads: int | None = None) -> None:
-        import torch
-
-        from fusionframes.pipelines.text_to_video import TextToVideoPipeline
-
-        if threads:  # set in the worker thread itself: CPU thread pools are per calling thread
-            torch.set_num_threads(threads)
-        self.t2v = TextToVideoPipeline.from_pretrained(model, device=device, dtype=dtype)
-        self.t2v.encode_prompts("warm up", None)  # loads the text encoder now, not during a job
-        self._animator: Any = None
-        if RUNNERS["animate"].available()[0]:
-            _ = self.animator
-
-    @property
-    def animator(self) -> Any:
-        if self._animator is None:
-            from fusionframes.pipelines.animation import AnimationPipeline
-
-            self._animator = AnimationPipeline(self.t2v)
-        return self._animator
 
 
 class _ShuttingDown(Exception):
@@ -625,6 +332,8 @@ class WorkerPool:
         progress = Progress([])
         try:
             prepared = prepare(self.config, job.mode, job.params, self.limits)
+            if job.params.get("image") is not None:
+                prepared.inputs["image"] = self._input_image(job)
             progress = Progress(prepared.stages)
             self.store.set_progress(job.id, progress.snapshot(), persist=True)
             output = RUNNERS[job.mode].run(pipes, prepared, self._callback(job, flag, progress))
@@ -664,6 +373,15 @@ class WorkerPool:
             with self._lock:
                 self._cancel.pop(job.id, None)
                 self._lost.discard(job.id)
+
+    def _input_image(self, job: Job) -> Any:
+        """The image a job was given, from the store (any host's worker reads it there)."""
+        from fusionframes.serve.parameters import open_image
+
+        data = self.store.input_image(job.id)
+        if data is None:
+            raise ValueError(f"image: job {job.id}'s image is missing from the job store")
+        return open_image(data)
 
     def _interrupted(self, job: Job, error: Exception) -> None:
         if isinstance(error.__cause__, _LeaseLost):  # not ours any more: touch neither row nor files

@@ -24,6 +24,7 @@
   const mine = new Set(); // jobs submitted from this page: played when they finish
   const streams = new Map(); // id -> EventSource
   const queueItems = new Map(); // id -> {li, state, bar}
+  let imageLimit = 0; // bytes; 0 until /api/models says the model takes an image
   let galleryKey = "";
   let refreshTimer = null;
 
@@ -122,7 +123,16 @@
     return Number.isFinite(n) ? n : value; // the server names the field if it is not a number
   }
 
-  function buildRequest() {
+  function readDataUrl(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(new Error("image: cannot read " + (file.name || "the image")));
+      reader.readAsDataURL(file);
+    });
+  }
+
+  async function buildRequest() {
     const f = form.elements;
     const body = { mode: f.mode.value, format: f.format.value };
     const put = (key, value) => {
@@ -135,6 +145,14 @@
     }
     put("fps", visibleValue("fps") || numberOrText(visibleValue("fps_number")));
     put("motion", visibleValue("motion"));
+    if (body.mode === "t2v") {
+      put("motion", numberOrText(visibleValue("motion_level")));
+      const file = f.image.closest("[hidden]") ? undefined : f.image.files[0];
+      if (file) {
+        if (file.size > imageLimit) throw new Error(`image: ${file.name} is larger than ${imageLimit >> 20} MiB`);
+        body.image = await readDataUrl(file);
+      }
+    }
     if (body.mode === "movie") {
       body.scenes = f.scenes.value.split("\n").map((s) => s.trim()).filter(Boolean);
       const durations = visibleValue("durations");
@@ -157,7 +175,8 @@
     for (const name of simple) {
       if (request[name] !== undefined && f[name]) f[name].value = request[name];
     }
-    if (typeof request.motion === "string") f.motion.value = request.motion;
+    if (typeof request.motion === "string" && request.mode !== "t2v") f.motion.value = request.motion;
+    if (request.mode === "t2v" && request.motion !== undefined) f.motion_level.value = String(request.motion);
     if (typeof request.fps === "number") f.fps_number.value = request.fps;
     else if (request.fps) f.fps.value = request.fps;
     if (request.scenes) f.scenes.value = request.scenes.join("\n");
@@ -180,12 +199,24 @@
     return job;
   }
 
+  // A job made from an image: its request holds the image's description; the image is fetched back.
+  async function rerun(job) {
+    const request = { ...job.request };
+    if (request.image && typeof request.image === "object") {
+      const headers = token ? { Authorization: "Bearer " + token } : {};
+      const response = await fetch(`/api/jobs/${job.id}/image`, { headers, credentials: "same-origin" });
+      if (!response.ok) throw new Error(describeError(response.status, await response.json().catch(() => null)));
+      request.image = await readDataUrl(await response.blob());
+    }
+    return submitJob(request);
+  }
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const button = $("submit");
     button.disabled = true;
     try {
-      await submitJob(buildRequest());
+      await submitJob(await buildRequest());
     } catch (error) {
       showError(error.message);
     } finally {
@@ -359,7 +390,7 @@
       buttons.append(el("a", { class: "button secondary", href: videoUrl(job, format, true), download: "" }, format.toUpperCase()));
     }
     buttons.append(el("button", { type: "button", class: "secondary", title: "same settings and seed",
-      onclick: () => submitJob(job.request).catch((e) => showError(e.message)) }, "Re-run"));
+      onclick: () => rerun(job).catch((e) => showError(e.message)) }, "Re-run"));
     buttons.append(el("button", { type: "button", class: "secondary", onclick: () => fillForm(job.request) }, "Edit"));
     buttons.append(el("button", { type: "button", class: "secondary danger", onclick: () => deleteJob(job.id) }, "Delete"));
     card.append(buttons);
@@ -447,6 +478,23 @@
     setTimeout(health, data.status === "ok" ? 10000 : 2000);
   }
 
+  // What the model takes beyond a prompt (an image, a motion level): shown only when it does; a note
+  // says what it does not.
+  function showModelInputs(current) {
+    const inputs = current.inputs || [];
+    for (const node of document.querySelectorAll("[data-input]")) {
+      node.hidden = !inputs.includes(node.dataset.input);
+    }
+    imageLimit = (current.image && current.image.max_bytes) || 0;
+    for (const [name, score] of Object.entries(current.motion_levels || {})) {
+      form.elements.motion_level.append(el("option", { value: name }, `${name} (${score})`));
+    }
+    const note = $("inputs-note");
+    const notes = current.notes || [];
+    note.textContent = notes.length ? "Not with this model: " + notes.join("; ") + "." : "";
+    note.hidden = !notes.length;
+  }
+
   async function loadOptions() {
     try {
       const info = await api("/api/models");
@@ -459,6 +507,7 @@
       }
       const presets = (info.modes.animate && info.modes.animate.options.motion_presets) || [];
       for (const name of presets) form.elements.motion.append(el("option", { value: name }, name));
+      showModelInputs(info.current);
       const step = info.current.pixel_multiple;
       for (const name of ["width", "height"]) {
         form.elements[name].step = String(step);
