@@ -61,7 +61,7 @@ def to_uint8_image(decoded: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def _movq_inputs(movq: MoVQ, x: torch.Tensor, device: torch.device | None) -> torch.Tensor:
+def movq_inputs(movq: MoVQ, x: torch.Tensor, device: torch.device | None) -> torch.Tensor:
     """``x`` on ``device`` (None: where the MoVQ's weights are; under offload the weights are in CPU
     memory or on meta, so the pipeline passes its device), in the MoVQ's dtype and, for a decoder
     stored channels-last, that layout (mixed layouts are slower than either)."""
@@ -73,7 +73,7 @@ def _movq_inputs(movq: MoVQ, x: torch.Tensor, device: torch.device | None) -> to
 def decode_image(movq: MoVQ, latent: torch.Tensor, device: torch.device | None = None) -> Image.Image:
     """``[1, z, h, w]`` latent -> PIL image (the reference ``decode_image``)."""
     with torch.no_grad():
-        return to_uint8_image(movq.decode(_movq_inputs(movq, latent, device))[0])
+        return to_uint8_image(movq.decode(movq_inputs(movq, latent, device))[0])
 
 
 def fit_for_encoding(image: Image.Image, width: int, height: int) -> Image.Image:
