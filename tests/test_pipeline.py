@@ -233,41 +233,5 @@ def test_text_frame_embed_grows_as_identity_then_ties_frames_to_text(pipe, tiny_
         replace(UNetConfig(), text_frame_embed=True)  # no num_frames: a spatial U-Net
     with pytest.raises(ValueError, match="text_frame_embed: only for a text-conditioned keyframe U-Net"):
         UNetConfig(num_frames=4, interpolation=True, text_frame_embed=True)
-
-
-def test_position_embed_grows_as_identity_then_tells_left_from_right(pipe, tiny_model_dir, tmp_path) -> None:
-    """Coordinate features start as the same function; once trained they make a frame whose content is
-    the same everywhere come out different on its left and its right."""
-    from fusionframes.components import with_keyframe_extensions
-    from fusionframes.models.unet import POSITION_CHANNELS, position_features
-
-    features = position_features(4, 6, torch.float32, torch.device("cpu"))
-    assert features.shape == (1, POSITION_CHANNELS, 4, 6)
-    assert features[0, 0, 0, 0] < 0 < features[0, 0, 0, -1]  # x grows left to right
-    assert features[0, 1, 0, 0] < 0 < features[0, 1, -1, 0]  # y grows top to bottom
-    assert torch.equal(features[0, 0, 0], features[0, 0, -1])  # x does not depend on the row
-
-    grown = with_keyframe_extensions(load_model_folder(tiny_model_dir), "position_embed", "text_frame_embed")
-    assert grown.config.keyframe_unet.position_embed and grown.config.keyframe_unet.text_frame_embed
-    folder = write_model_folder(grown, tmp_path / "grown", text_encoder_dir=tiny_model_dir / "text_encoder")
-    other = TextToVideoPipeline.from_pretrained(folder, device="cpu", dtype="float32")
-    a = pipe("a red circle", fps="low", seed=5, output_type="pt", **FAST).frames
-    b = other("a red circle", fps="low", seed=5, output_type="pt", **FAST).frames
-    assert torch.equal(a, b)  # zero-initialised: same output
-
-    unet, frames = grown.keyframe_unet, 4
-    context_dim = grown.config.keyframe_unet.context_dim
-    context = torch.randn(1, 3, context_dim, generator=torch.Generator().manual_seed(1))
-    args = (torch.full((frames,), 700), context.repeat(frames, 1, 1), torch.ones(frames, 3, dtype=torch.bool))
-    x = torch.full((frames, 4, 8, 8), 0.3)
-    with torch.no_grad():
-        before = unet(x, *args, torch.arange(frames) * 8, num_frames=frames)
-        for conv in unet.position_embed:
-            conv.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
-        after = unet(x, *args, torch.arange(frames) * 8, num_frames=frames)
-    change = after - before
-    assert change.abs().max() > 1e-3  # wired in at the down levels
-    assert (change - change.flip(-1)).abs().max() > 1e-3  # not mirror-symmetric: left differs from right
-
     with pytest.raises(ValueError, match="names: .*'colour_embed'.* not keyframe extensions"):
         with_keyframe_extensions(grown, "colour_embed")

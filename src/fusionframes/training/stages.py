@@ -209,7 +209,6 @@ def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.M
         cfg.frame_noise_sharing,
         cfg.snr_gamma,
         cfg.noisy_weight_max,
-        cfg.keyframe_prediction,
     )
     return objective, tokenizer
 
