@@ -34,6 +34,7 @@ class ModelComponents:
     layout_prior: LayoutPrior | None = None  # optional; see fusionframes.models.layout_prior
     video_movq: MoVQ | None = None  # 1.1: the temporal decoder (``movq`` is its image MoVQ)
     interpolation_projection: TextProjection | None = None  # 1.1: ``projection_interpolation``
+    image_keyframe_unet: UNet3D | None = None  # built-in image-to-video keyframes (first-frame layout)
 
     def networks(self) -> dict[str, nn.Module]:
         nets: dict[str, nn.Module] = {
@@ -48,6 +49,8 @@ class ModelComponents:
             nets["video_movq"] = self.video_movq
         if self.interpolation_projection is not None:
             nets["interpolation_text_projection"] = self.interpolation_projection
+        if self.image_keyframe_unet is not None:
+            nets["image_keyframe_unet"] = self.image_keyframe_unet
         return nets
 
     def to(
@@ -95,6 +98,9 @@ def build_components(
                 TextProjection(config.text.encoder_dim, config.text.context_dim)
                 if config.text.interpolation_projection
                 else None
+            ),
+            image_keyframe_unet=(
+                UNet3D(config.image_keyframe_unet) if config.image_keyframe_unet is not None else None
             ),
         )
 

@@ -7,7 +7,12 @@ import json
 from pathlib import Path
 
 from fusionframes.cli import options
-from fusionframes.cli.generate11 import add_kv11_options, refuse_kv11_options, run_generate_11
+from fusionframes.cli.generate11 import (
+    add_kv11_options,
+    builtin11_options,
+    refuse_kv11_options,
+    run_generate_11,
+)
 from fusionframes.errors import UsageError
 
 
@@ -82,9 +87,9 @@ def run_generate(args: argparse.Namespace) -> int:
     config_11 = config_11_for(args.model)
     if config_11 is not None:
         return run_generate_11(args, config_11)
-    refuse_kv11_options(args, args.model)
-    output = validate_output_path(options.check_output_text(args.output))
     config = model_config_for(args.model)
+    refuse_kv11_options(args, args.model, builtin11_options(config))
+    output = validate_output_path(options.check_output_text(args.output))
     settings = validate_settings(
         config,
         args.prompt,
@@ -100,6 +105,8 @@ def run_generate(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         decode_chunk_size=args.decode_chunk or 4,
         layout_prior_strength=args.layout_strength,
+        decoder=args.decoder,
+        image=args.image,
     )
     import logging
 
@@ -121,7 +128,7 @@ def run_generate(args: argparse.Namespace) -> int:
         split_branches=args.split_branches,
     )
     generator = torch.Generator("cpu").manual_seed(settings.seed)
-    video = pipe.generate(settings, generator, output_type="np")
+    video = pipe.generate(settings, generator, output_type="np", image=args.image)
     path = video.save(output)
     print(
         f"wrote {path} ({len(video.frames)} frames, {video.settings.width}x{video.settings.height}, "

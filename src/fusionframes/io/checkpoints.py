@@ -70,6 +70,7 @@ COMPONENT_CONFIGS: dict[str, tuple[str, type]] = {
     "text_projection": ("text", TextConfig),
     "layout_prior": ("layout_prior", LayoutPriorConfig),
     "video_movq": ("video_movq", MoVQConfig),
+    "image_keyframe_unet": ("image_keyframe_unet", UNetConfig),
     "interpolation_text_projection": ("text", TextConfig),  # 1.1: a second projection, same TextConfig
 }
 REQUIRED_COMPONENTS = ("interpolation_unet", "keyframe_unet", "movq", "text_projection")

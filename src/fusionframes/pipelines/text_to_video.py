@@ -28,8 +28,15 @@ from fusionframes.pipelines.acceleration import (
     validate_compile,
 )
 from fusionframes.pipelines.branch_split import split_branches as split_guidance_branches
+from fusionframes.pipelines.builtin11 import (
+    check_decoder,
+    decode_frames,
+    image_keyframe_unet,
+    image_latent,
+    image_name,
+)
 from fusionframes.pipelines.offload import Placement, validate_offload
-from fusionframes.pipelines.stages import decode_latents, generate_keyframes, interpolate_pass
+from fusionframes.pipelines.stages import generate_keyframes, interpolate_pass
 from fusionframes.runtime import (
     check_finite,
     finite_number,
@@ -73,6 +80,9 @@ class GenerationSettings:
     scheduler: str = "ddpm"
     decode_chunk_size: int = 4
     layout_prior_strength: float = 1.0  # used only by models with a layout prior
+    decoder: str = "image"  # "video": the temporal MoVQ (models with one; see pipelines.builtin11)
+    image: str | None = None  # the first frame's file, for image-to-video (recorded, not read again)
+    image_strength: float = 1.0  # with an image: keyframes start from it held still, redrawn at this
 
     @property
     def num_frames(self) -> int:
@@ -120,6 +130,9 @@ def validate_settings(
     decode_chunk_size: int = 4,
     draw_seed: bool = True,
     layout_prior_strength: float | None = None,
+    decoder: str | None = None,
+    image: Any = None,
+    image_strength: float = 1.0,
 ) -> GenerationSettings:
     """Check every option against ``config`` and fill the gaps from the model's sampling defaults.
 
@@ -186,6 +199,9 @@ def validate_settings(
         scheduler=scheduler,
         decode_chunk_size=_int(decode_chunk_size, "decode_chunk_size"),
         layout_prior_strength=check_layout_prior_strength(finite_number(strength, "layout_prior_strength")),
+        decoder=check_decoder(config, decoder),
+        image=image_name(config, image),
+        image_strength=check_layout_prior_strength(finite_number(image_strength, "image_strength")),
     )
 
 
@@ -458,7 +474,10 @@ class TextToVideoPipeline:
         output_type: str = "pil",
         callback: ProgressCallback | None = None,
         progress: bool = True,
+        image: Any = None,
     ) -> VideoOutput:
+        """``image`` (a PIL image or path; models with an image-to-video U-Net): the first frame the
+        keyframes continue (see :mod:`fusionframes.pipelines.builtin11`)."""
         import time
 
         timings: dict[str, float] = {}
@@ -482,8 +501,15 @@ class TextToVideoPipeline:
         )
         sampler = SAMPLERS[settings.scheduler]
         start = time.perf_counter()
+        unet, first = self.components.keyframe_unet, None
+        layout = self.keyframe_layout(context, mask, settings.num_keyframes, latent_shape)
+        strength = settings.layout_prior_strength
+        if image is not None:
+            first = image_latent(self.components, image, settings.width, settings.height).to(context.device)
+            unet = image_keyframe_unet(self.components, first, generator)
+            layout, strength = first.expand(settings.num_keyframes, -1, -1, -1), settings.image_strength
         latents = generate_keyframes(
-            self.components.keyframe_unet,
+            unet,
             context,
             mask,
             uncond,
@@ -500,9 +526,11 @@ class TextToVideoPipeline:
             noise_sharing=self.config.sampling.frame_noise_sharing,
             skip_terminal=self.config.sampling.skip_terminal_step,
             matched_time=self.config.sampling.matched_timesteps,
-            layout=self.keyframe_layout(context, mask, settings.num_keyframes, latent_shape),
-            layout_strength=settings.layout_prior_strength,
+            layout=layout,
+            layout_strength=strength,
         )
+        if first is not None:
+            latents[0] = first.to(latents)  # the video starts on the given image
         check_finite(latents, "keyframes")
         timings["keyframes"] = time.perf_counter() - start
 
@@ -535,7 +563,9 @@ class TextToVideoPipeline:
         if callback is not None:
             callback("decoding", 0, 1)
         start = time.perf_counter()
-        video = decode_latents(self.components.movq, latents, settings.decode_chunk_size, progress)
+        video = decode_frames(
+            self.components, latents, settings.decoder, settings.decode_chunk_size, progress
+        )
         check_finite(video, "decoding")
         timings["decoding"] = time.perf_counter() - start
         if callback is not None:
