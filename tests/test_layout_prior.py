@@ -430,6 +430,7 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_add_layout_prior_writes_a_model_the_pipeline_uses(
     tiny_model_dir: Path, tiny_shards: Path, tmp_path: Path
 ) -> None:

@@ -92,11 +92,13 @@ def falls(values: list[float], window: int, factor: float) -> bool:
     return np.mean(values[-window:]) < factor * np.mean(values[:window])
 
 
+@pytest.mark.slow
 def test_movq_reconstruction_loss_falls(movq_run: Path) -> None:
     assert falls(losses(movq_run), 15, 0.5)
     assert (movq_run / "model" / "model_index.json").is_file()
 
 
+@pytest.mark.slow
 def test_decoder_fine_tune_keeps_the_encoder(clips, movq_run, tmp_path) -> None:
     cfg = config_from_dict(
         {
@@ -127,6 +129,7 @@ def test_resumed_run_keeps_its_text_encoder_after_pruning(clips, tmp_path) -> No
     load_model_folder(tmp_path / "model")
 
 
+@pytest.mark.slow
 def test_keyframe_loss_falls(clips, movq_run, tmp_path) -> None:
     cfg = config_from_dict(
         {
@@ -143,6 +146,7 @@ def test_keyframe_loss_falls(clips, movq_run, tmp_path) -> None:
     assert {"red", "square", "left"} <= model.vocabulary
 
 
+@pytest.mark.slow
 def test_interpolation_loss_falls(clips, movq_run, tmp_path) -> None:
     cfg = config_from_dict(
         {
@@ -158,6 +162,7 @@ def test_interpolation_loss_falls(clips, movq_run, tmp_path) -> None:
     assert falls(losses(tmp_path), 40, 0.88)
 
 
+@pytest.mark.slow
 def test_continuing_from_a_checkpoint_under_new_sampling_settings(clips, movq_run, tmp_path) -> None:
     """Phase 1 stops early (stop_after); phase 2 starts from its raw weights with frame-shared noise and
     a residual interpolation model, and the exported folders tell the pipeline so."""
@@ -218,6 +223,7 @@ def _cli(args: list[str], **kwargs) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_replays_losses(clips, movq_run, tmp_path) -> None:
     config = tmp_path / "kf.json"
     config.write_text(
@@ -306,6 +312,7 @@ def run_two_ranks(script: Path, *args: str, timeout: int = 300) -> subprocess.Co
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_torchrun_two_ranks_stay_identical(clips, movq_run, tmp_path, parallel: str) -> None:
     config = tmp_path / "interp.json"
@@ -341,6 +348,7 @@ def test_torchrun_two_ranks_stay_identical(clips, movq_run, tmp_path, parallel: 
     assert result.stdout.count("RANKS_IDENTICAL") == 2
 
 
+@pytest.mark.slow
 def test_fsdp_keyframes_resume_replays_losses(clips, movq_run, tmp_path) -> None:
     """FSDP on two CPU ranks: the keyframe stage (U-Net + small T5 sharded) checkpoints full tensors,
     exports a loadable model, and a resumed run continues with the uninterrupted run's losses."""
@@ -377,6 +385,7 @@ def test_fsdp_keyframes_resume_replays_losses(clips, movq_run, tmp_path) -> None
     assert (tmp_path / "whole" / "model" / "text_encoder" / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_live_weights_identical_across_ranks_during_ddp(clips, movq_run, tmp_path) -> None:
     """The gradients are averaged: raw (non-EMA) weights match bit for bit after a few steps."""
     script = tmp_path / "raw.py"

@@ -35,6 +35,7 @@ class ModelComponents:
     layout_prior: LayoutPrior | None = None  # optional; see fusionframes.layout_prior
     video_movq: MoVQ | None = None  # 1.1: the temporal decoder (``movq`` is its image MoVQ)
     interpolation_projection: TextProjection | None = None  # 1.1: ``projection_interpolation``
+    image_keyframe_unet: UNet3D | None = None  # built-in image-to-video keyframes (first-frame layout)
 
     def networks(self) -> dict[str, nn.Module]:
         nets: dict[str, nn.Module] = {
@@ -49,14 +50,23 @@ class ModelComponents:
             nets["video_movq"] = self.video_movq
         if self.interpolation_projection is not None:
             nets["interpolation_text_projection"] = self.interpolation_projection
+        if self.image_keyframe_unet is not None:
+            nets["image_keyframe_unet"] = self.image_keyframe_unet
         return nets
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ModelComponents:
+    def to(
+        self,
+        device: torch.device | str,
+        dtype: torch.dtype | None = None,
+        decoder_dtype: torch.dtype | None = None,
+    ) -> ModelComponents:
         """Move networks in place; the projection, layout prior and null embeddings stay float32 (tiny,
-        sensitive)."""
+        sensitive); the MoVQs take ``decoder_dtype`` when given (see
+        :func:`fusionframes.runtime.resolve_decoder_dtype`), else ``dtype``."""
         for key, module in self.networks().items():
             keep_fp32 = key in ("text_projection", "interpolation_text_projection", "layout_prior")
-            module.to(device=device, dtype=None if keep_fp32 else dtype)
+            target = decoder_dtype if key in ("movq", "video_movq") and decoder_dtype else dtype
+            module.to(device=device, dtype=None if keep_fp32 else target)
         self.keyframe_null = self.keyframe_null.to(device=device, dtype=torch.float32)
         self.interpolation_null = self.interpolation_null.to(device=device, dtype=torch.float32)
         return self
@@ -89,6 +99,9 @@ def build_components(
                 TextProjection(config.text.encoder_dim, config.text.context_dim)
                 if config.text.interpolation_projection
                 else None
+            ),
+            image_keyframe_unet=(
+                UNet3D(config.image_keyframe_unet) if config.image_keyframe_unet is not None else None
             ),
         )
 

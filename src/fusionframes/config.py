@@ -114,11 +114,16 @@ class UNetConfig:
             )
         keyframe_11 = self.temporal_layers == "1.1" and self.num_frames is not None
         interpolation_11 = self.temporal_layers == "1.1" and self.interpolation
+        # A 1.0 keyframe U-Net with the first-frame input layout (condition channels and mask: more
+        # input than output channels) may embed the augmentation level and motion score too (the
+        # built-in model's image-to-video U-Net); a plain 1.0 one has nothing they could describe.
+        conditioned = self.num_frames is not None and self.num_channels > self.out_channels
         for name in ("image_in_layer", "noise_augmentation", "motion_score"):
-            if getattr(self, name) and not keyframe_11:
+            allowed = keyframe_11 or (conditioned and name != "image_in_layer")
+            if getattr(self, name) and not allowed:
                 raise ValueError(
                     f"UNetConfig.{name}: only for a 1.1 keyframe U-Net "
-                    "(temporal_layers '1.1', num_frames set)"
+                    "(temporal_layers '1.1', num_frames set) or a first-frame-conditioned one"
                 )
         for name in ("add_new_temporal_params", "merge_perturbation_time_with_context"):
             if getattr(self, name) and not interpolation_11:
@@ -264,8 +269,14 @@ class SamplingDefaults:
     # layout noised like an image-to-image redraw at this strength (1: from pure noise, the prior unused).
     layout_prior_strength: float = 1.0
 
+    # decoder: the default decoder of a model with a temporal MoVQ (``video_movq``): "image" (the image
+    # MoVQ, frame by frame) or "video" (the temporal one); the pipeline takes either per call.
+    decoder: str = "image"
+
     def __post_init__(self) -> None:
         check_layout_prior_strength(self.layout_prior_strength)
+        if self.decoder not in ("image", "video"):
+            raise ValueError(f"SamplingDefaults.decoder: unknown {self.decoder!r}; allowed: image, video")
         if self.interpolation_prediction not in ("v", "sample"):
             raise ValueError(
                 f"interpolation_prediction: unknown {self.interpolation_prediction!r}; allowed: 'v', 'sample'"
@@ -294,6 +305,9 @@ class ModelConfig:
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
     layout_prior: LayoutPriorConfig | None = None  # none in the released model
     video_movq: MoVQConfig | None = None  # 1.1: the temporal decoder (``movq`` is then the image one)
+    # The built-in model's image-to-video keyframe U-Net (the first-frame input layout on 1.0 temporal
+    # layers); ``keyframe_unet`` stays the text-to-video one. See fusionframes.training.stages11.
+    image_keyframe_unet: UNetConfig | None = None
 
     @property
     def pixel_multiple(self) -> int:
@@ -311,6 +325,11 @@ class ModelConfig:
             "sampling": self.sampling.to_dict(),
             **({"layout_prior": self.layout_prior.to_dict()} if self.layout_prior is not None else {}),
             **({"video_movq": self.video_movq.to_dict()} if self.video_movq is not None else {}),
+            **(
+                {"image_keyframe_unet": self.image_keyframe_unet.to_dict()}
+                if self.image_keyframe_unet is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -323,6 +342,7 @@ class ModelConfig:
             "sampling": SamplingDefaults,
             "layout_prior": LayoutPriorConfig,
             "video_movq": MoVQConfig,
+            "image_keyframe_unet": UNetConfig,
         }
         unknown = sorted(set(data) - set(parts))
         if unknown:
@@ -420,6 +440,36 @@ def small_config(
         sampling=SamplingDefaults(
             num_inference_steps=20, width=size, height=size, fps="medium", base_fps=1.0
         ),
+    )
+
+
+def with_kv11_architecture(config: ModelConfig, movq_attention: tuple[int, ...] | None = None) -> ModelConfig:
+    """``config``'s sizes with the Kandinsky Video 1.1 architecture, for small random 1.1 models.
+
+    The keyframe U-Net gains the first-frame condition and mask channels (2C + 1 in, C out), its image
+    mode, the noise-augmentation and motion-score embeddings and 12 keyframes; both U-Nets the 1.1
+    temporal layers; the MoVQ the first-row attention norm and a temporal twin (the video decoder); the
+    text a second projection. ``movq_attention``: attention resolutions of both MoVQs (the temporal
+    attention sits beside each spatial one, so a MoVQ without any has none; None keeps the config's).
+    """
+    latent = config.keyframe_unet.out_channels
+    attention = config.movq.attn_resolutions if movq_attention is None else movq_attention
+    movq = dataclasses.replace(config.movq, first_row_attention_norm=True, attn_resolutions=attention)
+    return dataclasses.replace(
+        config,
+        keyframe_unet=dataclasses.replace(
+            config.keyframe_unet,
+            num_channels=2 * latent + 1,
+            num_frames=12,
+            temporal_layers="1.1",
+            image_in_layer=True,
+            noise_augmentation=True,
+            motion_score=True,
+        ),
+        interpolation_unet=dataclasses.replace(config.interpolation_unet, temporal_layers="1.1"),
+        movq=movq,
+        video_movq=dataclasses.replace(movq, temporal=True, temporal_attention_block=True),
+        text=dataclasses.replace(config.text, interpolation_projection=True),
     )
 
 

@@ -77,6 +77,7 @@ COMPONENT_CONFIGS: dict[str, tuple[str, type]] = {
     "text_projection": ("text", TextConfig),
     "layout_prior": ("layout_prior", LayoutPriorConfig),
     "video_movq": ("video_movq", MoVQConfig),
+    "image_keyframe_unet": ("image_keyframe_unet", UNetConfig),
     "interpolation_text_projection": ("text", TextConfig),  # 1.1: a second projection, same TextConfig
 }
 REQUIRED_COMPONENTS = ("interpolation_unet", "keyframe_unet", "movq", "text_projection")
@@ -425,10 +426,12 @@ def model_config_for(model: str | Path | None) -> ModelConfig:
     source = resolve_model_source(model)
     if source == OFFICIAL_NAME:
         return preset(OFFICIAL_NAME)
-    if source == RELEASE_11_NAME:
-        from fusionframes.io import official_kv11
+    from fusionframes.io import official_kv11
 
+    if source == RELEASE_11_NAME:
         return official_kv11.cached_model_config()
+    if official_kv11.is_release_folder(source):
+        return official_kv11.release_folder_config(source)
     return read_folder_config(source)
 
 
@@ -443,9 +446,11 @@ def resolve_model_source(model: str | Path | None) -> str | Path:
         return BUILTIN_DIR
     if str(model) in (OFFICIAL_NAME, RELEASE_11_NAME):
         return str(model)
+    from fusionframes.io.official_kv11 import is_release_folder
+
     path = Path(model)
-    if path.is_dir() and (path / MANIFEST).is_file():
-        return path
+    if path.is_dir() and ((path / MANIFEST).is_file() or is_release_folder(path)):
+        return path  # a model folder, or a folder of Kandinsky Video 1.1's released files
     if path.is_dir():
         raise FileNotFoundError(
             f"model: {path} has no {MANIFEST}; convert official files with `fusionframes convert`"
@@ -460,10 +465,12 @@ def load_model(model: str | Path | None = None, cache_dir: str | Path | None = N
     source = resolve_model_source(model)
     if source == OFFICIAL_NAME:
         return load_official(resolve_official_files(cache_dir=cache_dir))
-    if source == RELEASE_11_NAME:
-        from fusionframes.io import official_kv11
+    from fusionframes.io import official_kv11
 
+    if source == RELEASE_11_NAME:
         return official_kv11.load_release(official_kv11.hub_files(cache_dir))
+    if official_kv11.is_release_folder(source):
+        return official_kv11.load_release_folder(source)
     return load_model_folder(source)
 
 
