@@ -116,6 +116,11 @@ def run_generate_11(args: argparse.Namespace, config: Any) -> int:
     compile_choice = validate_compile(args.compile, offload)
     text_quantization = validate_text_quantization(args.text_quantization)
     output = validate_output_path(options.check_output_text(args.output))
+    if getattr(args, "decode_chunk", None) is not None:
+        raise UsageError(
+            "--decode-chunk: a 1.1 model's temporal decoder sees a whole clip; bound its memory with "
+            "--decode-window N [--decode-overlap M] (the image decoder decodes one frame at a time)"
+        )
     if getattr(args, "scheduler", None) not in (None, "ddpm"):
         raise UsageError("--scheduler: Kandinsky Video 1.1 samples with its trained DDPM only; allowed: ddpm")
     settings, image = validate_settings_11(
@@ -150,6 +155,8 @@ def run_generate_11(args: argparse.Namespace, config: Any) -> int:
         offload=offload,
         compile=compile_choice,
         text_quantization=text_quantization,
+        decoder_dtype=args.decoder_dtype,
+        split_branches=args.split_branches,
     )
     if settings.decoder not in pipe.decoders():
         raise UsageError(

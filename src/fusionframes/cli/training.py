@@ -183,7 +183,7 @@ def run_layout_prior(args: argparse.Namespace) -> int:
         raise UsageError(f"out: parent folder does not exist: {out.parent}")
     import torch
 
-    from fusionframes.training.layout_prior import PriorTraining, add_layout_prior
+    from fusionframes.layout_prior.fitting import PriorTraining, add_layout_prior
 
     settings = PriorTraining(
         steps=args.steps,

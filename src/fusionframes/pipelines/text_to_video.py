@@ -21,12 +21,14 @@ from fusionframes.components import ModelComponents
 from fusionframes.config import ModelConfig, check_layout_prior_strength
 from fusionframes.diffusion.samplers import SAMPLERS, check_clamp_support
 from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.layout_prior.start import keyframe_start
 from fusionframes.pipelines.acceleration import (
     compile_components,
     to_channels_last,
     use_channels_last,
     validate_compile,
 )
+from fusionframes.pipelines.branch_split import split_branches as split_guidance_branches
 from fusionframes.pipelines.builtin11 import (
     check_decoder,
     decode_frames,
@@ -36,7 +38,13 @@ from fusionframes.pipelines.builtin11 import (
 )
 from fusionframes.pipelines.offload import Placement, validate_offload
 from fusionframes.pipelines.stages import generate_keyframes, interpolate_pass
-from fusionframes.runtime import check_finite, finite_number, resolve_device, resolve_dtype
+from fusionframes.runtime import (
+    check_finite,
+    finite_number,
+    resolve_decoder_dtype,
+    resolve_device,
+    resolve_dtype,
+)
 from fusionframes.text.conditioning import TextConditioner, null_context
 from fusionframes.text.quantization import quantize_text_encoder, validate_text_quantization
 from fusionframes.text.tokenizer import words
@@ -233,6 +241,38 @@ def to_output_type(video: torch.Tensor, output_type: str):
     return [Image.fromarray(frame) for frame in array]
 
 
+def check_load_options(device: Any, dtype: str, options: dict[str, Any]) -> None:
+    """Refuse a bad device, precision or memory option before any weights are read."""
+    resolved = resolve_device(device)
+    resolve_decoder_dtype(options.get("decoder_dtype"), resolve_dtype(dtype, resolved).dtype)
+    validate_compile(options.get("compile"), validate_offload(options.get("offload"), resolved))
+    validate_text_quantization(options.get("text_quantization"))
+    if not isinstance(options.get("split_branches", False), bool):
+        raise ValueError(f"split_branches: must be True or False, got {options['split_branches']!r}")
+
+
+def pipeline_class_for(config: ModelConfig, requested: type, model: Any = None) -> type:
+    """The pipeline class for a model of ``config`` when ``requested`` was asked for: a 1.1 model
+    needs :class:`KandinskyVideo11Pipeline` (or a subclass), any other model not that one."""
+    from fusionframes.pipelines.kandinsky11 import KandinskyVideo11Pipeline, is_kandinsky_11
+
+    if is_kandinsky_11(config):
+        if issubclass(requested, KandinskyVideo11Pipeline):
+            return requested
+        if requested is TextToVideoPipeline:
+            return KandinskyVideo11Pipeline
+        raise ValueError(
+            f"model: {str(model)!r} is a Kandinsky Video 1.1 model, which {requested.__name__} cannot "
+            "run; load it with KandinskyVideo11Pipeline.from_pretrained"
+        )
+    if issubclass(requested, KandinskyVideo11Pipeline):
+        raise ValueError(
+            f"model: {str(model)!r} is not a Kandinsky Video 1.1 model; load it with "
+            "TextToVideoPipeline.from_pretrained"
+        )
+    return requested
+
+
 class TextToVideoPipeline:
     """Text-to-video with any FusionFrames model (the built-in one, a folder, or the released weights)."""
 
@@ -247,21 +287,35 @@ class TextToVideoPipeline:
         compile: bool | str = False,
         channels_last: bool | None = None,
         text_quantization: str = "none",
+        decoder_dtype: str = "auto",
+        split_branches: bool = False,
     ) -> None:
         """``offload``: none | model | sequential (GPU only, see :mod:`.offload`); ``compile``: False |
         True/"unets" | "all" (adds the MoVQ decoder); ``channels_last``: None = auto (MoVQ decoder on CPU);
         ``text_quantization``: none | int8 (the T5's linear weights in int8; see
-        :mod:`fusionframes.text.quantization`)."""
+        :mod:`fusionframes.text.quantization`); ``decoder_dtype``: the MoVQs' precision, auto = float32
+        beside float16 U-Nets, else the U-Nets' (:func:`~fusionframes.runtime.resolve_decoder_dtype`);
+        ``split_branches``: each guidance branch of a U-Net call as its own call (the chunked
+        interpolation: a stage's activation peak / 2 or 3, same video; :mod:`.branch_split`)."""
+        if not isinstance(split_branches, bool):
+            raise ValueError(f"split_branches: must be True or False, got {split_branches!r}")
         self.text_quantization = validate_text_quantization(text_quantization)
         self.device = resolve_device(device)
         self.precision = resolve_dtype(dtype, self.device)
+        self.decoder_precision = resolve_decoder_dtype(decoder_dtype, self.precision.dtype)
         logger.info("precision: %s (%s)", self.precision.dtype, self.precision.reason)
         self.placement = Placement(offload, self.device)
         self.compiled = validate_compile(compile, self.placement.mode)
-        if use_channels_last(self.device, channels_last):
+        self.channels_last = use_channels_last(self.device, channels_last)
+        if self.channels_last:
             to_channels_last(components.movq.decoder)
-        self.components = self.placement.place_components(components, self.precision.dtype).eval()
+        self.components = self.placement.place_components(
+            components, self.precision.dtype, self.decoder_precision.dtype
+        ).eval()
         compile_components(self.components, self.compiled)
+        self.split_branches = split_branches
+        if split_branches:
+            split_guidance_branches(self.components)
         self.config = components.config
         self.text = text_conditioner
         if text_conditioner is not None:
@@ -276,17 +330,20 @@ class TextToVideoPipeline:
         device: str | torch.device | None = "cpu",
         dtype: str = "auto",
         cache_dir: str | Path | None = None,
+        text_encoder: str | Path | None = None,
         **kwargs: Any,
     ) -> TextToVideoPipeline:
-        """``model``: None/"builtin", "kandinsky-video-1.0" (Hub), or a model folder."""
-        from fusionframes.io.checkpoints import load_model
+        """``model``: None/"builtin", "kandinsky-video-1.0" / "kandinsky-video-1.1" (Hub), a model
+        folder, or a folder of the 1.1 released files; ``text_encoder``: a T5 folder or Hub id to use
+        instead of the model's. As diffusers' ``DiffusionPipeline.from_pretrained`` picks the pipeline
+        class from the model, a Kandinsky Video 1.1 model gives a :class:`KandinskyVideo11Pipeline`
+        (a subclass: ``pipe(prompt, image=..., motion=...)``). Every option is checked before loading."""
+        from fusionframes.io.official_kv11 import load_release_or_folder
 
-        resolve_device(device)
-        resolve_dtype(dtype, resolve_device(device))
-        offload = validate_offload(kwargs.get("offload"), resolve_device(device))
-        validate_compile(kwargs.get("compile"), offload)
-        validate_text_quantization(kwargs.get("text_quantization"))
-        return cls(load_model(model, cache_dir=cache_dir), device=device, dtype=dtype, **kwargs)
+        check_load_options(device, dtype, kwargs)
+        components = load_release_or_folder(model, cache_dir, text_encoder)
+        target = pipeline_class_for(components.config, cls, model)
+        return target(components, device=device, dtype=dtype, **kwargs)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -404,11 +461,8 @@ class TextToVideoPipeline:
         self, context: torch.Tensor, mask: torch.Tensor, num_frames: int, latent_shape: tuple[int, int, int]
     ) -> torch.Tensor | None:
         """The layout prior's keyframe latents for the prompt, where keyframe sampling starts; None for
-        a model without a prior."""
-        prior = self.components.layout_prior
-        if prior is None:
-            return None
-        return prior.layout(context.float(), mask, num_frames, latent_shape)
+        a model without a prior (see :mod:`fusionframes.layout_prior.start`)."""
+        return keyframe_start(self.components.layout_prior, context, mask, num_frames, latent_shape)
 
     @torch.no_grad()
     def generate(
