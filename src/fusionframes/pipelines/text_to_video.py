@@ -21,6 +21,7 @@ from fusionframes.components import ModelComponents
 from fusionframes.config import ModelConfig, check_layout_prior_strength
 from fusionframes.diffusion.samplers import SAMPLERS, check_clamp_support
 from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.lora.pipeline import LoraMixin
 from fusionframes.models.layout_prior import low_pass
 from fusionframes.pipelines.acceleration import (
     compile_components,
@@ -218,7 +219,7 @@ def to_output_type(video: torch.Tensor, output_type: str):
     return [Image.fromarray(frame) for frame in array]
 
 
-class TextToVideoPipeline:
+class TextToVideoPipeline(LoraMixin):
     """Text-to-video with any FusionFrames model (the built-in one, a folder, or the released weights)."""
 
     def __init__(

@@ -181,8 +181,18 @@ STAGES: dict[str, type[Stage]] = {
 def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.Module, Any]:
     """The trained module for the stage (and the tokenizer for the keyframe stage).
 
-    Loaded components come frozen (inference mode); only what this stage trains is unfrozen here.
+    Loaded components come frozen (inference mode); only what this stage trains is unfrozen here. A LoRA
+    run (``lora_rank``) then freezes all of it again and adds the adapter, the only thing it trains.
     """
+    objective, tokenizer = _stage_objective(cfg, components)
+    if cfg.lora_rank is not None:
+        from fusionframes.lora.training import attach_training_adapter
+
+        attach_training_adapter(objective, cfg)
+    return objective, tokenizer
+
+
+def _stage_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.Module, Any]:
     for module in components.networks().values():
         module.requires_grad_(False)
     for name in STAGES[cfg.stage].trained:
