@@ -99,6 +99,9 @@ def save_adapter(
         tensors = {PEFT_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in state.items()}
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; an adapter is shared like a model folder
+        for file in tmp.iterdir():
+            os.chmod(file, 0o644)
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(old, ignore_errors=True)
