@@ -435,7 +435,6 @@ def test_torchrun_lora_ranks_identical_and_resume_exact(tiny_model_dir, clips, t
         "import sys, json, torch, torch.distributed as dist\n"
         "from fusionframes.training.config import config_from_dict\n"
         "from fusionframes.training.loop import train\n"
-        "from fusionframes.training.state import latest_checkpoint, read_checkpoint_state\n"
         "from pathlib import Path\n"
         "base = json.loads(sys.argv[1]); data, root = sys.argv[2], sys.argv[3]\n"
         "whole = train(config_from_dict({**base, 'max_steps': 4}), data, root + '/whole', progress=False)\n"
@@ -443,14 +442,28 @@ def test_torchrun_lora_ranks_identical_and_resume_exact(tiny_model_dir, clips, t
         "train(cut, data, root + '/cut', progress=False)\n"
         "resumed = train(config_from_dict({**base, 'max_steps': 4}), data, root + '/cut', resume=True,"
         " progress=False)\n"
-        "a = [l for _, l in whole['history'][2:]]\n"
-        "b = [l for _, l in resumed['history']]\n"
-        "assert len(a) == len(b) == 2 and a == b, (a, b)\n"
-        "state = read_checkpoint_state(latest_checkpoint(Path(root + '/whole')))['objective']\n"
-        "flat = torch.cat([v.flatten().float() for _, v in sorted(state.items())])\n"
+        # the live adapter of a third, short run on each rank (checkpoints are written by rank 0 only)
+        "from fusionframes.training.clips import load_clips\n"
+        "from fusionframes.training.loop import train_step\n"
+        "from fusionframes.training.optimisation import make_optimisation\n"
+        "from fusionframes.training.setup import start_components\n"
+        "from fusionframes.training.stages import StageSetup, build_stage\n"
+        "from fusionframes.training.world import init_world\n"
+        "cfg = config_from_dict({**base, 'max_steps': 3}); world = init_world(); run = Path(root + '/live')\n"
+        "run.mkdir(exist_ok=True); clips = load_clips(data, cfg, world)\n"
+        "parts = start_components(cfg, clips, run, world, None)\n"
+        "stage = build_stage(cfg, parts, clips, StageSetup(run, world, False))\n"
+        "opt = make_optimisation(stage.objective, cfg, world, None)\n"
+        "for step in range(3): train_step(stage, opt, step, world)\n"
+        "live = {n: p for n, p in stage.objective.named_parameters() if p.requires_grad}\n"
+        "flat = torch.cat([v.detach().flatten().float() for _, v in sorted(live.items())])\n"
+        "assert flat.abs().sum() > 0\n"
         "gathered = [torch.zeros_like(flat) for _ in range(2)]\n"
         "dist.all_gather(gathered, flat)\n"
         "assert torch.equal(gathered[0], gathered[1]), 'ranks differ'\n"
+        "a = [l for _, l in whole['history'][2:]]\n"
+        "b = [l for _, l in resumed['history']]\n"
+        "assert len(a) == len(b) == 2 and a == b, (a, b)\n"
         "print('LORA_DDP_OK', dist.get_rank())\n"
         "dist.barrier(); dist.destroy_process_group()\n" + EXIT_WITHOUT_FINALIZING
     )
@@ -512,10 +525,10 @@ def test_new_colour_is_opt_in_and_scored() -> None:
     from fusionframes.evaluation.analysis import name_colour
     from fusionframes.synthetic import COLOURS, make_sample, parse_prompt
 
-    for index in range(20):  # the default data (the built-in model's) is drawn exactly as before
+    for index in range(8):  # the default data (the built-in model's) is drawn exactly as before
         assert make_sample(0, index, 32, 5)[1] == make_sample(0, index, 32, 5, new_colour_share=0.0)[1]
         assert "pink" not in make_sample(0, index, 32, 5)[1]
-    assert any("pink" in make_sample(0, i, 32, 5, new_colour_share=0.5)[1] for i in range(20))
+    assert any("pink" in make_sample(0, i, 32, 5, new_colour_share=0.5)[1] for i in range(8))
     assert parse_prompt("a pink star moving right on a gray background")["objects"][0]["colour"] == "pink"
     import numpy as np
 

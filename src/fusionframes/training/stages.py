@@ -243,6 +243,8 @@ def build_stage(cfg: TrainConfig, components: ModelComponents, clips: list[Clip]
     objective, tokenizer = build_objective(cfg, components)
     device = setup.world.device
     objective.to(device).train()
+    if cfg.lora_rank is not None:  # a frozen text encoder runs as at inference: no dropout draws
+        getattr(getattr(objective, "text", None), "encoder", nn.Identity()).eval()
     if cfg.gradient_checkpointing and hasattr(objective, "unet"):
         objective.unet.gradient_checkpointing = True
     common = {"cfg": cfg, "objective": objective, "device": device, "num_clips": len(clips)}
