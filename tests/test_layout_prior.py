@@ -21,7 +21,6 @@ from fusionframes.models.layout_prior import (
     LayoutPrior,
     ObjectSprites,
     label_groups,
-    low_pass,
     object_maps,
     one_hot_labels,
     pooled_text,
@@ -60,18 +59,23 @@ def test_config_round_trip_and_checks() -> None:
             SamplingDefaults(layout_prior_strength=bad)
 
 
-def test_low_pass_keeps_where_things_are() -> None:
-    delta = torch.zeros(2, 4, 9, 9)
-    delta[:, :, 4, 4] = 1.0
-    assert torch.equal(low_pass(delta, 0.0), delta)
-    blurred = low_pass(delta, 1.0)
-    assert blurred.shape == delta.shape
-    assert blurred.max() < 0.2 and torch.allclose(blurred.sum(dim=(-2, -1)), torch.ones(2, 4), atol=1e-5)
-    assert blurred[0, 0].argmax().item() == 4 * 9 + 4  # the peak stays where it was
-    flat = torch.full((1, 4, 5, 5), 0.7)
-    assert torch.allclose(low_pass(flat, 2.0), flat)  # edges replicated: a flat field stays flat
-    with pytest.raises(ValueError, match="layout_prior_blur"):
-        SamplingDefaults(layout_prior_blur=-1.0)
+def test_removed_settings_load_only_at_the_value_every_folder_had() -> None:
+    """Folders written before ``layout_prior_blur``, ``keyframe_prediction`` and ``position_embed`` were
+    removed state their no-op values and still load; any other value would sample differently, so it
+    fails by name."""
+    data = ModelConfig().to_dict()
+    data["sampling"].update(layout_prior_blur=0.0, keyframe_prediction="epsilon")
+    data["keyframe_unet"]["position_embed"] = False
+    assert ModelConfig.from_dict(data) == ModelConfig()
+    for part, key, value in (
+        ("sampling", "layout_prior_blur", 1.0),
+        ("sampling", "keyframe_prediction", "v"),
+        ("keyframe_unet", "position_embed", True),
+    ):
+        bad = ModelConfig().to_dict()
+        bad[part][key] = value
+        with pytest.raises(ValueError, match=rf"\.{key}: removed \(no shipped model used it\)"):
+            ModelConfig.from_dict(bad)
 
 
 def test_pooled_text_ignores_padding() -> None:
@@ -424,6 +428,7 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_add_layout_prior_writes_a_model_the_pipeline_uses(
     tiny_model_dir: Path, tiny_shards: Path, tmp_path: Path
 ) -> None:
@@ -437,9 +442,7 @@ def test_add_layout_prior_writes_a_model_the_pipeline_uses(
         object_label_keys=("colour", "shape"),
         track_steps=20,
     )
-    out, report = add_layout_prior(
-        tiny_model_dir, tiny_shards, tmp_path / "with_prior", settings, 0.5, blur=1.0
-    )
+    out, report = add_layout_prior(tiny_model_dir, tiny_shards, tmp_path / "with_prior", settings, 0.5)
     assert report["clips"] == 12 and math.isfinite(report["holdout_mse"])
     assert math.isfinite(report["holdout_track_loss"])
     loaded = load_model_folder(out)
@@ -447,7 +450,6 @@ def test_add_layout_prior_writes_a_model_the_pipeline_uses(
     assert {n.split(":")[0] for n in loaded.config.layout_prior.object_labels} == {"colour", "shape"}
     assert 0.0 <= report["holdout_objects_labelled_right"] <= 1.0
     assert loaded.config.sampling.layout_prior_strength == 0.5
-    assert loaded.config.sampling.layout_prior_blur == 1.0
     assert loaded.config.layout_prior.num_frames == loaded.config.keyframe_unet.num_frames
 
     pipe = TextToVideoPipeline.from_pretrained(out, device="cpu", dtype="float32")

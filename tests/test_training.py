@@ -92,11 +92,13 @@ def falls(values: list[float], window: int, factor: float) -> bool:
     return np.mean(values[-window:]) < factor * np.mean(values[:window])
 
 
+@pytest.mark.slow
 def test_movq_reconstruction_loss_falls(movq_run: Path) -> None:
     assert falls(losses(movq_run), 15, 0.5)
     assert (movq_run / "model" / "model_index.json").is_file()
 
 
+@pytest.mark.slow
 def test_decoder_fine_tune_keeps_the_encoder(clips, movq_run, tmp_path) -> None:
     cfg = config_from_dict(
         {
@@ -127,6 +129,7 @@ def test_resumed_run_keeps_its_text_encoder_after_pruning(clips, tmp_path) -> No
     load_model_folder(tmp_path / "model")
 
 
+@pytest.mark.slow
 def test_keyframe_loss_falls(clips, movq_run, tmp_path) -> None:
     cfg = config_from_dict(
         {
@@ -143,6 +146,7 @@ def test_keyframe_loss_falls(clips, movq_run, tmp_path) -> None:
     assert {"red", "square", "left"} <= model.vocabulary
 
 
+@pytest.mark.slow
 def test_interpolation_loss_falls(clips, movq_run, tmp_path) -> None:
     cfg = config_from_dict(
         {
@@ -158,6 +162,7 @@ def test_interpolation_loss_falls(clips, movq_run, tmp_path) -> None:
     assert falls(losses(tmp_path), 40, 0.88)
 
 
+@pytest.mark.slow
 def test_continuing_from_a_checkpoint_under_new_sampling_settings(clips, movq_run, tmp_path) -> None:
     """Phase 1 stops early (stop_after); phase 2 starts from its raw weights with frame-shared noise and
     a residual interpolation model, and the exported folders tell the pipeline so."""
@@ -174,25 +179,16 @@ def test_continuing_from_a_checkpoint_under_new_sampling_settings(clips, movq_ru
     second = tmp_path / "keyframes2"
     phase2 = {**base, "stage": "keyframes", "init_from": str(checkpoint), "frame_noise_sharing": 0.8}
     phase2["text_frame_embed"] = True  # grows the zero-initialised layers the checkpoint lacks
-    phase2["position_embed"] = True
-    phase2["keyframe_prediction"] = "v"
     train(config_from_dict({**phase2, "max_steps": 1, "learning_rate": 1e-8}), clips, second, progress=False)
     exported = load_model_folder(second / "model")
     assert exported.config.sampling.frame_noise_sharing == 0.8
-    assert exported.config.sampling.keyframe_prediction == "v"
     assert exported.config.keyframe_unet.text_frame_embed is True
-    assert exported.config.keyframe_unet.position_embed is True
     unet = {k[len("unet.") :]: v for k, v in raw.items() if k.startswith("unet.")}
     # started from the raw weights (a 1e-8 step moves them by ~1e-8), not the EMA of the folder
     weights = exported.keyframe_unet.state_dict()
-    grown = {k: v for k, v in weights.items() if k.startswith(("text_frame_embed.", "position_embed."))}
-    levels = len(exported.config.keyframe_unet.dim_mult)
-    assert sorted(grown) == sorted(
-        [f"text_frame_embed.{i}.{p}" for i in (0, 2) for p in ("bias", "weight")]
-        + [f"position_embed.{i}.{p}" for i in range(levels) for p in ("bias", "weight")]
-    )
+    grown = {k: v for k, v in weights.items() if k.startswith("text_frame_embed.")}
+    assert sorted(grown) == sorted(f"text_frame_embed.{i}.{p}" for i in (0, 2) for p in ("bias", "weight"))
     assert float(grown["text_frame_embed.2.weight"].abs().max()) < 1e-5  # still (almost) its zero init
-    assert float(grown["position_embed.0.weight"].abs().max()) < 1e-5
     for name, value in weights.items():
         if name not in grown:
             torch.testing.assert_close(value, unet[name], atol=1e-5, rtol=0)
@@ -213,7 +209,7 @@ def test_continuing_from_a_checkpoint_under_new_sampling_settings(clips, movq_ru
     assemble_model(second / "model", interp / "model", tmp_path / "joined", name="joined")
     joined = load_model_folder(tmp_path / "joined").config.sampling
     assert joined.frame_noise_sharing == 0.8 and joined.interpolation_residual is True
-    assert joined.interpolation_prediction == "sample" and joined.keyframe_prediction == "v"
+    assert joined.interpolation_prediction == "sample"
 
 
 def _cli(args: list[str], **kwargs) -> subprocess.Popen:
@@ -227,6 +223,7 @@ def _cli(args: list[str], **kwargs) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_replays_losses(clips, movq_run, tmp_path) -> None:
     config = tmp_path / "kf.json"
     config.write_text(
@@ -315,6 +312,7 @@ def run_two_ranks(script: Path, *args: str, timeout: int = 300) -> subprocess.Co
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_torchrun_two_ranks_stay_identical(clips, movq_run, tmp_path, parallel: str) -> None:
     config = tmp_path / "interp.json"
@@ -350,6 +348,7 @@ def test_torchrun_two_ranks_stay_identical(clips, movq_run, tmp_path, parallel: 
     assert result.stdout.count("RANKS_IDENTICAL") == 2
 
 
+@pytest.mark.slow
 def test_fsdp_keyframes_resume_replays_losses(clips, movq_run, tmp_path) -> None:
     """FSDP on two CPU ranks: the keyframe stage (U-Net + small T5 sharded) checkpoints full tensors,
     exports a loadable model, and a resumed run continues with the uninterrupted run's losses."""
@@ -386,6 +385,7 @@ def test_fsdp_keyframes_resume_replays_losses(clips, movq_run, tmp_path) -> None
     assert (tmp_path / "whole" / "model" / "text_encoder" / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_live_weights_identical_across_ranks_during_ddp(clips, movq_run, tmp_path) -> None:
     """The gradients are averaged: raw (non-EMA) weights match bit for bit after a few steps."""
     script = tmp_path / "raw.py"
@@ -453,10 +453,10 @@ def test_bad_data_is_skipped_and_counted(tmp_path) -> None:
         ({"frame_noise_sharing": 1.0}, "frame_noise_sharing: must be in [0, 1)"),
         ({"stop_after": 0}, "stop_after: must be >= 1"),
         ({"interpolation_prediction": "x0"}, "interpolation_prediction: unknown 'x0'; allowed: v, sample"),
-        ({"keyframe_prediction": "x0"}, "keyframe_prediction: unknown 'x0'; allowed: epsilon, v"),
+        ({"keyframe_prediction": "v"}, "unknown key(s) ['keyframe_prediction']"),
+        ({"position_embed": True}, "unknown key(s) ['position_embed']"),
         ({"high_noise_share": 0.5}, "unknown key(s) ['high_noise_share']"),
         ({"caption_contrast": 1.0}, "unknown key(s) ['caption_contrast']"),
-        ({"keyframe_prediction": "v", "stage": "movq"}, "keyframe_prediction: only the keyframes stage"),
         ({"snr_gamma": 0}, "snr_gamma: must be a positive number or null"),
         ({"snr_gamma": 5.0, "stage": "interpolation"}, "snr_gamma: only the keyframes stage uses it"),
         ({"noisy_weight_max": 0.5}, "noisy_weight_max: must be a number >= 1 or null"),
@@ -464,7 +464,6 @@ def test_bad_data_is_skipped_and_counted(tmp_path) -> None:
         ({"time_reversal": 1.5}, "time_reversal: must be in [0, 1]"),
         ({"time_reversal": 0.5, "stage": "interpolation"}, "time_reversal: only the keyframes stage uses it"),
         ({"text_frame_embed": True, "stage": "movq"}, "text_frame_embed: only the keyframes stage uses it"),
-        ({"position_embed": True, "stage": "movq"}, "position_embed: only the keyframes stage uses it"),
     ],
 )
 def test_bad_configs(data: dict, message: str, tmp_path) -> None:

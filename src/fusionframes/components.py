@@ -94,7 +94,7 @@ def build_components(
 
 # Layers a keyframe U-Net may gain after training began (UNetConfig flags named as their modules):
 # all zero-initialised, so a grown model computes what it did before.
-KEYFRAME_EXTENSIONS = ("text_frame_embed", "position_embed")
+KEYFRAME_EXTENSIONS = ("text_frame_embed",)
 
 
 def with_keyframe_extensions(components: ModelComponents, *names: str) -> ModelComponents:

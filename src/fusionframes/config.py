@@ -17,8 +17,29 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+# Settings that were removed because no shipped model used them (docs/training.md, "Removed
+# experiments"), with the one value they had in every model folder written before: a folder that
+# states that value still loads, any other value fails by name instead of sampling differently.
+RETIRED_FIELDS: dict[str, dict[str, Any]] = {
+    "UNetConfig": {"position_embed": False},
+    "SamplingDefaults": {"keyframe_prediction": "epsilon", "layout_prior_blur": 0.0},
+}
+
+
+def _drop_retired(data: dict[str, Any], what: str) -> dict[str, Any]:
+    retired = RETIRED_FIELDS.get(what, {})
+    for key in retired.keys() & data.keys():
+        if data[key] != retired[key]:
+            raise ValueError(
+                f"{what}.{key}: removed (no shipped model used it); only {retired[key]!r} loads, "
+                f"got {data[key]!r}"
+            )
+    return {k: v for k, v in data.items() if k not in retired}
+
+
 def _from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
     """Build a dataclass from a dict, rejecting unknown keys by name (typos fail loudly)."""
+    data = _drop_retired(data, what)
     names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
@@ -54,9 +75,6 @@ class UNetConfig:
     # Extension, not in the release (False keeps its layout): a frame-position embedding that also
     # depends on the pooled text, added to every norm's embedding of a keyframe U-Net. See UNet3D.
     text_frame_embed: bool = False
-    # Extension, not in the release: fixed coordinate features of each latent pixel, projected by a
-    # zero-initialised 1x1 conv and added at the input of every down level. See UNet3D.
-    position_embed: bool = False
     # Kandinsky Video 1.1 (``temporal_layers="1.1"``): every temporal norm of a keyframe U-Net sees the
     # time + frame embedding, and the interpolation U-Net's temporal convolutions and attention are
     # masked per row (``temporal_mask``) and see a perturbation time. The flags below are the 1.1
@@ -209,14 +227,6 @@ def check_layout_prior_strength(value: Any, name: str = "layout_prior_strength")
     return value
 
 
-def check_layout_prior_blur(value: Any, name: str = "layout_prior_blur") -> float:
-    """The Gaussian sigma, in latent pixels, applied to the layout before it is noised: [0, 16]."""
-    value = _finite_real(value, name)
-    if not 0.0 <= value <= 16.0:
-        raise ValueError(f"{name}: must be in [0, 16], got {value:g}")
-    return value
-
-
 def check_layout_prior_channels(value: Any, name: str = "LayoutPriorConfig.channels") -> tuple[int, ...]:
     """The layout prior decoder's widths: a non-empty sequence of multiples of 8 (its group norms use 8
     groups); returned as a tuple."""
@@ -322,8 +332,6 @@ class SamplingDefaults:
     interpolation_residual: bool = False
     # interpolation_prediction: what the interpolation U-Net outputs, "v" (released) or "sample" (x0).
     interpolation_prediction: str = "v"
-    # keyframe_prediction: what the keyframe U-Net outputs, "epsilon" (released) or "v".
-    keyframe_prediction: str = "epsilon"
     # skip_terminal_step: keyframe sampling starts one step below pure noise, where an epsilon model's x0
     # estimate is still usable (the released model relies on dynamic thresholding instead).
     skip_terminal_step: bool = False
@@ -333,20 +341,12 @@ class SamplingDefaults:
     # layout_prior_strength: for a model with a layout prior, keyframe sampling starts from the prior's
     # layout noised like an image-to-image redraw at this strength (1: from pure noise, the prior unused).
     layout_prior_strength: float = 1.0
-    # layout_prior_blur: Gaussian sigma (latent pixels) applied to the layout before it is noised; it keeps
-    # where things are and drops the prior's blurred outlines, which otherwise cost shape accuracy.
-    layout_prior_blur: float = 0.0
 
     def __post_init__(self) -> None:
         check_layout_prior_strength(self.layout_prior_strength)
-        check_layout_prior_blur(self.layout_prior_blur)
         if self.interpolation_prediction not in ("v", "sample"):
             raise ValueError(
                 f"interpolation_prediction: unknown {self.interpolation_prediction!r}; allowed: 'v', 'sample'"
-            )
-        if self.keyframe_prediction not in ("epsilon", "v"):
-            raise ValueError(
-                f"keyframe_prediction: unknown {self.keyframe_prediction!r}; allowed: 'epsilon', 'v'"
             )
         if not 0.0 <= self.frame_noise_sharing < 1.0:
             raise ValueError(f"frame_noise_sharing: must be in [0, 1), got {self.frame_noise_sharing}")

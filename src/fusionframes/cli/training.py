@@ -193,9 +193,6 @@ def configure_layout_prior(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--strength", type=float, default=0.6, help="the model's default layout strength, (0, 1]")
     p.add_argument(
-        "--blur", type=float, default=0.0, help="Gaussian sigma (latent pixels) on the layout, [0, 16]"
-    )
-    p.add_argument(
         "--foreground-weight", type=float, default=50.0, help="extra loss weight where objects are"
     )
     p.add_argument("--keyframe-stride", type=int, default=4, help="frames between keyframes in the clips")
@@ -246,7 +243,6 @@ def run_layout_prior(args: argparse.Namespace) -> int:
         settings,
         args.strength,
         torch.float16 if args.half else torch.float32,
-        blur=args.blur,
         cache=args.cache,
     )
     print(json.dumps(report, indent=2))

@@ -49,7 +49,7 @@ def direction_probe(
     """Paired denoising losses of ``pipe``'s keyframe U-Net under true and reversed captions.
 
     ``pipe`` is a :class:`~fusionframes.pipelines.text_to_video.TextToVideoPipeline` of a video model.
-    The loss is the one the model was trained on (epsilon or v: ``sampling.keyframe_prediction``).
+    The loss is the one the model was trained on, epsilon prediction.
     Returns, per timestep, the mean losses, ``gap_percent`` = 100 x (reversed - true) / true and
     ``prefers_true`` = the percentage of clips denoised better under their own caption.
     """
@@ -66,7 +66,6 @@ def direction_probe(
         )
     size = pipe.config.sampling.height
     sharing = pipe.config.sampling.frame_noise_sharing
-    prediction = pipe.config.sampling.keyframe_prediction
     dtype = next(unet.parameters()).dtype
     device = pipe.device
     generator = torch.Generator("cpu").manual_seed(seed)
@@ -88,8 +87,7 @@ def direction_probe(
                     temporal_positions(frames, device),
                     num_frames=frames,
                 )
-                target = noise if prediction == "epsilon" else schedule.velocity(latents, noise, step)
-                losses[t][slot].append(float((predicted.float() - target).pow(2).mean()))
+                losses[t][slot].append(float((predicted.float() - noise).pow(2).mean()))
     report = {}
     for t, (true, reversed_) in losses.items():
         true_arr, reversed_arr = np.array(true), np.array(reversed_)

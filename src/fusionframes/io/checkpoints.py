@@ -34,7 +34,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fusionframes.components import ModelComponents, build_components
-from fusionframes.config import LayoutPriorConfig, ModelConfig, MoVQConfig, TextConfig, UNetConfig, preset
+from fusionframes.config import (
+    RETIRED_FIELDS,
+    LayoutPriorConfig,
+    ModelConfig,
+    MoVQConfig,
+    TextConfig,
+    UNetConfig,
+    preset,
+)
 from fusionframes.io.atomic import atomic_write, temp_sibling
 
 FORMAT_NAME = "fusionframes"
@@ -487,11 +495,17 @@ def text_encoder_source(path: str | Path, manifest: dict) -> str | Path:
 
 
 def check_weights_match_config(name: str, config: dict, written_with: dict[str, str], file: Path) -> None:
-    """The config a component's weights were written with must be its ``config.json`` (field by field)."""
+    """The config a component's weights were written with must be its ``config.json`` (field by field).
+
+    A removed setting (``RETIRED_FIELDS``) recorded at its one no-op value may be absent from the
+    ``config.json``: weights written before its removal stay loadable without being rewritten."""
     if CONFIG_METADATA_KEY not in written_with:
         return  # written before weights recorded it: the strict key and shape match still applies
     recorded = json.loads(written_with[CONFIG_METADATA_KEY])
+    retired = {k: v for fields_ in RETIRED_FIELDS.values() for k, v in fields_.items()}
     for key in sorted(recorded):
+        if key not in config and key in retired and recorded[key] == retired[key]:
+            continue
         if key not in config or config[key] != recorded[key]:
             raise CheckpointError(
                 f"{name}: config.json field {key!r} is {config.get(key, '(missing)')!r} but {file.name} was "

@@ -16,8 +16,6 @@ outline per shape instead of one per place.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,23 +27,6 @@ def pooled_text(context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of the projected text tokens ``[B, L, D]`` over the valid ones (``mask`` ``[B, L]``)."""
     weights = mask.to(context.dtype).unsqueeze(-1)
     return (context * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-
-
-def low_pass(latents: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``[N, C, h, w]`` latents (edges replicated); ``sigma`` 0 returns them as
-    they are. A blurred layout still says where each object is in each keyframe but leaves its outline
-    to the U-Net."""
-    if sigma <= 0:
-        return latents
-    radius = max(1, int(math.ceil(3 * sigma)))
-    taps = torch.arange(-radius, radius + 1, dtype=latents.dtype, device=latents.device)
-    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    channels = latents.shape[1]
-    rows = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
-    out = F.conv2d(F.pad(latents, (radius, radius, 0, 0), mode="replicate"), rows, groups=channels)
-    cols = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), cols, groups=channels)
 
 
 TRACK_FIELDS = 5  # per object and keyframe: present (0/1), centre x, centre y, log radius, angle (radians)

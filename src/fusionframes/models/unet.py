@@ -550,8 +550,6 @@ class UNet3D(nn.Module):
             self.image_in_layer = nn.Conv2d(cfg.num_channels, init, kernel_size=3, padding=1)
         dims = [init, *(cfg.model_channels * m for m in cfg.dim_mult)]
         in_out = list(zip(dims[:-1], dims[1:], strict=True))
-        if cfg.position_embed:
-            self.position_embed = nn.ModuleList(position_projection(cin) for cin, _ in in_out)
         levels = len(in_out)
         text_dims = [cfg.context_dim if cross else None for cross in cfg.add_cross_attention]
         self.down_samples = nn.ModuleList(
@@ -647,8 +645,6 @@ class UNet3D(nn.Module):
         args = (embed, context, context_mask, temporal)
         skips = []
         for i, level in enumerate(self.down_samples):
-            if cfg.position_embed:
-                x = x + self.position_embed[i](position_features(*x.shape[-2:], x.dtype, x.device))
             x = self._run_level(level, x, args)
             if i != len(self.down_samples) - 1:
                 skips.append(x)
@@ -738,34 +734,6 @@ def text_frame_mlp(embed_dim: int) -> nn.Sequential:
     nn.init.zeros_(mlp[2].weight)
     nn.init.zeros_(mlp[2].bias)
     return mlp
-
-
-POSITION_FREQUENCIES = (1, 2)
-POSITION_CHANNELS = 2 + 4 * len(POSITION_FREQUENCIES)
-
-
-def position_features(height: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """[1, C, H, W] coordinates of each pixel centre in [-1, 1] and their sines and cosines.
-
-    Convolutions only see neighbourhoods, so a small U-Net can hardly tell the left of a frame from its
-    right; placing an object where its words say ("moving right" starts on the left) needs that.
-    """
-    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height * 2 - 1
-    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width * 2 - 1
-    y, x = torch.meshgrid(ys, xs, indexing="ij")
-    features = [x, y]
-    for k in POSITION_FREQUENCIES:
-        features += [torch.sin(torch.pi * k * x), torch.cos(torch.pi * k * x)]
-        features += [torch.sin(torch.pi * k * y), torch.cos(torch.pi * k * y)]
-    return torch.stack(features)[None].to(dtype)
-
-
-def position_projection(channels: int) -> nn.Conv2d:
-    """Coordinate features -> ``channels``, zero-initialised so a grown model keeps its output."""
-    conv = nn.Conv2d(POSITION_CHANNELS, channels, kernel_size=1)
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
-    return conv
 
 
 class AttentionPooling(nn.Module):

@@ -191,8 +191,8 @@ def ddpm_from(
     prediction: str = "epsilon",
 ) -> torch.Tensor:
     """Ancestral DDPM from step index ``start`` down to 0 (``start = num_steps - 1`` is a full run);
-    ``matched_time`` and ``prediction``: the model's ``sampling.matched_timesteps`` and
-    ``sampling.keyframe_prediction``."""
+    ``matched_time``: the model's ``sampling.matched_timesteps``; ``prediction``: what the network
+    outputs."""
     total = start + 1
     for i, step in enumerate(range(start, -1, -1)):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
@@ -310,7 +310,6 @@ class ImageToImagePipeline:
             callback,
             sampling.thresholding,
             sampling.matched_timesteps,
-            sampling.keyframe_prediction,
         )
         return self.decode(check_finite(latents, "text-to-image"))
 
@@ -345,7 +344,6 @@ class ImageToImagePipeline:
             callback,
             sampling.thresholding,
             sampling.matched_timesteps,
-            sampling.keyframe_prediction,
         )
         return self.decode(check_finite(latents, "image-to-image")).to(image.dtype)
 

@@ -475,7 +475,6 @@ def t2v_scene_latents(
             noise_sharing=t2v.config.sampling.frame_noise_sharing,
             skip_terminal=t2v.config.sampling.skip_terminal_step,
             matched_time=t2v.config.sampling.matched_timesteps,
-            prediction=t2v.config.sampling.keyframe_prediction,
             layout=t2v.keyframe_layout(context, mask, n, shape),
             layout_strength=settings.layout_prior_strength,
         )
@@ -497,7 +496,6 @@ def t2v_scene_latents(
             noise_sharing=sharing,
             skip_terminal=skip,
             matched_time=t2v.config.sampling.matched_timesteps,
-            prediction=t2v.config.sampling.keyframe_prediction,
         )
     check_finite(latents, "keyframes")
     interpolation = DiffusionSchedule.cosine(settings.interpolation_steps)

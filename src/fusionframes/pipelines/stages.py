@@ -93,7 +93,7 @@ def generate_keyframes(
     ``layout``: keyframe latents to start from (a layout prior's output), noised like an image-to-image
     redraw at ``layout_strength`` (1: every step runs and the layout barely matters).
 
-    ``prediction``: what the U-Net outputs (``sampling.keyframe_prediction``): epsilon as released, or v.
+    ``prediction``: what the U-Net outputs, epsilon as released.
 
     ``noise_sharing``: the frame-noise correlation the model was trained with (its
     ``sampling.frame_noise_sharing``), used for the initial noise and every DDPM step's noise.

@@ -22,7 +22,6 @@ from fusionframes.config import ModelConfig, check_layout_prior_strength
 from fusionframes.diffusion.samplers import SAMPLERS, check_clamp_support
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.lora.pipeline import LoraMixin
-from fusionframes.models.layout_prior import low_pass
 from fusionframes.pipelines.acceleration import (
     compile_components,
     to_channels_last,
@@ -389,13 +388,12 @@ class TextToVideoPipeline(LoraMixin):
     def keyframe_layout(
         self, context: torch.Tensor, mask: torch.Tensor, num_frames: int, latent_shape: tuple[int, int, int]
     ) -> torch.Tensor | None:
-        """The layout prior's keyframe latents for the prompt (blurred by the model's
-        ``layout_prior_blur``), where keyframe sampling starts; None for a model without a prior."""
+        """The layout prior's keyframe latents for the prompt, where keyframe sampling starts; None for
+        a model without a prior."""
         prior = self.components.layout_prior
         if prior is None:
             return None
-        layout = prior.layout(context.float(), mask, num_frames, latent_shape)
-        return low_pass(layout, self.config.sampling.layout_prior_blur)
+        return prior.layout(context.float(), mask, num_frames, latent_shape)
 
     @torch.no_grad()
     def generate(
@@ -447,7 +445,6 @@ class TextToVideoPipeline(LoraMixin):
             noise_sharing=self.config.sampling.frame_noise_sharing,
             skip_terminal=self.config.sampling.skip_terminal_step,
             matched_time=self.config.sampling.matched_timesteps,
-            prediction=self.config.sampling.keyframe_prediction,
             layout=self.keyframe_layout(context, mask, settings.num_keyframes, latent_shape),
             layout_strength=settings.layout_prior_strength,
         )

@@ -39,9 +39,7 @@ def export_model(
     sampling = components.config.sampling
     if isinstance(objective, KeyframeObjective):
         components.keyframe_null = objective.text.null_embedding.detach().clone()
-        sampling = dataclasses.replace(
-            sampling, frame_noise_sharing=objective.noise_sharing, keyframe_prediction=objective.prediction
-        )
+        sampling = dataclasses.replace(sampling, frame_noise_sharing=objective.noise_sharing)
     if isinstance(objective, InterpolationObjective):
         components.interpolation_null = objective.null_embedding.detach().clone()
         sampling = dataclasses.replace(

@@ -86,18 +86,11 @@ class TrainConfig:
     # keyframes: give the keyframe U-Net the text-aware frame embedding (UNetConfig.text_frame_embed)
     # if it lacks it; zero-initialised, so a run from init_from continues from the same function
     text_frame_embed: bool = False
-    # keyframes: give the keyframe U-Net coordinate features at every down level (UNetConfig.position_embed)
-    # if it lacks them; zero-initialised like text_frame_embed
-    position_embed: bool = False
     # interpolation: learn the in-betweens' difference from the linear blend of their neighbours
     interpolation_residual: bool = False
     # interpolation: the network's output, "v" (as released) or "sample" (x0: a residual model then
     # starts near its answer, zero, instead of having to learn an exact copy of the noise)
     interpolation_prediction: str = "v"
-    # keyframes: the network's output, "epsilon" (as released) or "v" (about -x0 near pure noise, where
-    # an epsilon model has to reproduce its input almost exactly to place anything). snr_gamma and
-    # noisy_weight_max keep their meaning: they weight the epsilon loss of the same x0 estimate
-    keyframe_prediction: str = "epsilon"
     diffusion_steps: int = 1000
     # LoRA (keyframes and interpolation, from init_from): peft low-rank adapters of this rank on the
     # ``lora_targets`` layers of the stage's U-Net; everything else, the text encoder included, stays
@@ -143,9 +136,6 @@ class TrainConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         check.choice("interpolation_prediction", self.interpolation_prediction, ("v", "sample"))
-        check.choice("keyframe_prediction", self.keyframe_prediction, ("epsilon", "v"))
-        if self.keyframe_prediction != "epsilon" and self.stage != "keyframes":
-            raise ValueError(f"keyframe_prediction: only the keyframes stage uses it, not {self.stage!r}")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"stop_after: must be >= 1 or null, got {self.stop_after}")
         if not 0.0 <= self.frame_noise_sharing < 1.0:
@@ -170,9 +160,8 @@ class TrainConfig:
         if self.time_reversal and self.stage != "keyframes":
             raise ValueError(f"time_reversal: only the keyframes stage uses it, not {self.stage!r}")
         check_model_overrides(self.model, self.model_overrides)
-        for name in ("text_frame_embed", "position_embed"):
-            if getattr(self, name) and self.stage != "keyframes":
-                raise ValueError(f"{name}: only the keyframes stage uses it, not {self.stage!r}")
+        if self.text_frame_embed and self.stage != "keyframes":
+            raise ValueError(f"text_frame_embed: only the keyframes stage uses it, not {self.stage!r}")
         self._check_lora()
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")

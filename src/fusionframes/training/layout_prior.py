@@ -24,7 +24,6 @@ from fusionframes.components import ModelComponents
 from fusionframes.config import (
     LayoutPriorConfig,
     SamplingDefaults,
-    check_layout_prior_blur,
     check_layout_prior_channels,
     check_layout_prior_strength,
 )
@@ -441,15 +440,13 @@ def add_layout_prior(
     settings: PriorTraining | None = None,
     strength: float = 0.6,
     weights_dtype: torch.dtype = torch.float32,
-    blur: float = 0.0,
     cache: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[Path, dict]:
     """Fit a layout prior for the model folder ``model`` on ``data`` and write ``model`` plus the prior
-    to ``out``, with ``strength`` and ``blur`` as its ``layout_prior_strength`` and ``layout_prior_blur``."""
+    to ``out``, with ``strength`` as its ``layout_prior_strength``."""
     settings = settings or PriorTraining()
     strength = check_layout_prior_strength(strength, "strength")
-    blur = check_layout_prior_blur(blur, "blur")
     components = load_model_folder(model)
     factor, sampling = components.config.movq.scale_factor, components.config.sampling
     LayoutPriorConfig(  # the decoder's levels must fit the latent size: say so before minutes of encoding
@@ -478,7 +475,6 @@ def add_layout_prior(
         {
             **components.config.sampling.to_dict(),
             "layout_prior_strength": strength,
-            "layout_prior_blur": blur,
         }
     )
     components.config = dataclasses.replace(components.config, layout_prior=prior.config, sampling=sampling)

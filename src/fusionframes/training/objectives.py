@@ -105,24 +105,8 @@ class TextEncoding(nn.Module):
         return context, mask
 
 
-def v_to_epsilon_scale(schedule: DiffusionSchedule, t: torch.Tensor) -> torch.Tensor:
-    """Per-video factors ``alpha_bar = SNR / (1 + SNR)`` that turn a v loss into the epsilon loss of the
-    same x0 estimate.
-
-    For one noisy input a v error is an epsilon error divided by ``sqrt(alpha_bar)``, so scaling the v
-    loss by this lets the epsilon-loss weightings (min-SNR, noisy-timestep) keep their meaning for a v
-    model: only what the network outputs changes, not how much each timestep counts.
-    """
-    snr = signal_to_noise(schedule, t)
-    return (snr / (1.0 + snr)).float()
-
-
 class KeyframeObjective(nn.Module):
-    """Epsilon (or v) prediction on F keyframe latents per video, with text dropout to the null embedding.
-
-    ``prediction``: ``"epsilon"`` (as released) or ``"v"``. Near pure noise an epsilon model must output
-    almost exactly its input to say anything about x0 (the layout, where each object is in each frame),
-    while a v model outputs about -x0 there, so what decides the layout is its output itself.
+    """Epsilon prediction on F keyframe latents per video, with text dropout to the null embedding.
 
     ``noise_sharing``: the share of the noise variance common to a video's frames (see
     :func:`fusionframes.diffusion.sampling.video_noise`); sampling must use the same value.
@@ -139,14 +123,10 @@ class KeyframeObjective(nn.Module):
         noise_sharing: float = 0.0,
         snr_gamma: float | None = None,
         noisy_weight_max: float | None = None,
-        prediction: str = "epsilon",
     ) -> None:
         super().__init__()
-        if prediction not in ("epsilon", "v"):
-            raise ValueError(f"prediction: unknown {prediction!r}; allowed: 'epsilon', 'v'")
         self.unet = unet
         self.text = text
-        self.prediction = prediction
         self.schedule = DiffusionSchedule.cosine(steps)
         self.text_dropout = text_dropout
         self.noise_sharing = noise_sharing
@@ -184,13 +164,8 @@ class KeyframeObjective(nn.Module):
             temporal_positions(f, device).repeat(b),
             num_frames=f,
         )
-        target = noise.flatten(0, 1)
-        if self.prediction == "v":
-            target = self.schedule.velocity(x0, target, frame_t)
-        per_video = (out.float() - target).pow(2).reshape(b, -1).mean(1)
+        per_video = (out.float() - noise.flatten(0, 1)).pow(2).reshape(b, -1).mean(1)
         weights = torch.ones_like(per_video)
-        if self.prediction == "v":
-            weights = v_to_epsilon_scale(self.schedule, t)
         if self.snr_gamma is not None:
             weights = weights * min_snr_epsilon_weights(self.schedule, t, self.snr_gamma)
         if self.noisy_weight_max is not None:

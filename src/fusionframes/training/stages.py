@@ -219,7 +219,6 @@ def _stage_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.
         cfg.frame_noise_sharing,
         cfg.snr_gamma,
         cfg.noisy_weight_max,
-        cfg.keyframe_prediction,
     )
     return objective, tokenizer
 
