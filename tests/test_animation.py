@@ -130,6 +130,7 @@ def test_seed_reproducible_and_generator_matches(pipe: AnimationPipeline) -> Non
     assert a.settings["seed"] == 7 and a.settings["num_frames"] == 4
 
 
+@pytest.mark.slow
 def test_random_seed_is_recorded(pipe: AnimationPipeline) -> None:
     out = pipe("a blue square", seconds=0.25, fps=8, **FAST)
     again = pipe("a blue square", seconds=0.25, fps=8, seed=out.settings["seed"], **FAST)

@@ -15,7 +15,17 @@ from fusionframes.diffusion.samplers import SAMPLERS
 from fusionframes.diffusion.sampling import sample_ddpm
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.io.checkpoints import load_model_folder, write_model_folder
-from fusionframes.models.layout_prior import (
+from fusionframes.layout_prior.fitting import (
+    PriorTraining,
+    add_layout_prior,
+    fit_layout_prior,
+    foreground_weights,
+    keyframe_labels,
+    keyframe_tracks,
+    label_loss,
+    track_loss,
+)
+from fusionframes.layout_prior.model import (
     SLOT_CODE_DIM,
     SPRITE_CHANNELS,
     LayoutPrior,
@@ -26,17 +36,8 @@ from fusionframes.models.layout_prior import (
     pooled_text,
     read_tokens,
 )
+from fusionframes.layout_prior.start import keyframe_start
 from fusionframes.pipelines.text_to_video import TextToVideoPipeline
-from fusionframes.training.layout_prior import (
-    PriorTraining,
-    add_layout_prior,
-    fit_layout_prior,
-    foreground_weights,
-    keyframe_labels,
-    keyframe_tracks,
-    label_loss,
-    track_loss,
-)
 
 
 def test_config_round_trip_and_checks() -> None:
@@ -85,6 +86,7 @@ def test_pooled_text_ignores_padding() -> None:
 
 
 def test_layout_is_resampled_to_the_video() -> None:
+    assert keyframe_start(None, torch.zeros(1, 3, 6), torch.ones(1, 3), 4, (4, 4, 4)) is None
     torch.manual_seed(0)
     prior = LayoutPrior(
         LayoutPriorConfig(
@@ -92,16 +94,16 @@ def test_layout_is_resampled_to_the_video() -> None:
         )
     )
     context, mask = torch.randn(1, 3, 6), torch.ones(1, 3)
-    same = prior.layout(context, mask, 4, (4, 4, 4))
+    same = keyframe_start(prior, context, mask, 4, (4, 4, 4))
     assert torch.allclose(same, prior(context, mask)[0])
-    longer = prior.layout(context, mask, 7, (4, 8, 6))
+    longer = keyframe_start(prior, context, mask, 7, (4, 8, 6))
     assert longer.shape == (7, 4, 8, 6)
-    wide = prior.layout(context, mask, 4, (4, 8, 6))
+    wide = keyframe_start(prior, context, mask, 4, (4, 8, 6))
     assert torch.allclose(longer[0], wide[0], atol=1e-6) and torch.allclose(longer[-1], wide[-1], atol=1e-6)
     assert torch.allclose(longer[2], wide[1], atol=1e-5)  # frame 2 of 7 is frame 1 of 4
     assert torch.allclose(longer[3], (wide[1] + wide[2]) / 2, atol=1e-5)  # frame 3 of 7 sits halfway
     with pytest.raises(ValueError, match="latent_shape"):
-        prior.layout(context, mask, 4, (3, 4, 4))
+        keyframe_start(prior, context, mask, 4, (3, 4, 4))
 
 
 def _moving_blobs(n: int, frames: int = 4, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -556,7 +558,7 @@ def test_replacing_a_prior_keeps_the_parameter_count(
 def test_data_without_tracks_is_refused_before_encoding(
     tiny_model_dir: Path, tiny_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fusionframes.training.layout_prior as fitting
+    import fusionframes.layout_prior.fitting as fitting
 
     read = fitting.read_clips
 

@@ -193,7 +193,7 @@ def test_t2v_scene_starts_from_the_layout_prior(
     import dataclasses
 
     from fusionframes.config import LayoutPriorConfig
-    from fusionframes.models.layout_prior import LayoutPrior
+    from fusionframes.layout_prior.model import LayoutPrior
     from fusionframes.pipelines import movie
 
     t2v = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")

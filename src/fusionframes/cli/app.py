@@ -57,6 +57,11 @@ COMMANDS: tuple[Command, ...] = (
         "training:configure_assemble",
     ),
     Command(
+        "add-parts",
+        "add a temporal decoder and an image-to-video U-Net trained from a model folder to it",
+        "training:configure_add_parts",
+    ),
+    Command(
         "layout-prior",
         "fit a text-to-layout prior for a model folder and write the model with it",
         "training:configure_layout_prior",

@@ -225,7 +225,7 @@ def run_layout_prior(args: argparse.Namespace) -> int:
         raise UsageError(f"out: parent folder does not exist: {out.parent}")
     import torch
 
-    from fusionframes.training.layout_prior import PriorTraining, add_layout_prior
+    from fusionframes.layout_prior.fitting import PriorTraining, add_layout_prior
 
     settings = PriorTraining(
         steps=args.steps,
@@ -246,5 +246,43 @@ def run_layout_prior(args: argparse.Namespace) -> int:
         cache=args.cache,
     )
     print(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+def configure_add_parts(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Add the Kandinsky Video 1.1 parts trained from a model folder (the temporal decoder of a "
+        "`train movq` run with video_decoder, the image-to-video U-Net of a `train keyframes` run with "
+        "first_frame_condition) to it (docs/training.md, 'Kandinsky Video 1.1 parts')."
+    )
+    p.add_argument("--model", required=True, help="the model folder both runs started from")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--video-movq", default=None, help="model folder of the temporal decoder's run")
+    p.add_argument("--image-keyframes", default=None, help="model folder of the image-to-video run")
+    p.add_argument("--decoder", choices=["image", "video"], default=None, help="the default decoder")
+    p.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
+    p.set_defaults(handler=run_add_parts)
+
+
+def run_add_parts(args: argparse.Namespace) -> int:
+    for name in ("model", "video_movq", "image_keyframes"):
+        value = getattr(args, name)
+        if value is not None and not Path(value).is_dir():
+            raise FileNotFoundError(f"{name.replace('_', '-')}: model folder not found: {value}")
+    if args.video_movq is None and args.image_keyframes is None and args.decoder is None:
+        raise UsageError("add-parts: give --video-movq, --image-keyframes or --decoder")
+    import torch
+
+    from fusionframes.training.stages11 import add_parts
+
+    path = add_parts(
+        args.model,
+        args.out,
+        args.video_movq,
+        args.image_keyframes,
+        args.decoder,
+        torch.float16 if args.half else torch.float32,
+    )
     print(f"wrote {path}")
     return 0

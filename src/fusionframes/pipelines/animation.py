@@ -459,8 +459,16 @@ class AnimationPipeline(LoraMixin):
     """Camera animation with the keyframe U-Net of a text-to-video model (see module docstring)."""
 
     def __init__(self, t2v: TextToVideoPipeline) -> None:
+        from fusionframes.pipelines.kandinsky11 import KandinskyVideo11Pipeline
+
         self.t2v = t2v
-        self.images = ImageToImagePipeline(t2v)
+        # a 1.1 model draws and redraws in the image mode its videos' first frames come from
+        if isinstance(t2v, KandinskyVideo11Pipeline):
+            from fusionframes.pipelines.image_mode11 import ImageMode11
+
+            self.images: ImageToImagePipeline | ImageMode11 = ImageMode11(t2v)
+        else:
+            self.images = ImageToImagePipeline(t2v)
         self.config = t2v.config
         self.device = t2v.device
 

@@ -91,6 +91,17 @@ class TrainConfig:
     # interpolation: the network's output, "v" (as released) or "sample" (x0: a residual model then
     # starts near its answer, zero, instead of having to learn an exact copy of the noise)
     interpolation_prediction: str = "v"
+    # movq: train a Kandinsky Video 1.1 temporal decoder (``video_movq``) made from the image MoVQ with
+    # its temporal parts at zero, on clips of video_clip_frames frames (fusionframes.training.stages11)
+    video_decoder: bool = False
+    video_clip_frames: int = 8
+    video_crop: int = 0  # movq video_decoder: decode random windows of this many latent pixels (0: whole)
+    # keyframes: train an image-to-video keyframe U-Net (``image_keyframe_unet``, the first-frame input
+    # layout) made from the keyframe U-Net with its new input weights at zero; the first keyframe is the
+    # condition, noised to a random level in [0, noise_augmentation_max] and dropped with image_dropout
+    first_frame_condition: bool = False
+    noise_augmentation_max: int = 100
+    image_dropout: float = 0.1
     diffusion_steps: int = 1000
     # LoRA (keyframes and interpolation, from init_from): peft low-rank adapters of this rank on the
     # ``lora_targets`` layers of the stage's U-Net; everything else, the text encoder included, stays
@@ -160,6 +171,7 @@ class TrainConfig:
         if self.time_reversal and self.stage != "keyframes":
             raise ValueError(f"time_reversal: only the keyframes stage uses it, not {self.stage!r}")
         check_model_overrides(self.model, self.model_overrides)
+        self._check_11_keys()
         if self.text_frame_embed and self.stage != "keyframes":
             raise ValueError(f"text_frame_embed: only the keyframes stage uses it, not {self.stage!r}")
         self._check_lora()
@@ -199,6 +211,32 @@ class TrainConfig:
             raise ValueError(
                 "freeze_spatial: a LoRA run already freezes the network; use lora_targets instead"
             )
+
+    def _check_11_keys(self) -> None:
+        """The 1.1 stage keys (video_decoder, first_frame_condition) and their settings."""
+        check = _Checker()
+        check.positive("video_clip_frames", self.video_clip_frames)
+        if isinstance(self.video_crop, bool) or self.video_crop < 0:
+            raise ValueError(f"video_crop: must be an integer >= 0, got {self.video_crop!r}")
+        if self.video_decoder and self.stage != "movq":
+            raise ValueError(f"video_decoder: only the movq stage uses it, not {self.stage!r}")
+        if self.video_clip_frames > self.clip_frames:
+            raise ValueError(
+                f"video_clip_frames: {self.video_clip_frames} is more than clip_frames={self.clip_frames}"
+            )
+        if self.first_frame_condition and self.stage != "keyframes":
+            raise ValueError(f"first_frame_condition: only the keyframes stage uses it, not {self.stage!r}")
+        if self.first_frame_condition and self.train_text_encoder:
+            raise ValueError(
+                "train_text_encoder: must be false with first_frame_condition (the image-to-video U-Net "
+                "shares the shipped text encoder with the text-to-video one)"
+            )
+        if isinstance(self.noise_augmentation_max, bool) or not 0 <= self.noise_augmentation_max < 1000:
+            raise ValueError(
+                f"noise_augmentation_max: must be in [0, 1000), got {self.noise_augmentation_max!r}"
+            )
+        if not 0.0 <= self.image_dropout <= 1.0:
+            raise ValueError(f"image_dropout: must be in [0, 1], got {self.image_dropout}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

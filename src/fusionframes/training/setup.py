@@ -153,6 +153,9 @@ def start_components(
     extensions = [name for name in KEYFRAME_EXTENSIONS if getattr(cfg, name)]
     if extensions:
         components = with_keyframe_extensions(components, *extensions)
+    from fusionframes.training.stages11 import grow_for  # it imports the stages, which import this
+
+    components = grow_for(cfg, components)
     components.vocabulary = frozenset(components.vocabulary) | caption_words(clips)
     return components
 
