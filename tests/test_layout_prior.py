@@ -132,6 +132,7 @@ def _caption_tokens(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return context, torch.tensor([[True, False]]).expand(features.shape[0], 2)
 
 
+@pytest.mark.slow
 def test_fit_learns_which_way_a_word_moves_things() -> None:
     torch.manual_seed(0)
     latents, labels = _moving_blobs(128)
@@ -231,6 +232,7 @@ def _blob_tracks(labels: torch.Tensor, frames: int = 4, size: int = 8) -> torch.
     return tracks
 
 
+@pytest.mark.slow
 def test_tracking_prior_learns_the_track_and_draws_along_it() -> None:
     torch.manual_seed(0)
     latents, labels = _moving_blobs(96)
@@ -333,6 +335,7 @@ def test_sprites_move_with_their_object_and_vanish_when_it_is_absent() -> None:
     assert not torch.allclose(sprites(tracks, other, 16, 16), here)  # another label, another drawing
 
 
+@pytest.mark.slow
 def test_labelling_prior_learns_what_each_object_looks_like() -> None:
     torch.manual_seed(0)
     latents, direction = _moving_blobs(96)

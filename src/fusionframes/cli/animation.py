@@ -57,6 +57,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     options.add_prompt_options(p)
     options.add_size_options(p)
     options.add_model_options(p)
+    options.add_lora_option(p)
 
 
 def _add_animation_options(p: argparse.ArgumentParser, fps_help: str) -> None:
@@ -192,6 +193,7 @@ def run_animate(args: argparse.Namespace) -> int:
     pipe = AnimationPipeline.from_pretrained(
         args.model, device=device, dtype=args.dtype, release_text_encoder=True
     )
+    options.apply_loras(pipe, args)
     video = pipe.render(plan, torch.Generator("cpu").manual_seed(plan.seed), output_type="np")
     path = video.save(args.output)
     print(
@@ -284,6 +286,7 @@ def run_movie(args: argparse.Namespace) -> int:
     from fusionframes.pipelines.movie import render_movie
 
     pipe = AnimationPipeline.from_pretrained(args.model, device=device, dtype=args.dtype)
+    options.apply_loras(pipe, args)
     movie = render_movie(pipe, plan, output_type="np")
     path = movie.save(args.output)
     print(

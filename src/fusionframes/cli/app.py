@@ -69,6 +69,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("serve", "web UI and HTTP API with a persistent job queue", "serve:configure_serve"),
     Command("worker", "run queued jobs from a shared (PostgreSQL) job store", "serve:configure_worker"),
     Command("eval", "measure a model's quality", "evaluate:configure_eval"),
+    Command("lora", "LoRA adapters: merge one into a model folder", "lora:configure_lora"),
 )
 
 

@@ -28,6 +28,7 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     options.add_keyframe_options(p)
     options.add_interpolation_options(p)
     options.add_model_options(p)
+    options.add_lora_option(p)
     add_kv11_options(p)
     g = p.add_argument_group("memory and speed")
     g.add_argument(
@@ -127,6 +128,7 @@ def run_generate(args: argparse.Namespace) -> int:
         decoder_dtype=args.decoder_dtype,
         split_branches=args.split_branches,
     )
+    options.apply_loras(pipe, args)
     generator = torch.Generator("cpu").manual_seed(settings.seed)
     video = pipe.generate(settings, generator, output_type="np", image=args.image)
     path = video.save(output)

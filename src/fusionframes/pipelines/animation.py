@@ -43,7 +43,9 @@ from fusionframes.camera import (
 )
 from fusionframes.camera.presets import preset_parts
 from fusionframes.camera.warp import prepare_depth
+from fusionframes.components import ModelComponents
 from fusionframes.config import ModelConfig, kandinsky_video_1_0
+from fusionframes.lora.pipeline import LoraMixin
 from fusionframes.pipelines.img2img import (
     ImageLike,
     ImageToImagePipeline,
@@ -453,7 +455,7 @@ class AnimationOutput:
         return write_video(self.frames, path, fps=self.fps, metadata=self.metadata())
 
 
-class AnimationPipeline:
+class AnimationPipeline(LoraMixin):
     """Camera animation with the keyframe U-Net of a text-to-video model (see module docstring)."""
 
     def __init__(self, t2v: TextToVideoPipeline) -> None:
@@ -469,6 +471,11 @@ class AnimationPipeline:
             self.images = ImageToImagePipeline(t2v)
         self.config = t2v.config
         self.device = t2v.device
+
+    @property
+    def lora_components(self) -> ModelComponents:
+        """Adapters go on the text-to-video pipeline's networks, which this one samples with."""
+        return self.t2v.components
 
     @classmethod
     def from_pretrained(

@@ -22,6 +22,7 @@ from fusionframes.config import ModelConfig, check_layout_prior_strength
 from fusionframes.diffusion.samplers import SAMPLERS, check_clamp_support
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.layout_prior.start import keyframe_start
+from fusionframes.lora.pipeline import LoraMixin
 from fusionframes.pipelines.acceleration import (
     compile_components,
     to_channels_last,
@@ -273,7 +274,7 @@ def pipeline_class_for(config: ModelConfig, requested: type, model: Any = None) 
     return requested
 
 
-class TextToVideoPipeline:
+class TextToVideoPipeline(LoraMixin):
     """Text-to-video with any FusionFrames model (the built-in one, a folder, or the released weights)."""
 
     def __init__(

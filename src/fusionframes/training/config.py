@@ -103,6 +103,13 @@ class TrainConfig:
     noise_augmentation_max: int = 100
     image_dropout: float = 0.1
     diffusion_steps: int = 1000
+    # LoRA (keyframes and interpolation, from init_from): peft low-rank adapters of this rank on the
+    # ``lora_targets`` layers of the stage's U-Net; everything else, the text encoder included, stays
+    # frozen and only the adapter is trained, checkpointed and exported (run_dir/adapter). null = full
+    # training. lora_alpha scales the update by alpha / rank (null = rank, a scale of 1)
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_targets: str = "attention"  # attention | attention+temporal | all-linear | a regular expression
     movq_latent_weight: float = 0.01  # keeps MoVQ latents near unit scale for the diffusion models
 
     # bookkeeping
@@ -167,6 +174,7 @@ class TrainConfig:
         self._check_11_keys()
         if self.text_frame_embed and self.stage != "keyframes":
             raise ValueError(f"text_frame_embed: only the keyframes stage uses it, not {self.stage!r}")
+        self._check_lora()
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if self.warmup_steps < 0 or self.grad_clip < 0:
@@ -180,6 +188,29 @@ class TrainConfig:
         for code, stride in self.interpolation_strides.items():
             if str(code) not in {str(i) for i in range(20)} or int(stride) < 1:
                 raise ValueError(f"interpolation_strides: bad entry {code!r}: {stride!r}")
+
+    def _check_lora(self) -> None:
+        if self.lora_rank is None:
+            if self.lora_alpha is not None:
+                raise ValueError("lora_alpha: set only with lora_rank (a LoRA run)")
+            return
+        from fusionframes.lora.layers import LoraSpec
+
+        LoraSpec(self.lora_rank, 1.0 if self.lora_alpha is None else self.lora_alpha, self.lora_targets)
+        if self.stage == "movq":
+            raise ValueError(
+                "lora_rank: LoRA trains the keyframes or interpolation U-Net, not the movq stage"
+            )
+        if self.parallel == "fsdp":
+            raise ValueError(
+                "lora_rank: a LoRA run trains a few million weights; use parallel: ddp, not fsdp"
+            )
+        if self.init_from is None:
+            raise ValueError("lora_rank: a LoRA run adapts an existing model; give init_from (or --init)")
+        if self.freeze_spatial:
+            raise ValueError(
+                "freeze_spatial: a LoRA run already freezes the network; use lora_targets instead"
+            )
 
     def _check_11_keys(self) -> None:
         """The 1.1 stage keys (video_decoder, first_frame_condition) and their settings."""

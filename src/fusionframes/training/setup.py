@@ -145,7 +145,7 @@ def start_components(
 ) -> ModelComponents:
     """The networks of the run: a resumed checkpoint's, or :func:`prepare_components`'s; with the keyframe
     extensions the config asks for and the captions' words added to the vocabulary."""
-    if checkpoint is not None:
+    if checkpoint is not None and cfg.lora_rank is None:
         components = load_model_folder(checkpoint / "model")
         components.text_encoder = stable_text_encoder(components.text_encoder, run_dir, world)
     else:

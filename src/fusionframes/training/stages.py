@@ -181,8 +181,18 @@ STAGES: dict[str, type[Stage]] = {
 def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.Module, Any]:
     """The trained module for the stage (and the tokenizer for the keyframe stage).
 
-    Loaded components come frozen (inference mode); only what this stage trains is unfrozen here.
+    Loaded components come frozen (inference mode); only what this stage trains is unfrozen here. A LoRA
+    run (``lora_rank``) then freezes all of it again and adds the adapter, the only thing it trains.
     """
+    objective, tokenizer = _stage_objective(cfg, components)
+    if cfg.lora_rank is not None:
+        from fusionframes.lora.training import attach_training_adapter
+
+        attach_training_adapter(objective, cfg)
+    return objective, tokenizer
+
+
+def _stage_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.Module, Any]:
     from fusionframes.training.stages11 import build_objective11, stage_class11
 
     for module in components.networks().values():
@@ -240,6 +250,8 @@ def build_stage(cfg: TrainConfig, components: ModelComponents, clips: list[Clip]
     objective, tokenizer = build_objective(cfg, components)
     device = setup.world.device
     objective.to(device).train()
+    if cfg.lora_rank is not None:  # a frozen text encoder runs as at inference: no dropout draws
+        getattr(getattr(objective, "text", None), "encoder", nn.Identity()).eval()
     if cfg.gradient_checkpointing and hasattr(objective, "unet"):
         objective.unet.gradient_checkpointing = True
     common = {"cfg": cfg, "objective": objective, "device": device, "num_clips": len(clips)}
