@@ -221,9 +221,9 @@ class ReleaseFiles:
         return cls(**paths, configs=configs if configs.is_file() else None, text_encoder=text_encoder)
 
 
-def is_release_folder(path: str | Path) -> bool:
+def is_release_folder(path: str | Path | None) -> bool:
     """A folder holding the released file names (a download of the hub repo), not converted."""
-    return Path(path).is_dir() and (Path(path) / FILES["t2v"]).is_file()
+    return path is not None and Path(path).is_dir() and (Path(path) / FILES["t2v"]).is_file()
 
 
 def load_release_folder(folder: str | Path, text_encoder: str | Path | None = None) -> ModelComponents:
@@ -242,7 +242,7 @@ def release_folder_config(folder: str | Path) -> ModelConfig:
 
 
 def load_release_or_folder(
-    model: str | Path, cache_dir: str | Path | None = None, text_encoder: str | Path | None = None
+    model: str | Path | None, cache_dir: str | Path | None = None, text_encoder: str | Path | None = None
 ) -> ModelComponents:
     """Any model :func:`~fusionframes.io.checkpoints.load_model` takes, with ``text_encoder`` (a T5
     folder or Hub id) replacing the model's own: ``kandinsky-video-1.1`` from the Hub, a folder of
