@@ -242,7 +242,7 @@ def run_movie(args: argparse.Namespace) -> int:
     if args.mode not in MODES:
         raise ValueError(f"mode: unknown {args.mode!r}; allowed: {', '.join(MODES)}")
     animate = args.mode == "animate"
-    options: dict[str, Any] = {
+    scene_options: dict[str, Any] = {
         "fps": _number_fps(args.fps, DEFAULT_FPS) if animate else args.fps,
         "width": args.width,
         "height": args.height,
@@ -252,7 +252,7 @@ def run_movie(args: argparse.Namespace) -> int:
         "negative_prompt": args.negative,
     }
     if animate:
-        options |= {
+        scene_options |= {
             "image": args.image,
             "motion": motion_from_args(args),
             "strength": args.strength,
@@ -266,7 +266,7 @@ def run_movie(args: argparse.Namespace) -> int:
     else:
         if args.motion is not None or any(getattr(args, flag) is not None for flag in SCHEDULE_FLAGS):
             raise ValueError("motion: camera moves need --mode animate")
-        options |= {
+        scene_options |= {
             "image": args.image,
             "depth": args.depth,
             "interpolation_steps": args.interpolation_steps,
@@ -279,7 +279,7 @@ def run_movie(args: argparse.Namespace) -> int:
         args.mode,
         args.transition,
         args.crossfade_frames,
-        **options,
+        **scene_options,
     )
 
     from fusionframes.pipelines.animation import AnimationPipeline
