@@ -166,13 +166,21 @@ class TemporalConv(nn.Conv3d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__(in_channels, out_channels, (kernel_size, 1, 1), padding=(kernel_size // 2, 0, 0))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """``[B, C, T, H, W]``, or with ``num_frames`` the frame layout of :meth:`frames` (through
+        ``forward`` so that offload hooks, which wrap only ``forward``, see the call)."""
+        if num_frames is not None:
+            return self._frames(x, num_frames)
         b, c, t, h, w = x.shape
         weight = self.weight.squeeze(-1)
         out = F.conv2d(x.reshape(b, c, t, h * w), weight, self.bias, padding=(self.padding[0], 0))
         return out.view(b, -1, t, h, w)
 
     def frames(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """``[(B*T), C, H, W] -> [(B*T), O, H, W]`` (see :meth:`_frames`)."""
+        return self(x, num_frames=num_frames)
+
+    def _frames(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         """``[(B*T), C, H, W] -> [(B*T), O, H, W]``, frames of one video consecutive in the batch.
 
         Every tap is a per-frame matrix product, all taps in one batched product (``[k*O, C]`` per
