@@ -220,7 +220,7 @@ class TrainConfig:
             raise ValueError(f"video_crop: must be an integer >= 0, got {self.video_crop!r}")
         if self.video_decoder and self.stage != "movq":
             raise ValueError(f"video_decoder: only the movq stage uses it, not {self.stage!r}")
-        if self.video_clip_frames > self.clip_frames:
+        if self.video_decoder and self.video_clip_frames > self.clip_frames:
             raise ValueError(
                 f"video_clip_frames: {self.video_clip_frames} is more than clip_frames={self.clip_frames}"
             )
