@@ -94,6 +94,7 @@ def make_optimisation(
 ) -> Optimisation:
     """Optimizer, schedule and EMA for ``objective``; from ``state`` (a checkpoint's) when resuming."""
     groups = select_trainable(objective, cfg)
+    ema_source = None  # LoRA averages its adapter only (LoRA is refused under FSDP)
     if sharded(cfg, world):
         from fusionframes.training.ema import ShardedEMA
         from fusionframes.training.fsdp import load_optimizer_state
@@ -109,7 +110,6 @@ def make_optimisation(
             ema.load_full(state["ema"])
     else:
         optimizer, scheduler = _adamw(groups, cfg)
-        ema_source = None
         if cfg.lora_rank is not None:  # average the adapter only: no second copy of the frozen base
             from fusionframes.lora.training import TrainedParameters
 
