@@ -5,13 +5,19 @@
     python benchmarks/generate.py --random-small           # random weights, built-in model architecture
     python benchmarks/generate.py --preset kandinsky-video-1.0 --device cuda --fps high --width 512 \\
         --height 512                                       # released architecture, random weights
+    python benchmarks/generate.py --preset kandinsky-video-1.1 --small-config '{}' --steps 2 \
+        --interpolation-steps 1 --fps medium              # 1.1 architecture at the small scale (CPU)
     python benchmarks/generate.py --random-small --compare # float32 50+50-step DDPM vs the fast path
     python benchmarks/generate.py ... --json result.json   # also write everything as JSON
 
 Stages: text encoding, keyframes, interpolation 1 and 2 (fps medium / high), decoding. FLOPs are counted
 with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention; not norms or
 element-wise ops) on one denoiser call per stage, with the real shapes, times the number of calls the
-sampler made; decoding is counted on one frame times the frames. Peak memory is
+sampler made; decoding is counted on one frame times the frames. Kandinsky Video 1.1 models (the
+``kandinsky-video-1.1`` preset, at its released size or with ``--small-config`` at the small one, or a
+1.1 model folder) add the first-frame stage; their FLOPs are counted on the first network call of each
+stage, recorded during the run, times the calls (decoding: times the frames over the first piece's).
+Peak memory is
 ``torch.cuda.max_memory_allocated`` reset per stage on CUDA, and the process's peak resident set size
 sampled every 5 ms on CPU (it includes the loaded model). ``--repeats N`` reports the fastest run.
 """
@@ -36,7 +42,7 @@ from typing import Any
 import torch
 
 PROMPT = "a red circle moving right on a gray background"
-STAGES = ("text", "keyframes", "interpolation 1", "interpolation 2", "decoding")
+STAGES = ("text", "first frame", "keyframes", "interpolation 1", "interpolation 2", "decoding")
 STAGE_NAMES = {"text": "text encoding"}
 SLOW_PATH = {"dtype": "float32", "sampler": "ddpm", "steps": 50, "interpolation_steps": 50}
 # The built-in model's architecture (configs/builtin/movq.yaml): the small preset with a 16-channel MoVQ
@@ -104,21 +110,24 @@ def random_preset_pipeline(args: argparse.Namespace, dtype: str, channels_last: 
     from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
     from fusionframes.components import build_components
-    from fusionframes.config import preset
-    from fusionframes.pipelines.text_to_video import TextToVideoPipeline
-    from fusionframes.runtime import resolve_device, resolve_dtype
+    from fusionframes.pipelines.text_to_video import TextToVideoPipeline, pipeline_class_for
+    from fusionframes.runtime import resolve_decoder_dtype, resolve_device, resolve_dtype
     from fusionframes.text.conditioning import TextConditioner
     from fusionframes.text.tokenizer import train_tokenizer
 
     device = resolve_device(args.device)
     precision = resolve_dtype(dtype, device)
+    decoder_dtype = resolve_decoder_dtype(args.decoder_dtype, precision.dtype).dtype
     home = torch.device("cpu") if args.offload != "none" else device
-    config = preset(args.preset)
+    config = preset_config(args)
     tokenizer_dir = train_tokenizer(CAPTIONS, Path(args.workdir) / "tokenizer", vocab_size=64)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     components = build_components(config, tokenizer_dir, name=f"random-{args.preset}", device="meta")
     for key, module in components.networks().items():
-        module.to(dtype=torch.float32 if key == "text_projection" else precision.dtype)
+        if key in ("text_projection", "interpolation_text_projection"):
+            module.to(dtype=torch.float32)
+        else:
+            module.to(dtype=decoder_dtype if key in ("movq", "video_movq") else precision.dtype)
         randomize_(module.to_empty(device=home))
     components.keyframe_null = torch.randn(components.keyframe_null.shape, device=home) * 0.02
     components.interpolation_null = torch.randn(components.interpolation_null.shape, device=home) * 0.02
@@ -133,15 +142,35 @@ def random_preset_pipeline(args: argparse.Namespace, dtype: str, channels_last: 
         encoder = T5EncoderModel(t5_config).to(text_dtype)
     randomize_(encoder.to_empty(device=home)).eval().requires_grad_(False)
     text = TextConditioner(tokenizer, encoder, components.projection, max_length=config.text.max_length)
-    return TextToVideoPipeline(
+    return pipeline_class_for(config, TextToVideoPipeline)(
         components,
         device=device,
         dtype=dtype,
         text_conditioner=text,
-        offload=args.offload,
-        compile=args.compile,
         channels_last=channels_last,
+        **pipeline_options(args),
     )
+
+
+def preset_config(args: argparse.Namespace):
+    """``--preset`` at its own size, or (``--small-config``, 1.1 only) its architecture at the small
+    preset's sizes: what a 2-core CPU can run."""
+    from fusionframes.config import preset, small_config, with_kv11_architecture
+
+    if args.small_config is None:
+        return preset(args.preset)
+    if args.preset != "kandinsky-video-1.1":
+        raise SystemExit("--small-config: with --preset only for kandinsky-video-1.1 (else --random-small)")
+    return with_kv11_architecture(small_config(**{**BUILTIN_ARCH, **json.loads(args.small_config)}), (16,))
+
+
+def pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "offload": args.offload,
+        "compile": args.compile,
+        "decoder_dtype": args.decoder_dtype,
+        "split_branches": args.split_branches,
+    }
 
 
 def load_pipeline(args: argparse.Namespace, model: str | Path | None, dtype: str, channels_last: bool | None):
@@ -154,12 +183,7 @@ def load_pipeline(args: argparse.Namespace, model: str | Path | None, dtype: str
         kind = f"random {args.preset} weights built on meta and materialised (not read from disk)"
     else:
         pipe = TextToVideoPipeline.from_pretrained(
-            model,
-            device=args.device,
-            dtype=dtype,
-            offload=args.offload,
-            compile=args.compile,
-            channels_last=channels_last,
+            model, device=args.device, dtype=dtype, channels_last=channels_last, **pipeline_options(args)
         )
         kind = "first load of the model folder in this process (files may be in the OS page cache)"
     networks = time.perf_counter() - start
@@ -316,42 +340,130 @@ class StageProbe:
             self.calls[stage] = self.calls.get(stage, 0) + 1  # one denoiser call per sampler step
 
 
+class CallRecorder:
+    """Counts the network calls of each stage during a run and keeps the first call's inputs, whose
+    FLOPs are counted after the run (:meth:`stage_flops`): no stage function is re-built, so this sees
+    what the pipeline really ran (branch-by-branch calls included)."""
+
+    def __init__(self, probe: StageProbe, modules: list[torch.nn.Module]) -> None:
+        self.probe = probe
+        self.calls: dict[str, int] = {}
+        self.rows: dict[tuple[str, int], int] = {}  # (stage, network) -> rows of all its calls
+        self.first: dict[tuple[str, int], tuple] = {}  # (stage, network) -> its first call
+        self.hooks = [m.register_forward_pre_hook(self._record, with_kwargs=True) for m in modules]
+
+    def _record(self, module, args, kwargs) -> None:
+        stage, key = self.probe.stage, (self.probe.stage, id(module))
+        self.calls[stage] = self.calls.get(stage, 0) + 1
+        self.rows[key] = self.rows.get(key, 0) + args[0].shape[0]
+        if key not in self.first:
+            keep = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+            self.first[key] = (module, keep, dict(kwargs))
+
+    def remove(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks = []
+
+    @torch.no_grad()
+    def stage_flops(self) -> dict[str, int]:
+        """Total FLOPs per stage: each network's first call in the stage, scaled by the rows of all its
+        calls there (the decoder's pieces differ in frames; a U-Net's calls in a stage are alike; the
+        first-frame stage also decodes its image)."""
+        out: dict[str, int] = {}
+        for (stage, _), (module, args, kwargs) in self.first.items():
+            with eager([module]):
+                first = count_flops(lambda: module(*args, **kwargs))  # noqa: B023
+            rows = self.rows[(stage, id(module))]
+            out[stage] = out.get(stage, 0) + round(first * rows / args[0].shape[0])
+        return out
+
+
+def networks_of(pipe) -> list[torch.nn.Module]:
+    """The U-Nets and the decoders a 1.1 pipeline runs (hooks on the decoders see every decode)."""
+    from fusionframes.pipelines.branch_split import unwrap
+
+    c = pipe.components
+    decoders = [c.movq.decoder] + ([c.video_movq.decoder] if c.video_movq is not None else [])
+    return [unwrap(c.keyframe_unet), unwrap(c.interpolation_unet), *decoders]
+
+
+def settings_11(args: argparse.Namespace, pipe, options: dict[str, Any]):
+    from fusionframes.pipelines.kandinsky11 import validate_settings_11
+
+    if options["sampler"] not in (None, "ddpm"):
+        raise SystemExit("--sampler: Kandinsky Video 1.1 samples with its trained DDPM only")
+    chosen = {
+        "fps": args.fps,
+        "width": args.width,
+        "height": args.height,
+        "num_inference_steps": options["steps"],
+        "interpolation_steps": options["interpolation_steps"],
+        "decoder": args.decoder,
+        "num_keyframes": args.keyframes,
+    }
+    return validate_settings_11(pipe.config, PROMPT, options=chosen, seed=0, decoders=pipe.decoders())[0]
+
+
 def run_path(args, label: str, model, options: dict[str, Any], channels_last: bool | None) -> dict[str, Any]:
     """Load, count FLOPs, run ``--repeats`` times; the fastest run's stages are reported."""
+    from fusionframes.pipelines.kandinsky11 import is_kandinsky_11
     from fusionframes.pipelines.text_to_video import validate_settings
 
     pipe, load = load_pipeline(args, model, options["dtype"], channels_last)
-    settings = validate_settings(
-        pipe.config,
-        PROMPT,
-        fps=args.fps,
-        width=args.width,
-        height=args.height,
-        num_inference_steps=options["steps"],
-        interpolation_steps=options["interpolation_steps"],
-        scheduler=options["sampler"],
-        seed=0,
-        decode_chunk_size=args.decode_chunk,
-    )
-    flops = flops_per_call(pipe, settings)
+    release_11 = is_kandinsky_11(pipe.config)
+    if release_11:
+        settings = settings_11(args, pipe, options)
+        encode, prompts = pipe.text, [settings.prompt]
+        flops = {"text": count_flops(lambda: encode(prompts))}
+    else:
+        settings = validate_settings(
+            pipe.config,
+            PROMPT,
+            fps=args.fps,
+            width=args.width,
+            height=args.height,
+            num_inference_steps=options["steps"],
+            interpolation_steps=options["interpolation_steps"],
+            scheduler=options["sampler"],
+            seed=0,
+            num_keyframes=args.keyframes,
+            decode_chunk_size=args.decode_chunk,
+        )
+        flops = flops_per_call(pipe, settings)
     runs = []
+    recorder = None
     with RssSampler() if pipe.device.type == "cpu" else contextlib.nullcontext() as rss:
         for _ in range(args.repeats):
             probe = StageProbe(pipe.device, rss)
+            if release_11 and recorder is None:
+                recorder = CallRecorder(probe, networks_of(pipe))
+            generator = torch.Generator("cpu").manual_seed(0)
             start = time.perf_counter()
-            video = pipe.generate(
-                settings, torch.Generator("cpu").manual_seed(0), "np", probe, progress=not args.quiet
-            )
+            if release_11:
+                video = pipe.generate_11(
+                    settings, None, generator, output_type="np", callback=probe, progress=not args.quiet
+                )
+            else:
+                video = pipe.generate(settings, generator, "np", probe, progress=not args.quiet)
             wall = time.perf_counter() - start
             runs.append((wall, video, probe))
+            if recorder is not None:
+                recorder.remove()  # the first run is the one counted
+    if recorder is not None:  # per call, so that flops x calls is the stage's total
+        totals = recorder.stage_flops()
+        flops.update({stage: round(totals[stage] / recorder.calls[stage]) for stage in totals})
     best_wall, video, probe = min(runs, key=lambda run: run[0])
     stages = []
     for stage in STAGES:
         if stage not in video.timings:
             continue
         seconds = video.timings[stage]
-        calls = len(video.frames) if stage == "decoding" else probe.calls.get(stage, 0)
-        total_flops = flops[stage] * calls
+        if recorder is not None:
+            calls = 1 if stage == "text" else recorder.calls.get(stage, 0)
+        else:
+            calls = len(video.frames) if stage == "decoding" else probe.calls.get(stage, 0)
+        total_flops = flops.get(stage, 0) * calls
         stages.append(
             {
                 "stage": STAGE_NAMES.get(stage, stage),
@@ -379,12 +491,16 @@ def run_path(args, label: str, model, options: dict[str, Any], channels_last: bo
         "device": str(pipe.device),
         "dtype": str(pipe.dtype).replace("torch.", ""),
         "dtype_reason": pipe.precision.reason,
-        "sampler": settings.scheduler,
+        "sampler": getattr(settings, "scheduler", "ddpm"),
         "steps": settings.num_inference_steps,
         "interpolation_steps": settings.interpolation_steps,
         "fps": settings.fps,
         "size": f"{settings.width}x{settings.height}",
         "keyframes": settings.num_keyframes,
+        "release": "1.1" if release_11 else "1.0",
+        "decoder": getattr(settings, "decoder", "image"),
+        "split_branches": pipe.split_branches,
+        "decoder_dtype": str(pipe.decoder_precision.dtype).replace("torch.", ""),
         "frames": len(video.frames),
         "offload": pipe.placement.mode,
         "compile": pipe.compiled,
@@ -467,7 +583,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
         "--preset", default=None, help="a named architecture with random weights (meta-built)"
     )
     parser.add_argument(
-        "--small-config", default="{}", help="JSON overrides for small_config (--random-small)"
+        "--small-config",
+        default=None,
+        help="JSON overrides for small_config (--random-small; with --preset kandinsky-video-1.1: its "
+        "architecture at the small sizes, '{}' for the defaults)",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
@@ -475,10 +594,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--steps", type=int, default=None, help="keyframe steps (default: the model's)")
     parser.add_argument("--interpolation-steps", type=int, default=None, help="default: the model's")
     parser.add_argument("--fps", default=None, help="low | medium | high (default: the model's)")
+    parser.add_argument("--keyframes", type=int, default=None, help="default: the model's")
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--decode-chunk", type=int, default=4)
     parser.add_argument("--offload", default="none", help="none | model | sequential (GPU only)")
+    parser.add_argument("--decoder-dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+    parser.add_argument("--split-branches", action="store_true", help="one U-Net call per guidance branch")
+    parser.add_argument("--decoder", default=None, help="1.1: video (default) | image")
     parser.add_argument("--compile", default="none", help="none | unets | all")
     parser.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"))
     parser.add_argument("--repeats", type=int, default=1, help="runs per path; the fastest is reported")
@@ -502,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.preset is not None:
             model = None
         elif args.random_small:
-            model = random_small_model(Path(tmp), json.loads(args.small_config))
+            model = random_small_model(Path(tmp), json.loads(args.small_config or "{}"))
         else:
             model = args.model or default_model()
             if model is None:

@@ -82,6 +82,7 @@ def test_pan_speed_recovered_by_phase_correlation(pipe: AnimationPipeline) -> No
             assert abs(dx - tx) < 0.05 and abs(dy - ty) < 0.05, (motion, dx, dy)  # in practice much better
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "motion", ["zoom_in", "rotate_ccw", "zoom_out+rotate_cw", {"zoom": "0:(1.04)", "angle": "0:(2)"}]
 )
@@ -117,6 +118,7 @@ def test_depth_map_adds_parallax(pipe: AnimationPipeline, tmp_path: Path) -> Non
 # --------------------------------------------------------------------------------------------- diffusion
 
 
+@pytest.mark.slow
 def test_seed_reproducible_and_generator_matches(pipe: AnimationPipeline) -> None:
     kw = {"seconds": 0.5, "fps": 8, "cadence": 2, **FAST}
     a = pipe("a red circle", seed=7, **kw)
@@ -128,12 +130,14 @@ def test_seed_reproducible_and_generator_matches(pipe: AnimationPipeline) -> Non
     assert a.settings["seed"] == 7 and a.settings["num_frames"] == 4
 
 
+@pytest.mark.slow
 def test_random_seed_is_recorded(pipe: AnimationPipeline) -> None:
     out = pipe("a blue square", seconds=0.25, fps=8, **FAST)
     again = pipe("a blue square", seconds=0.25, fps=8, seed=out.settings["seed"], **FAST)
     assert torch.equal(out.frames, again.frames)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cadence, frames, drawn", [(1, 5, [1, 2, 3, 4]), (3, 10, [3, 6, 9]), (4, 10, [4, 8])]
 )
@@ -153,6 +157,7 @@ def test_cadence_frame_count_and_redrawn_frames(pipe, monkeypatch, cadence, fram
     assert segments(10, 4) == [(0, 4, True), (4, 8, True), (8, 9, False)]
 
 
+@pytest.mark.slow
 def test_strength_schedule_and_prompt_schedule(pipe, monkeypatch) -> None:
     used: list[str] = []
     original = ImageToImagePipeline.encode_prompt
@@ -177,6 +182,7 @@ def test_strength_schedule_and_prompt_schedule(pipe, monkeypatch) -> None:
     assert out.settings["prompt"] == {"0": "a red circle", "4": "a blue square"}
 
 
+@pytest.mark.slow
 def test_callback_reports_frames_and_can_cancel(pipe: AnimationPipeline) -> None:
     seen: list[tuple[str, int, int]] = []
 
@@ -329,6 +335,7 @@ def run_cli(argv: list[str]) -> int:
     return args.handler(args)
 
 
+@pytest.mark.slow
 def test_cli_animate_writes_video_with_metadata(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     Image.fromarray((texture(48).numpy()[0].transpose(1, 2, 0) * 255).astype(np.uint8)).convert("P").save(
         tmp_path / "in.png"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import make_tiny_model
 
@@ -23,6 +24,7 @@ def _interpolation_run(tiny_model_dir: Path, root: Path) -> Path:
     return write_model_folder(components, root / "interp")
 
 
+@pytest.mark.slow
 def test_assemble_takes_each_stage_from_its_run(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     interp = _interpolation_run(tiny_model_dir, tmp_path)
     out = tmp_path / "joined"

@@ -27,6 +27,7 @@ def test_builtin_folder_is_complete_and_small() -> None:
     assert model.layout_prior is not None and 0.0 < sampling.layout_prior_strength < 1.0
 
 
+@pytest.mark.slow
 def test_quick_start_command_writes_the_video(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     code = cli.main(["generate", "a red circle moving right on a gray background", "-o", "out.mp4"])

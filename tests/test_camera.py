@@ -327,6 +327,7 @@ def test_pan_speed_is_recovered() -> None:
         assert abs(np.mean(got) - want) < 0.1
 
 
+@pytest.mark.slow
 def test_zoom_and_rotation_are_recovered_within_two_percent() -> None:
     img = texture()
     zoom = get_preset("zoom_in", 2, 8)[1]

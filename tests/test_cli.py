@@ -14,6 +14,7 @@ from fusionframes.io.video import read_metadata, read_video
 from fusionframes.pipelines.text_to_video import TextToVideoPipeline
 
 
+@pytest.mark.slow
 def test_generate_writes_readable_mp4(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.mp4"
     code = cli.main(
@@ -112,6 +113,7 @@ def _official_files(tiny_model_dir: Path, root: Path) -> OfficialFiles:
     )
 
 
+@pytest.mark.slow
 def test_convert_round_trip_identical_outputs(tiny_model_dir: Path, tmp_path: Path) -> None:
     files = _official_files(tiny_model_dir, tmp_path)
     out = tmp_path / "converted"

@@ -14,6 +14,7 @@ from fusionframes import cli
 FAST = ["--steps", "2", "--interpolation-steps", "2", "--device", "cpu", "--dtype", "float32"]
 
 
+@pytest.mark.slow
 def test_eval_synthetic_writes_summary_and_sheet(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(
@@ -71,6 +72,7 @@ def test_empty_prompts_file(tiny_model_dir: Path, tmp_path: Path, capsys) -> Non
     assert "holds no prompts" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_directions_writes_a_paired_report(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "probe.json"
     code = cli.main(

@@ -169,6 +169,7 @@ def test_direction_probe_clips_reverse_to_the_opposite_motion() -> None:
             assert (rev["colour"], rev["shape"]) == (obj["colour"], obj["shape"])
 
 
+@pytest.mark.slow
 def test_direction_probe_reports_which_caption_denoises_better(tiny_model_dir) -> None:
     """A stand-in U-Net that denoises well only under the true caption must score 100% / a positive gap."""
     import torch

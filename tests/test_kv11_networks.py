@@ -63,6 +63,7 @@ def text(rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(rows, 5, 16), torch.ones(rows, 5, dtype=torch.bool)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_image_mode_uses_image_in_layer_by_batch_size() -> None:
     """<= 2 rows run ``image_in_layer`` and no temporal layer (no frame positions needed); 3 rows the
@@ -79,6 +80,7 @@ def test_image_mode_uses_image_in_layer_by_batch_size() -> None:
     assert torch.allclose(unet(x[:1], time[:1], context[:1], mask[:1]), two[:1], atol=1e-6)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_keyframe_embeddings_are_per_row() -> None:
     """Noise level and motion score change only the video whose rows carry them."""

@@ -14,7 +14,17 @@ from fusionframes.config import LayoutPriorConfig, ModelConfig, SamplingDefaults
 from fusionframes.diffusion.parameterisation import Parameterisation
 from fusionframes.diffusion.samplers import SAMPLERS, run_sampler
 from fusionframes.io.checkpoints import load_model_folder, write_model_folder
-from fusionframes.models.layout_prior import (
+from fusionframes.layout_prior.fitting import (
+    PriorTraining,
+    add_layout_prior,
+    fit_layout_prior,
+    foreground_weights,
+    keyframe_labels,
+    keyframe_tracks,
+    label_loss,
+    track_loss,
+)
+from fusionframes.layout_prior.model import (
     SLOT_CODE_DIM,
     SPRITE_CHANNELS,
     LayoutPrior,
@@ -25,17 +35,8 @@ from fusionframes.models.layout_prior import (
     pooled_text,
     read_tokens,
 )
+from fusionframes.layout_prior.start import keyframe_start
 from fusionframes.pipelines.text_to_video import TextToVideoPipeline
-from fusionframes.training.layout_prior import (
-    PriorTraining,
-    add_layout_prior,
-    fit_layout_prior,
-    foreground_weights,
-    keyframe_labels,
-    keyframe_tracks,
-    label_loss,
-    track_loss,
-)
 
 
 def test_config_round_trip_and_checks() -> None:
@@ -84,6 +85,7 @@ def test_pooled_text_ignores_padding() -> None:
 
 
 def test_layout_is_resampled_to_the_video() -> None:
+    assert keyframe_start(None, torch.zeros(1, 3, 6), torch.ones(1, 3), 4, (4, 4, 4)) is None
     torch.manual_seed(0)
     prior = LayoutPrior(
         LayoutPriorConfig(
@@ -91,16 +93,16 @@ def test_layout_is_resampled_to_the_video() -> None:
         )
     )
     context, mask = torch.randn(1, 3, 6), torch.ones(1, 3)
-    same = prior.layout(context, mask, 4, (4, 4, 4))
+    same = keyframe_start(prior, context, mask, 4, (4, 4, 4))
     assert torch.allclose(same, prior(context, mask)[0])
-    longer = prior.layout(context, mask, 7, (4, 8, 6))
+    longer = keyframe_start(prior, context, mask, 7, (4, 8, 6))
     assert longer.shape == (7, 4, 8, 6)
-    wide = prior.layout(context, mask, 4, (4, 8, 6))
+    wide = keyframe_start(prior, context, mask, 4, (4, 8, 6))
     assert torch.allclose(longer[0], wide[0], atol=1e-6) and torch.allclose(longer[-1], wide[-1], atol=1e-6)
     assert torch.allclose(longer[2], wide[1], atol=1e-5)  # frame 2 of 7 is frame 1 of 4
     assert torch.allclose(longer[3], (wide[1] + wide[2]) / 2, atol=1e-5)  # frame 3 of 7 sits halfway
     with pytest.raises(ValueError, match="latent_shape"):
-        prior.layout(context, mask, 4, (3, 4, 4))
+        keyframe_start(prior, context, mask, 4, (3, 4, 4))
 
 
 def _moving_blobs(n: int, frames: int = 4, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,6 +131,7 @@ def _caption_tokens(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return context, torch.tensor([[True, False]]).expand(features.shape[0], 2)
 
 
+@pytest.mark.slow
 def test_fit_learns_which_way_a_word_moves_things() -> None:
     torch.manual_seed(0)
     latents, labels = _moving_blobs(128)
@@ -228,6 +231,7 @@ def _blob_tracks(labels: torch.Tensor, frames: int = 4, size: int = 8) -> torch.
     return tracks
 
 
+@pytest.mark.slow
 def test_tracking_prior_learns_the_track_and_draws_along_it() -> None:
     torch.manual_seed(0)
     latents, labels = _moving_blobs(96)
@@ -330,6 +334,7 @@ def test_sprites_move_with_their_object_and_vanish_when_it_is_absent() -> None:
     assert not torch.allclose(sprites(tracks, other, 16, 16), here)  # another label, another drawing
 
 
+@pytest.mark.slow
 def test_labelling_prior_learns_what_each_object_looks_like() -> None:
     torch.manual_seed(0)
     latents, direction = _moving_blobs(96)
@@ -418,6 +423,7 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_add_layout_prior_writes_a_model_the_pipeline_uses(
     tiny_model_dir: Path, tiny_shards: Path, tmp_path: Path
 ) -> None:
@@ -541,7 +547,7 @@ def test_replacing_a_prior_keeps_the_parameter_count(
 def test_data_without_tracks_is_refused_before_encoding(
     tiny_model_dir: Path, tiny_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fusionframes.training.layout_prior as fitting
+    import fusionframes.layout_prior.fitting as fitting
 
     read = fitting.read_clips
 

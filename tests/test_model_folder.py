@@ -22,7 +22,7 @@ from fusionframes.io.checkpoints import (
     load_strict,
     read_folder_config,
 )
-from fusionframes.models import LayoutPrior
+from fusionframes.layout_prior.model import LayoutPrior
 
 
 @pytest.fixture

@@ -116,6 +116,7 @@ def test_crossfade_and_join() -> None:
 # --------------------------------------------------------------------------------------------- rendering
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transition", ["cut", "crossfade", "continue"])
 def test_t2v_movie_lengths(pipe, transition: str) -> None:
     out = make_movie(
@@ -128,6 +129,7 @@ def test_t2v_movie_lengths(pipe, transition: str) -> None:
     assert out.settings["transition"] == transition and len(out.settings["scenes"]) == 2
 
 
+@pytest.mark.slow
 def test_animate_movie_cut_and_crossfade(pipe) -> None:
     cut = make_movie(["a red circle", "a blue square"], [1.0, 0.5], pipeline=pipe, seed=2, **ANIMATE)
     assert cut.frames.shape[0] == 12 and cut.scene_starts == [0, 8] and cut.scene_lengths == [8, 4]
@@ -170,6 +172,7 @@ def test_animate_continue_starts_from_the_last_frame(pipe) -> None:
     assert gap == pytest.approx((frames[3] - frames[2]).abs().mean(), rel=0.5)  # no jump at the boundary
 
 
+@pytest.mark.slow
 def test_animate_continue_with_redraws_and_prompt_schedule(pipe) -> None:
     out = make_movie(
         [{0: "a red circle", 4: "a blue square"}, "a green star"],
@@ -186,13 +189,14 @@ def test_animate_continue_with_redraws_and_prompt_schedule(pipe) -> None:
     assert out.settings["scenes"][1]["image"] == "last frame of scene 1"
 
 
+@pytest.mark.slow
 def test_t2v_scene_starts_from_the_layout_prior(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dataclasses
 
     from fusionframes.config import LayoutPriorConfig
-    from fusionframes.models.layout_prior import LayoutPrior
+    from fusionframes.layout_prior.model import LayoutPrior
 
     t2v = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
     unet = t2v.config.keyframe_unet
@@ -226,6 +230,7 @@ def test_t2v_scene_starts_from_the_layout_prior(
     torch.testing.assert_close(seen["start"].init, expected)  # the same start as a single video
 
 
+@pytest.mark.slow
 def test_t2v_continue_first_keyframe_is_the_previous_last_latent(pipe) -> None:
     scenes = ["a red circle", "a blue square"]
     plan = validate_movie(
@@ -284,6 +289,7 @@ def run_cli(argv: list[str]) -> int:
     return args.handler(args)
 
 
+@pytest.mark.slow
 def test_cli_movie_writes_video(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "movie.mp4"
     argv = [

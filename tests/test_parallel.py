@@ -90,6 +90,7 @@ def _one_process(model_dir: Path, split: bool) -> torch.Tensor:
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_make_the_one_process_video(tiny_model_dir: Path, tmp_path: Path) -> None:
     batched = _one_process(tiny_model_dir, split=False)
     per_branch = _one_process(tiny_model_dir, split=True)

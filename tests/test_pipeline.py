@@ -21,7 +21,9 @@ def pipe(tiny_model_dir) -> TextToVideoPipeline:
     return TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
 
 
-@pytest.mark.parametrize("fps, frames", [("low", 4), ("medium", 13), ("high", 49)])
+@pytest.mark.parametrize(
+    "fps, frames", [("low", 4), ("medium", 13), pytest.param("high", 49, marks=pytest.mark.slow)]
+)
 def test_frame_counts_and_constant_duration(pipe, fps: str, frames: int) -> None:
     out = pipe("a red circle moving right", fps=fps, seed=0, output_type="np", **FAST)
     assert out.frames.shape == (frames, 64, 64, 3) and out.frames.dtype == np.uint8
@@ -31,6 +33,7 @@ def test_frame_counts_and_constant_duration(pipe, fps: str, frames: int) -> None
     assert math.isclose((frames - 1) / out.fps, (4 - 1) / pipe.config.sampling.base_fps)
 
 
+@pytest.mark.slow
 def test_non_square_and_output_types(pipe) -> None:
     pil = pipe("a blue square", width=96, height=64, seed=1, output_type="pil", **FAST)
     assert len(pil.frames) == 13 and pil.frames[0].size == (96, 64)
@@ -39,6 +42,7 @@ def test_non_square_and_output_types(pipe) -> None:
     assert np.array_equal(np.asarray(pil.frames[3]), (pt.frames[3].permute(1, 2, 0).numpy() * 255).round())
 
 
+@pytest.mark.slow
 def test_seed_reproducible_and_different_seeds_differ(pipe) -> None:
     a = pipe("a green star", seed=7, output_type="pt", **FAST).frames
     b = pipe("a green star", seed=7, output_type="pt", **FAST).frames
@@ -48,6 +52,7 @@ def test_seed_reproducible_and_different_seeds_differ(pipe) -> None:
     assert (a - c).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_single_step_sampling_gives_finite_frames(pipe, sampler: str) -> None:
     out = pipe(
@@ -62,18 +67,21 @@ def test_single_step_sampling_gives_finite_frames(pipe, sampler: str) -> None:
     assert torch.isfinite(out.frames).all() and out.frames.std() > 0
 
 
+@pytest.mark.slow
 def test_random_seed_is_recorded(pipe) -> None:
     out = pipe("a green star", output_type="pt", **FAST)
     again = pipe("a green star", seed=out.settings.seed, output_type="pt", **FAST)
     assert torch.equal(out.frames, again.frames)
 
 
+@pytest.mark.slow
 def test_negative_prompt_changes_output(pipe) -> None:
     a = pipe("a red circle", seed=3, output_type="pt", **FAST).frames
     b = pipe("a red circle", negative_prompt="blue background", seed=3, output_type="pt", **FAST).frames
     assert (a - b).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_guidance_zero_ignores_negative_prompt(pipe) -> None:
     a = pipe("a red circle", seed=3, guidance_scale=0.0, output_type="pt", **FAST).frames
     b = pipe(
@@ -124,6 +132,7 @@ def test_bad_device_or_dtype_fails_before_loading(tiny_model_dir, device, dtype,
         TextToVideoPipeline.from_pretrained(tiny_model_dir / "does-not-matter", device=device, dtype=dtype)
 
 
+@pytest.mark.slow
 def test_model_folder_round_trip_gives_identical_video(pipe, tiny_model_dir, tmp_path) -> None:
     copy = write_model_folder(
         load_model_folder(tiny_model_dir), tmp_path / "copy", text_encoder_dir=tiny_model_dir / "text_encoder"
@@ -134,6 +143,7 @@ def test_model_folder_round_trip_gives_identical_video(pipe, tiny_model_dir, tmp
     assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_bfloat16_runs_and_stays_close(pipe, tiny_model_dir) -> None:
     low = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="bfloat16")
     a = pipe("a red circle", fps="low", seed=5, output_type="pt", **FAST).frames
@@ -169,6 +179,7 @@ def with_thresholding(config, value):
     )
 
 
+@pytest.mark.slow
 def test_thresholding_can_be_turned_off(tiny_model_dir) -> None:
     """Models whose latents exceed [-1, 1] need x0 left alone; the official 0.98 quantile stays default."""
 
@@ -188,6 +199,7 @@ def test_thresholding_can_be_turned_off(tiny_model_dir) -> None:
     assert (a - b).abs().max() > 1e-4
 
 
+@pytest.mark.slow
 def test_static_clamp_model_rejects_samplers_that_cannot_clamp(tiny_model_dir) -> None:
 
     pipe = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
@@ -199,6 +211,7 @@ def test_static_clamp_model_rejects_samplers_that_cannot_clamp(tiny_model_dir) -
         assert torch.isfinite(out.frames).all()
 
 
+@pytest.mark.slow
 def test_text_frame_embed_grows_as_identity_then_ties_frames_to_text(pipe, tiny_model_dir, tmp_path) -> None:
     """The extension starts as the same function, then conditions every frame on (position, text), and
     a folder that has it round-trips through the pipeline."""

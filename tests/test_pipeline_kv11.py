@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import CAPTIONS, tiny_config
+from conftest import CAPTIONS, make_tiny_kv11_components, tiny_config_11
 from PIL import Image
 
-from fusionframes.components import build_components
-from fusionframes.config import ModelConfig
 from fusionframes.pipelines.first_frame import (
     check_image,
     decode_image,
@@ -32,40 +29,8 @@ FAST = {"num_inference_steps": 1, "interpolation_steps": 1, "num_keyframes": 3, 
 _RUNS: dict[tuple, np.ndarray] = {}
 
 
-def tiny_config_11() -> ModelConfig:
-    """The conftest's tiny model with the 1.1 architecture: 9-channel keyframe U-Net with image mode,
-    noise-augmentation and motion embeddings, 1.1 interpolation U-Net, image + temporal MoVQ."""
-    base = tiny_config()
-    movq = dataclasses.replace(base.movq, first_row_attention_norm=True, attn_resolutions=(16,))
-    return dataclasses.replace(
-        base,
-        keyframe_unet=dataclasses.replace(
-            base.keyframe_unet,
-            num_channels=9,
-            num_frames=12,
-            temporal_layers="1.1",
-            image_in_layer=True,
-            noise_augmentation=True,
-            motion_score=True,
-        ),
-        interpolation_unet=dataclasses.replace(base.interpolation_unet, temporal_layers="1.1"),
-        movq=movq,
-        video_movq=dataclasses.replace(movq, temporal=True, temporal_attention_block=True),
-        sampling=dataclasses.replace(base.sampling, fps="low"),
-    )
-
-
 def make_components(root: Path, seed: int = 0):
-    text_dir = make_text_encoder_folder(
-        CAPTIONS * 4, root / "t5", vocab_size=60, d_model=16, num_layers=1, num_heads=2, d_ff=32, seed=seed
-    )
-    torch.manual_seed(seed)
-    components = build_components(tiny_config_11(), text_dir, name="tiny-1.1")
-    with torch.no_grad():  # zero-initialised outputs and merges would hide every path: perturb them
-        for module in (components.keyframe_unet, components.interpolation_unet, components.video_movq):
-            for p in module.parameters():
-                p.add_(torch.randn_like(p) * 0.05)
-    return components, text_dir
+    return make_tiny_kv11_components(root, seed)
 
 
 @pytest.fixture(scope="module")

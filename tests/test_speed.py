@@ -87,6 +87,7 @@ def offload_on_cpu(monkeypatch) -> None:
     monkeypatch.setattr(offload, "validate_offload", lambda mode, device: mode)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["model", "sequential"])
 def test_offload_hooks_give_the_same_video(tiny_model_dir: Path, offload_on_cpu, mode: str) -> None:
     expected = make_pipe(tiny_model_dir)(**RUN).frames
@@ -157,6 +158,7 @@ def test_cli_compile_flag_reaches_the_pipeline(tiny_model_dir: Path, tmp_path: P
 # -- channels-last ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_channels_last_decoder_on_cpu_by_default_and_close(tiny_model_dir: Path) -> None:
     auto = make_pipe(tiny_model_dir)
     plain = make_pipe(tiny_model_dir, channels_last=False)
@@ -173,6 +175,7 @@ def test_channels_last_decoder_on_cpu_by_default_and_close(tiny_model_dir: Path)
 # -- benchmark -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_generate_benchmark_runs_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     command = [

@@ -113,7 +113,7 @@ def test_parse_prompt_two_objects_and_pan():
     [
         "a cat playing the piano",
         "a red circle riding a bicycle on a gray background",
-        "a pink circle moving right on a gray background",
+        "a magenta circle moving right on a gray background",
         "a red circle moving right on a gray background and a blue star",
         "a red circle moving up and down",
         "a red circle, a blue square and a green star on a gray background",
@@ -209,7 +209,7 @@ def test_scene_dict_round_trip_and_scene_from_spec():
     [
         (lambda: S.render_clip(S.Scene([S.ObjectSpec("red", "circle", "still")], "gray"), 31, 4), "size"),
         (lambda: S.render_clip(S.Scene([S.ObjectSpec("red", "circle", "still")], "gray"), 64, 1), "frames"),
-        (lambda: S.ObjectSpec("pink", "circle", "still"), "colour"),
+        (lambda: S.ObjectSpec("magenta", "circle", "still"), "colour"),
         (lambda: S.ObjectSpec("red", "hexagon", "still"), "shape"),
         (lambda: S.ObjectSpec("red", "circle", "dancing"), "motion"),
         (lambda: S.Scene([S.ObjectSpec("red", "circle", "still")], "pink"), "background"),

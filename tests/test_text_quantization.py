@@ -89,6 +89,7 @@ def test_pipeline_encodes_with_int8_and_still_makes_the_video(tiny_model_dir: Pa
     assert video.shape == plain(**RUN).frames.shape and torch.isfinite(video).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["model", "sequential"])
 def test_int8_encoder_runs_under_the_offload_hooks(tiny_model_dir: Path, monkeypatch, mode: str) -> None:
     """The hooks move the quantised weights like any others (CPU stands in for the GPU here)."""

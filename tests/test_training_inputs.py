@@ -50,6 +50,7 @@ def wide_t5_keyframes(clips, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_small_t5_of_another_width_trains_keyframes_and_generates(wide_t5_keyframes: Path) -> None:
     """Issue 28.3: the text projection takes the encoder's real width (it was fixed at context_dim)."""
     from fusionframes.pipelines.text_to_video import TextToVideoPipeline
@@ -81,6 +82,7 @@ def test_a_model_folder_whose_encoder_disagrees_with_its_projection_is_refused(
         check_encoder_width(load_model_folder(folder), folder)
 
 
+@pytest.mark.slow
 def test_exported_sampling_defaults_are_the_run_size_and_keyframe_count(wide_t5_keyframes: Path) -> None:
     """Issue 28.13: a 64 px, 3-keyframe run recorded the preset's 128 px and 4 keyframes."""
     config = load_model_folder(wide_t5_keyframes / "keyframes" / "model").config
@@ -93,6 +95,7 @@ def test_exported_sampling_defaults_are_the_run_size_and_keyframe_count(wide_t5_
 MOVQ = {**BASE, "stage": "movq", "checkpoint_every": 1, "keep_checkpoints": 2}
 
 
+@pytest.mark.slow
 def test_resume_falls_back_from_a_truncated_newest_checkpoint(clips, tmp_path, caplog) -> None:
     """Issue 28.7: a complete-marked checkpoint with a truncated optimizer.safetensors."""
     train(config_from_dict({**MOVQ, "max_steps": 2}), clips, tmp_path, progress=False)
@@ -111,6 +114,7 @@ def test_resume_falls_back_from_a_truncated_newest_checkpoint(clips, tmp_path, c
     assert read_checkpoint_state(tmp_path / "checkpoints" / "step-00000003")["progress"]["step"] == 3
 
 
+@pytest.mark.slow
 def test_resume_with_nothing_readable_names_the_files(clips, tmp_path) -> None:
     train(config_from_dict({**MOVQ, "max_steps": 1}), clips, tmp_path, progress=False)
     bad = tmp_path / "checkpoints" / "step-00000001" / "state" / "ema.safetensors"
@@ -119,6 +123,7 @@ def test_resume_with_nothing_readable_names_the_files(clips, tmp_path) -> None:
         train(config_from_dict({**MOVQ, "max_steps": 2}), clips, tmp_path, resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_keys_that_break_it_and_warns_for_the_others(clips, tmp_path, caplog) -> None:
     """Issue 28.7: batch_size 4 -> 3 was accepted silently."""
     train(config_from_dict({**MOVQ, "max_steps": 1}), clips, tmp_path, progress=False)

@@ -6,6 +6,7 @@ set -euo pipefail
 CONFIGS="$(cd "$(dirname "$0")" && pwd)"
 THREADS="${THREADS:-1}"
 export OMP_NUM_THREADS="$THREADS"
+mkdir -p data runs
 
 [ -f data/shapes/manifest.json ] || fusionframes data synth --out data/shapes --videos 3000 --frames 29 \
     --size 128 --seed 0 --shard-size 500
@@ -55,3 +56,14 @@ fusionframes assemble --keyframes runs/keyframes5/model --interpolation runs/int
 fusionframes layout-prior --model runs/assembled --data data/shapes-centred --out builtin --half \
     --foreground-weight 50 --steps 2000 --object-slots 2 --object-labels colour,shape --strength 0.02 --blur 0 \
     --cache runs/latents-centred.safetensors
+
+# Kandinsky Video 1.1 parts (docs/training.md, "Kandinsky Video 1.1 parts"): the temporal MoVQ decoder and
+# the image-to-video keyframe U-Net, both made from the built-in folder just written with their new parts
+# at zero, side by side (one thread each), on the first 800 clips of the same world (seed 0).
+[ -f data/shapes-800/manifest.json ] || fusionframes data synth --out data/shapes-800 --videos 800 \
+    --frames 29 --size 128 --seed 0 --shard-size 400
+stage movq movq_video.yaml data/shapes-800 runs/movq_video builtin &
+stage keyframes keyframes_image.yaml data/shapes-800 runs/keyframes_image builtin &
+wait
+fusionframes add-parts --model builtin --out builtin11 --video-movq runs/movq_video/model \
+    --image-keyframes runs/keyframes_image/model --decoder image --half

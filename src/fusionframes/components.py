@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from fusionframes.config import ModelConfig
-from fusionframes.models import LayoutPrior, MoVQ, UNet3D
+from fusionframes.layout_prior.model import LayoutPrior
+from fusionframes.models import MoVQ, UNet3D, build_unet
 from fusionframes.text.conditioning import TextProjection
 
 
@@ -31,9 +32,10 @@ class ModelComponents:
     text_encoder: str | Path
     name: str = "unnamed"
     vocabulary: frozenset[str] = field(default_factory=frozenset)
-    layout_prior: LayoutPrior | None = None  # optional; see fusionframes.models.layout_prior
+    layout_prior: LayoutPrior | None = None  # optional; see fusionframes.layout_prior
     video_movq: MoVQ | None = None  # 1.1: the temporal decoder (``movq`` is its image MoVQ)
     interpolation_projection: TextProjection | None = None  # 1.1: ``projection_interpolation``
+    image_keyframe_unet: UNet3D | None = None  # built-in image-to-video keyframes (first-frame layout)
 
     def networks(self) -> dict[str, nn.Module]:
         nets: dict[str, nn.Module] = {
@@ -48,14 +50,23 @@ class ModelComponents:
             nets["video_movq"] = self.video_movq
         if self.interpolation_projection is not None:
             nets["interpolation_text_projection"] = self.interpolation_projection
+        if self.image_keyframe_unet is not None:
+            nets["image_keyframe_unet"] = self.image_keyframe_unet
         return nets
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ModelComponents:
+    def to(
+        self,
+        device: torch.device | str,
+        dtype: torch.dtype | None = None,
+        decoder_dtype: torch.dtype | None = None,
+    ) -> ModelComponents:
         """Move networks in place; the projection, layout prior and null embeddings stay float32 (tiny,
-        sensitive)."""
+        sensitive); the MoVQs take ``decoder_dtype`` when given (see
+        :func:`fusionframes.runtime.resolve_decoder_dtype`), else ``dtype``."""
         for key, module in self.networks().items():
             keep_fp32 = key in ("text_projection", "interpolation_text_projection", "layout_prior")
-            module.to(device=device, dtype=None if keep_fp32 else dtype)
+            target = decoder_dtype if key in ("movq", "video_movq") and decoder_dtype else dtype
+            module.to(device=device, dtype=None if keep_fp32 else target)
         self.keyframe_null = self.keyframe_null.to(device=device, dtype=torch.float32)
         self.interpolation_null = self.interpolation_null.to(device=device, dtype=torch.float32)
         return self
@@ -73,9 +84,9 @@ def build_components(
     with torch.device(device):
         return ModelComponents(
             config=config,
-            keyframe_unet=UNet3D(config.keyframe_unet),
+            keyframe_unet=build_unet(config.keyframe_unet),
             keyframe_null=torch.randn(config.keyframe_unet.context_dim or config.text.context_dim) * 0.02,
-            interpolation_unet=UNet3D(config.interpolation_unet),
+            interpolation_unet=build_unet(config.interpolation_unet),
             interpolation_null=torch.randn(config.interpolation_unet.context_dim or config.text.context_dim)
             * 0.02,
             movq=MoVQ(config.movq),
@@ -88,6 +99,9 @@ def build_components(
                 TextProjection(config.text.encoder_dim, config.text.context_dim)
                 if config.text.interpolation_projection
                 else None
+            ),
+            image_keyframe_unet=(
+                UNet3D(config.image_keyframe_unet) if config.image_keyframe_unet is not None else None
             ),
         )
 
@@ -110,7 +124,7 @@ def with_keyframe_extensions(components: ModelComponents, *names: str) -> ModelC
     if not missing:
         return components
     unet_config = replace(old.config, **dict.fromkeys(missing, True))
-    unet = UNet3D(unet_config).to(next(old.parameters()).device)
+    unet = build_unet(unet_config).to(next(old.parameters()).device)
     load_allowing_extensions(unet, old.state_dict(), "with_keyframe_extensions: keyframe weights")
     components.keyframe_unet = unet
     components.config = replace(components.config, keyframe_unet=unet_config)

@@ -14,6 +14,8 @@ import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from fusionframes.layout_prior.config import LayoutPriorConfig
+
 T = TypeVar("T")
 
 
@@ -224,11 +226,16 @@ class UNetConfig:
             )
         keyframe_11 = self.temporal_layers == "1.1" and self.num_frames is not None
         interpolation_11 = self.temporal_layers == "1.1" and self.interpolation
+        # A 1.0 keyframe U-Net with the first-frame input layout (condition channels and mask: more
+        # input than output channels) may embed the augmentation level and motion score too (the
+        # built-in model's image-to-video U-Net); a plain 1.0 one has nothing they could describe.
+        conditioned = self.num_frames is not None and self.num_channels > self.out_channels
         for name in ("image_in_layer", "noise_augmentation", "motion_score"):
-            if getattr(self, name) and not keyframe_11:
+            allowed = keyframe_11 or (conditioned and name != "image_in_layer")
+            if getattr(self, name) and not allowed:
                 raise ValueError(
                     f"UNetConfig.{name}: only for a 1.1 keyframe U-Net "
-                    "(temporal_layers '1.1', num_frames set)"
+                    "(temporal_layers '1.1', num_frames set) or a first-frame-conditioned one"
                 )
         for name in ("add_new_temporal_params", "merge_perturbation_time_with_context"):
             if getattr(self, name) and not interpolation_11:
@@ -347,86 +354,6 @@ def check_layout_prior_strength(value: Any, name: str = "layout_prior_strength")
     return value
 
 
-def check_layout_prior_channels(value: Any, name: str = "LayoutPriorConfig.channels") -> tuple[int, ...]:
-    """The layout prior decoder's widths: a non-empty sequence of multiples of 8 (its group norms use 8
-    groups); returned as a tuple."""
-    if (
-        not isinstance(value, tuple | list)
-        or not value
-        or any(isinstance(c, bool) or not isinstance(c, int) or c < 8 or c % 8 for c in value)
-    ):
-        raise ValueError(f"{name}: must be a non-empty tuple of multiples of 8, got {value!r}")
-    return tuple(value)
-
-
-def check_object_labels(value: Any, name: str = "LayoutPriorConfig.object_labels") -> tuple[str, ...]:
-    """Distinct "key:value" strings, the values of each key next to each other."""
-    if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{name}: must be a tuple of 'key:value' strings, got {value!r}")
-    keys = []
-    for label in value:
-        key, sep, val = label.partition(":")
-        if not sep or not key or not val:
-            raise ValueError(f"{name}: each label must be 'key:value', got {label!r}")
-        if keys and keys[-1] != key and key in keys:
-            raise ValueError(f"{name}: the values of key {key!r} must be next to each other, got {value!r}")
-        if not keys or keys[-1] != key:
-            keys.append(key)
-    if len(set(value)) != len(value):
-        raise ValueError(f"{name}: labels must be distinct, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class LayoutPriorConfig:
-    """The optional text-to-layout prior (:class:`fusionframes.models.layout_prior.LayoutPrior`).
-
-    ``hidden_dim``: width of the text MLP; ``channels``: the decoder's widths from its coarsest grid (the
-    latent size / 2 ** (len(channels) - 1)) to the latent grid, each a multiple of 8 (group norm).
-    ``object_slots``: how many objects the prior tracks (a position, size and angle per keyframe, learned
-    from data that carries object tracks); 0 draws the layout from the text alone. ``object_labels``:
-    the values an object's labels take, as "key:value" with the values of one key together (for example
-    "colour:red", ..., "shape:star"); the prior predicts one value per key for each slot and draws the
-    object with it (needs object slots and data whose tracks carry those keys); empty: a code read from
-    the pooled caption says what each slot looks like."""
-
-    context_dim: int = 64
-    hidden_dim: int = 256
-    num_frames: int = 8
-    latent_channels: int = 4
-    latent_height: int = 16
-    latent_width: int = 16
-    channels: tuple[int, ...] = (96, 64, 32)
-    object_slots: int = 0
-    object_labels: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for name in (f.name for f in fields(self) if f.name not in ("channels", "object_labels")):
-            value, least = getattr(self, name), 0 if name == "object_slots" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"LayoutPriorConfig.{name}: must be an integer >= {least}, got {value!r}")
-        channels = self.channels
-        if not isinstance(channels, tuple):
-            raise ValueError(f"LayoutPriorConfig.channels: must be a tuple, got {channels!r}")
-        check_layout_prior_channels(channels)
-        check_object_labels(self.object_labels)
-        if self.object_labels and not self.object_slots:
-            raise ValueError("LayoutPriorConfig.object_labels: label objects only with object_slots >= 1")
-        scale = 2 ** (len(channels) - 1)
-        if self.latent_height % scale or self.latent_width % scale:
-            raise ValueError(
-                f"LayoutPriorConfig.channels: {len(channels)} levels need latent_height and latent_width "
-                f"divisible by {scale}, got {self.latent_height}x{self.latent_width}"
-            )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LayoutPriorConfig:
-        return _from_dict(cls, data, "LayoutPriorConfig")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 @dataclass(frozen=True)
 class SamplingDefaults:
     """Defaults a model folder suggests to the pipeline (users can override each per call); how each
@@ -445,8 +372,14 @@ class SamplingDefaults:
     # layout noised like an image-to-image redraw at this strength (1: from pure noise, the prior unused).
     layout_prior_strength: float = 1.0
 
+    # decoder: the default decoder of a model with a temporal MoVQ (``video_movq``): "image" (the image
+    # MoVQ, frame by frame) or "video" (the temporal one); the pipeline takes either per call.
+    decoder: str = "image"
+
     def __post_init__(self) -> None:
         check_layout_prior_strength(self.layout_prior_strength)
+        if self.decoder not in ("image", "video"):
+            raise ValueError(f"SamplingDefaults.decoder: unknown {self.decoder!r}; allowed: image, video")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SamplingDefaults:
@@ -469,6 +402,9 @@ class ModelConfig:
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
     layout_prior: LayoutPriorConfig | None = None  # none in the released model
     video_movq: MoVQConfig | None = None  # 1.1: the temporal decoder (``movq`` is then the image one)
+    # The built-in model's image-to-video keyframe U-Net (the first-frame input layout on 1.0 temporal
+    # layers); ``keyframe_unet`` stays the text-to-video one. See fusionframes.training.stages11.
+    image_keyframe_unet: UNetConfig | None = None
 
     @property
     def pixel_multiple(self) -> int:
@@ -486,6 +422,11 @@ class ModelConfig:
             "sampling": self.sampling.to_dict(),
             **({"layout_prior": self.layout_prior.to_dict()} if self.layout_prior is not None else {}),
             **({"video_movq": self.video_movq.to_dict()} if self.video_movq is not None else {}),
+            **(
+                {"image_keyframe_unet": self.image_keyframe_unet.to_dict()}
+                if self.image_keyframe_unet is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -498,6 +439,7 @@ class ModelConfig:
             "sampling": SamplingDefaults,
             "layout_prior": LayoutPriorConfig,
             "video_movq": MoVQConfig,
+            "image_keyframe_unet": UNetConfig,
         }
         unknown = sorted(set(data) - set(parts))
         if unknown:
@@ -596,6 +538,36 @@ def small_config(
         sampling=SamplingDefaults(
             num_inference_steps=20, width=size, height=size, fps="medium", base_fps=1.0
         ),
+    )
+
+
+def with_kv11_architecture(config: ModelConfig, movq_attention: tuple[int, ...] | None = None) -> ModelConfig:
+    """``config``'s sizes with the Kandinsky Video 1.1 architecture, for small random 1.1 models.
+
+    The keyframe U-Net gains the first-frame condition and mask channels (2C + 1 in, C out), its image
+    mode, the noise-augmentation and motion-score embeddings and 12 keyframes; both U-Nets the 1.1
+    temporal layers; the MoVQ the first-row attention norm and a temporal twin (the video decoder); the
+    text a second projection. ``movq_attention``: attention resolutions of both MoVQs (the temporal
+    attention sits beside each spatial one, so a MoVQ without any has none; None keeps the config's).
+    """
+    latent = config.keyframe_unet.out_channels
+    attention = config.movq.attn_resolutions if movq_attention is None else movq_attention
+    movq = dataclasses.replace(config.movq, first_row_attention_norm=True, attn_resolutions=attention)
+    return dataclasses.replace(
+        config,
+        keyframe_unet=dataclasses.replace(
+            config.keyframe_unet,
+            num_channels=2 * latent + 1,
+            num_frames=12,
+            temporal_layers="1.1",
+            image_in_layer=True,
+            noise_augmentation=True,
+            motion_score=True,
+        ),
+        interpolation_unet=dataclasses.replace(config.interpolation_unet, temporal_layers="1.1"),
+        movq=movq,
+        video_movq=dataclasses.replace(movq, temporal=True, temporal_attention_block=True),
+        text=dataclasses.replace(config.text, interpolation_projection=True),
     )
 
 

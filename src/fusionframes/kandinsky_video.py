@@ -19,15 +19,26 @@ from typing import Any
 
 import torch
 
-from fusionframes.pipelines.kandinsky11 import (
-    RELEASE,
-    KandinskyVideo11Pipeline,
-    is_kandinsky_11,
-    load_release_or_folder,
-)
+from fusionframes.io.official_kv11 import load_release_or_folder
+from fusionframes.pipelines.kandinsky11 import RELEASE, KandinskyVideo11Pipeline, is_kandinsky_11
+from fusionframes.pipelines.text_to_video import check_load_options
 from fusionframes.runtime import resolve_device
 
 DEVICE_MAP_KEYS = ("unet", "interpolation_unet", "text_encoder", "movq")
+# The reference ``KandinskyVideoT2VPipeline.__call__``'s arguments after the prompt, in its order.
+REFERENCE_ARGUMENTS = (
+    "negative_prompt",
+    "image",
+    "width",
+    "height",
+    "fps",
+    "motion",
+    "key_frame_guidance_scale",
+    "guidance_weight_prompt",
+    "guidance_weight_image",
+    "interpolation_guidance_scale",
+    "noise_augmentation",
+)
 
 
 def resolve_device_map(device_map: Any) -> dict[str, torch.device]:
@@ -54,10 +65,17 @@ class KandinskyVideoT2VPipeline:
     def __init__(self, pipeline: KandinskyVideo11Pipeline) -> None:
         self.pipeline = pipeline
 
-    def __call__(
-        self, prompt: str, negative_prompt: str | None = None, image: Any = None, **kwargs: Any
-    ) -> list:
-        return self.pipeline(prompt, negative_prompt, image, output_type="pil", **kwargs).frames
+    def __call__(self, prompt: str, *args: Any, **options: Any) -> list:
+        """The reference's arguments, positionally in its order (:data:`REFERENCE_ARGUMENTS`) or by
+        name; ``options`` may also hold the FusionFrames pipeline's others (``seed``, ``decoder``,
+        ``num_inference_steps``, ...). Unset arguments take the reference's defaults."""
+        if len(args) > len(REFERENCE_ARGUMENTS):
+            raise TypeError(f"takes at most {len(REFERENCE_ARGUMENTS) + 1} positional arguments")
+        named = dict(zip(REFERENCE_ARGUMENTS, args, strict=False))
+        twice = sorted(set(named) & set(options))
+        if twice:
+            raise TypeError(f"got multiple values for {twice}")
+        return self.pipeline(prompt, **named, **options, output_type="pil").frames
 
 
 def get_T2V_pipeline(  # noqa: N802 - the reference's name
@@ -66,18 +84,28 @@ def get_T2V_pipeline(  # noqa: N802 - the reference's name
     model: str | Path = RELEASE,
     dtype: str = "auto",
     text_encoder: str | Path | None = None,
+    decoder_dtype: str = "float32",
+    **options: Any,
 ) -> KandinskyVideoT2VPipeline:
     """Load Kandinsky Video 1.1 placed by ``device_map``. ``model``: the Hub release (default), a folder
     of the released files, or a FusionFrames model folder; ``text_encoder``: another T5 folder or Hub
     id than the release's ``google/flan-ul2``; ``dtype``: auto picks float16 / bfloat16 on GPUs (the
-    reference runs its U-Nets in float16) and the fastest exact choice on CPUs."""
+    reference runs its U-Nets in float16) and the fastest exact choice on CPUs; ``decoder_dtype``:
+    the MoVQs' precision, float32 as in the reference's ``dtype_map``; ``options``: the pipeline's
+    memory and speed options (``text_quantization``, ``split_branches``, ``channels_last``, and with
+    one device ``offload`` / ``compile``)."""
     devices = resolve_device_map(device_map)
+    options["decoder_dtype"] = decoder_dtype
+    check_load_options(devices["unet"], dtype, options)
+    if options.get("offload", "none") != "none" and len(set(devices.values())) > 1:
+        raise ValueError("offload: moves every network to one device; pass one device as device_map")
     components = load_release_or_folder(model, cache_dir, text_encoder)
     if not is_kandinsky_11(components.config):
         raise ValueError(
-            f"model: {str(model)!r} is not a Kandinsky Video 1.1 model; get_T2V_pipeline needs 1.1"
+            f"model: {str(model)!r} is not a Kandinsky Video 1.1 model; get_T2V_pipeline needs 1.1 "
+            "(for 1.0: fusionframes.get_T2V_pipeline or TextToVideoPipeline.from_pretrained)"
         )
-    pipeline = KandinskyVideo11Pipeline(components, device=devices["unet"], dtype=dtype)
+    pipeline = KandinskyVideo11Pipeline(components, device=devices["unet"], dtype=dtype, **options)
     moves = {"interpolation_unet": [components.interpolation_unet], "movq": [components.movq]}
     if components.video_movq is not None:
         moves["movq"].append(components.video_movq)

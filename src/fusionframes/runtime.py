@@ -91,6 +91,24 @@ def resolve_dtype(name: str | None, device: torch.device) -> PrecisionChoice:
     )
 
 
+def resolve_decoder_dtype(name: str | None, networks: torch.dtype) -> PrecisionChoice:
+    """The MoVQs' precision next to U-Nets in ``networks``; ``auto`` keeps them out of float16.
+
+    float16 tops out at 65504 and the released MoVQs were made and run in float32: the 1.1 reference
+    keeps both of its MoVQs in float32 beside float16 U-Nets, so ``auto`` does the same. bfloat16 has
+    float32's range, so ``auto`` leaves a bfloat16 run whole (decoding is the costliest CPU stage and
+    runs much faster in bfloat16 on CPUs with native support; docs/benchmarks.md).
+    """
+    name = name or "auto"
+    if name not in DTYPE_CHOICES:
+        raise ValueError(f"decoder_dtype: unknown {name!r}; allowed: {', '.join(DTYPE_CHOICES)}")
+    if name != "auto":
+        return PrecisionChoice(DTYPES[name], f"requested {name}")
+    if networks == torch.float16:
+        return PrecisionChoice(torch.float32, "float16 U-Nets: decoders in float32 (float16 overflows)")
+    return PrecisionChoice(networks, "same as the U-Nets")
+
+
 def check_finite(tensor: torch.Tensor, stage: str) -> torch.Tensor:
     """Turn a silent black video into an error naming the stage that produced NaN/Inf."""
     if not torch.isfinite(tensor).all():

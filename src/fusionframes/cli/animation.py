@@ -57,6 +57,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     options.add_prompt_options(p)
     options.add_size_options(p)
     options.add_model_options(p)
+    options.add_lora_option(p)
 
 
 def _add_animation_options(p: argparse.ArgumentParser, fps_help: str) -> None:
@@ -192,6 +193,7 @@ def run_animate(args: argparse.Namespace) -> int:
     pipe = AnimationPipeline.from_pretrained(
         args.model, device=device, dtype=args.dtype, release_text_encoder=True
     )
+    options.apply_loras(pipe, args)
     video = pipe.render(plan, torch.Generator("cpu").manual_seed(plan.seed), output_type="np")
     path = video.save(args.output)
     print(
@@ -240,7 +242,7 @@ def run_movie(args: argparse.Namespace) -> int:
     if args.mode not in MODES:
         raise ValueError(f"mode: unknown {args.mode!r}; allowed: {', '.join(MODES)}")
     animate = args.mode == "animate"
-    options: dict[str, Any] = {
+    scene_options: dict[str, Any] = {
         "fps": _number_fps(args.fps, DEFAULT_FPS) if animate else args.fps,
         "width": args.width,
         "height": args.height,
@@ -250,7 +252,7 @@ def run_movie(args: argparse.Namespace) -> int:
         "negative_prompt": args.negative,
     }
     if animate:
-        options |= {
+        scene_options |= {
             "image": args.image,
             "motion": motion_from_args(args),
             "strength": args.strength,
@@ -264,7 +266,7 @@ def run_movie(args: argparse.Namespace) -> int:
     else:
         if args.motion is not None or any(getattr(args, flag) is not None for flag in SCHEDULE_FLAGS):
             raise ValueError("motion: camera moves need --mode animate")
-        options |= {
+        scene_options |= {
             "image": args.image,
             "depth": args.depth,
             "interpolation_steps": args.interpolation_steps,
@@ -277,13 +279,14 @@ def run_movie(args: argparse.Namespace) -> int:
         args.mode,
         args.transition,
         args.crossfade_frames,
-        **options,
+        **scene_options,
     )
 
     from fusionframes.pipelines.animation import AnimationPipeline
     from fusionframes.pipelines.movie import render_movie
 
     pipe = AnimationPipeline.from_pretrained(args.model, device=device, dtype=args.dtype)
+    options.apply_loras(pipe, args)
     movie = render_movie(pipe, plan, output_type="np")
     path = movie.save(args.output)
     print(

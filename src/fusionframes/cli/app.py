@@ -57,6 +57,11 @@ COMMANDS: tuple[Command, ...] = (
         "training:configure_assemble",
     ),
     Command(
+        "add-parts",
+        "add a temporal decoder and an image-to-video U-Net trained from a model folder to it",
+        "training:configure_add_parts",
+    ),
+    Command(
         "layout-prior",
         "fit a text-to-layout prior for a model folder and write the model with it",
         "training:configure_layout_prior",
@@ -64,6 +69,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("serve", "web UI and HTTP API with a persistent job queue", "serve:configure_serve"),
     Command("worker", "run queued jobs from a shared (PostgreSQL) job store", "serve:configure_worker"),
     Command("eval", "measure a model's quality", "evaluate:configure_eval"),
+    Command("lora", "LoRA adapters: merge one into a model folder", "lora:configure_lora"),
 )
 
 

@@ -38,6 +38,7 @@ def configure_eval(p: argparse.ArgumentParser) -> None:
     options.add_keyframe_options(s)
     options.add_interpolation_options(s, guidance=False)
     options.add_model_options(s)
+    options.add_lora_option(s)
     s.add_argument("--json", default=None, help="write the summary and per-prompt rows here")
     s.add_argument("--sheet", default=None, help="write a contact sheet of keyframes here (.png)")
     s.set_defaults(handler=run_eval_synthetic)
@@ -150,6 +151,7 @@ def run_eval_synthetic(args: argparse.Namespace) -> int:
     from fusionframes.pipelines.text_to_video import TextToVideoPipeline
 
     pipe = TextToVideoPipeline.from_pretrained(args.model, device=device, dtype=args.dtype)
+    options.apply_loras(pipe, args)
     bar = tqdm(desc="eval synthetic", unit="video")
 
     def generate(prompt: str, seed: int):

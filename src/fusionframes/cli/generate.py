@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from fusionframes.cli import options
-from fusionframes.cli.generate11 import add_kv11_options, refuse_kv11_options, run_generate_11
+from fusionframes.cli.generate11 import (
+    add_kv11_options,
+    builtin11_options,
+    refuse_kv11_options,
+    run_generate_11,
+)
 from fusionframes.errors import UsageError
 
 
@@ -24,13 +29,14 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     options.add_keyframe_options(p)
     options.add_interpolation_options(p)
     options.add_model_options(p)
+    options.add_lora_option(p)
     add_kv11_options(p)
     g = p.add_argument_group("memory and speed")
     g.add_argument(
         "--decode-chunk",
         type=options.bounded_int(1),
-        default=4,
-        help="frames decoded at once (memory vs speed)",
+        default=None,
+        help="frames decoded at once (memory vs speed; default 4); 1.1 models: --decode-window",
     )
     g.add_argument(
         "--offload",
@@ -49,6 +55,18 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
         default="none",
         help="none | int8 (T5 linear weights in int8 via torchao: half the memory of bfloat16)",
     )
+    g.add_argument(
+        "--decoder-dtype",
+        default="auto",
+        help="precision of the MoVQ decoders: auto (float32 beside float16 U-Nets, else as --dtype) | "
+        "float32 | bfloat16 | float16",
+    )
+    g.add_argument(
+        "--split-branches",
+        action="store_true",
+        help="run each guidance branch of the U-Nets as its own call: the widest stage's memory / 2-3, "
+        "same video",
+    )
     p.set_defaults(handler=run_generate)
 
 
@@ -57,12 +75,13 @@ def load_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     generate commands check them first, before any model is read)."""
     from fusionframes.pipelines.acceleration import validate_compile
     from fusionframes.pipelines.offload import validate_offload
-    from fusionframes.runtime import resolve_device, resolve_dtype
+    from fusionframes.runtime import resolve_decoder_dtype, resolve_device, resolve_dtype
     from fusionframes.text.quantization import validate_text_quantization
 
     device = resolve_device(args.device)
     precision = resolve_dtype(args.dtype, device)
     offload = validate_offload(args.offload, device)
+    resolve_decoder_dtype(args.decoder_dtype, precision.dtype)  # a bad --decoder-dtype fails here
     return precision, {
         "device": device,
         "dtype": args.dtype,
@@ -70,6 +89,8 @@ def load_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         "offload": offload,
         "compile": validate_compile(args.compile, offload),
         "text_quantization": validate_text_quantization(args.text_quantization),
+        "decoder_dtype": args.decoder_dtype,
+        "split_branches": args.split_branches,
     }
 
 
@@ -83,9 +104,9 @@ def run_generate(args: argparse.Namespace) -> int:
     config_11 = config_11_for(args.model)
     if config_11 is not None:
         return run_generate_11(args, config_11)
-    refuse_kv11_options(args, args.model)
-    output = validate_output_path(options.check_output_text(args.output))
     config = model_config_for(args.model)
+    refuse_kv11_options(args, args.model, builtin11_options(config))
+    output = validate_output_path(options.check_output_text(args.output))
     settings = validate_settings(
         config,
         args.prompt,
@@ -99,8 +120,10 @@ def run_generate(args: argparse.Namespace) -> int:
         args.interpolation_guidance,
         args.seed,
         scheduler=args.scheduler,
-        decode_chunk_size=args.decode_chunk,
+        decode_chunk_size=args.decode_chunk or 4,
         layout_prior_strength=args.layout_strength,
+        decoder=args.decoder,
+        image=args.image,
     )
     import logging
 
@@ -111,8 +134,9 @@ def run_generate(args: argparse.Namespace) -> int:
     from fusionframes.pipelines.text_to_video import TextToVideoPipeline
 
     pipe = TextToVideoPipeline.from_pretrained(args.model, **load)
+    options.apply_loras(pipe, args)
     generator = torch.Generator("cpu").manual_seed(settings.seed)
-    video = pipe.generate(settings, generator, output_type="np")
+    video = pipe.generate(settings, generator, output_type="np", image=args.image)
     path = video.save(output)
     print(
         f"wrote {path} ({len(video.frames)} frames, {video.settings.width}x{video.settings.height}, "

@@ -78,13 +78,26 @@ def add_kv11_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def refuse_kv11_options(args: argparse.Namespace, model: Any) -> None:
-    """A 1.0 / built-in model has no first-frame condition or motion: say so instead of ignoring it."""
+def refuse_kv11_options(args: argparse.Namespace, model: Any, allowed: frozenset[str] = frozenset()) -> None:
+    """A 1.0 / built-in model has no first-frame condition or motion: say so instead of ignoring it.
+
+    ``allowed``: the options its 1.1 parts take (:func:`builtin11_options`)."""
     for dest, flag in KV11_OPTIONS.items():
-        if getattr(args, dest, None) is not None:
+        if dest not in allowed and getattr(args, dest, None) is not None:
             raise UsageError(
                 f"{flag}: only Kandinsky Video 1.1 models take it; --model {model or 'builtin'} is not one"
             )
+
+
+def builtin11_options(config: Any) -> frozenset[str]:
+    """The 1.1 options a 1.0-layout model takes: --image with an image-to-video U-Net, --decoder with a
+    temporal MoVQ (see fusionframes.pipelines.builtin11)."""
+    allowed = set()
+    if getattr(config, "image_keyframe_unet", None) is not None:
+        allowed.add("image")
+    if getattr(config, "video_movq", None) is not None:
+        allowed.add("decoder")
+    return frozenset(allowed)
 
 
 def run_generate_11(args: argparse.Namespace, config: Any) -> int:
@@ -96,6 +109,11 @@ def run_generate_11(args: argparse.Namespace, config: Any) -> int:
 
     _, load = load_options(args)
     output = validate_output_path(options.check_output_text(args.output))
+    if getattr(args, "decode_chunk", None) is not None:
+        raise UsageError(
+            "--decode-chunk: a 1.1 model's temporal decoder sees a whole clip; bound its memory with "
+            "--decode-window N [--decode-overlap M] (the image decoder decodes one frame at a time)"
+        )
     if getattr(args, "scheduler", None) not in (None, "ddpm"):
         raise UsageError("--scheduler: Kandinsky Video 1.1 samples with its trained DDPM only; allowed: ddpm")
     settings, image = validate_settings_11(

@@ -190,3 +190,32 @@ def check_device_and_dtype(args: argparse.Namespace) -> Any:
     device = resolve_device(getattr(args, "device", "cpu"))
     resolve_dtype(args.dtype, device)
     return device
+
+
+def lora_argument(text: str) -> Any:
+    """``--lora PATH[:SCALE]``: the adapter folder is read and checked while the arguments are parsed,
+    so a missing or corrupt adapter or a bad scale stops the command before a model is loaded."""
+    from fusionframes.lora.pipeline import parse_lora_argument
+
+    try:
+        return parse_lora_argument(text)
+    except (OSError, ValueError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_lora_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--lora",
+        action="append",
+        type=lora_argument,
+        default=None,
+        metavar="PATH[:SCALE]",
+        help="apply a LoRA adapter folder at SCALE (default 1; 0 = off); repeatable",
+    )
+
+
+def apply_loras(pipe: Any, args: argparse.Namespace) -> list[str]:
+    """Attach the ``--lora`` adapters to ``pipe``'s networks (refused for another base model)."""
+    from fusionframes.lora.pipeline import apply_lora_requests
+
+    return apply_lora_requests(pipe.lora_components, getattr(args, "lora", None))

@@ -27,6 +27,13 @@ def configure_data(p: argparse.ArgumentParser) -> None:
         help="centre every object's path in the frame, offset by at most this fraction (0-0.5); "
         "default: paths anywhere they fit",
     )
+    synth.add_argument(
+        "--new-colour-share",
+        type=float,
+        default=0.0,
+        help="probability (0-1, below 1) that an object takes a colour outside the built-in vocabulary "
+        "(pink), for teaching an adapter a new word; default 0",
+    )
     synth.set_defaults(handler=run_data_synth)
 
 
@@ -49,6 +56,7 @@ def run_data_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         shard_size=args.shard_size,
         path_jitter=args.path_jitter,
+        new_colour_share=args.new_colour_share,
     )
     print(f"wrote {args.videos} clips in {len(shards)} shard(s) to {out}")
     return 0
@@ -62,13 +70,48 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--init", default=None, help="start from this model folder (overrides the config)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument(
+        "--lora",
+        metavar="RANK",
+        default=None,
+        help="train a LoRA adapter of this rank instead of the whole network (keyframes, interpolation; "
+        "needs --init or init_from); writes run/adapter",
+    )
+    p.add_argument(
+        "--lora-alpha", metavar="A", default=None, help="LoRA alpha (update scale alpha/rank; default rank)"
+    )
+    p.add_argument(
+        "--lora-targets",
+        default=None,
+        help="layers to adapt: attention (default) | attention+temporal | all-linear | a regular expression "
+        "searched in the layer names",
+    )
     p.set_defaults(handler=run_train)
+
+
+def _number(value: str | None, name: str, kind: type) -> int | float | None:
+    """A command-line number, or a UsageError naming the option (the config then checks its range)."""
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise UsageError(f"{name}: must be {what}, got {value!r}") from None
 
 
 def run_train(args: argparse.Namespace) -> int:
     from fusionframes.training.config import load_train_config
 
-    cfg = load_train_config(args.config, stage=args.stage, max_steps=args.max_steps, init_from=args.init)
+    cfg = load_train_config(
+        args.config,
+        stage=args.stage,
+        max_steps=args.max_steps,
+        init_from=args.init,
+        lora_rank=_number(args.lora, "lora", int),
+        lora_alpha=_number(args.lora_alpha, "lora-alpha", float),
+        lora_targets=args.lora_targets,
+    )
     data = Path(args.data)
     if not data.exists():
         raise FileNotFoundError(f"data: folder not found: {data}")
@@ -89,10 +132,9 @@ def run_train(args: argparse.Namespace) -> int:
         if dist.is_initialized():  # under torchrun: leave the process group cleanly (gloo aborts otherwise)
             dist.destroy_process_group()
     if summary["history"]:
-        print(
-            f"trained {cfg.stage} to step {summary['history'][-1][0] + 1}; "
-            f"model in {Path(args.out) / 'model'}"
-        )
+        what = "adapter" if cfg.lora_rank else "model"
+        step = summary["history"][-1][0] + 1
+        print(f"trained {cfg.stage} to step {step}; {what} in {Path(args.out) / what}")
     return 0
 
 
@@ -183,7 +225,7 @@ def run_layout_prior(args: argparse.Namespace) -> int:
         raise UsageError(f"out: parent folder does not exist: {out.parent}")
     import torch
 
-    from fusionframes.training.layout_prior import PriorTraining, add_layout_prior
+    from fusionframes.layout_prior.fitting import PriorTraining, add_layout_prior
 
     settings = PriorTraining(
         steps=args.steps,
@@ -204,5 +246,43 @@ def run_layout_prior(args: argparse.Namespace) -> int:
         cache=args.cache,
     )
     print(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+def configure_add_parts(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Add the Kandinsky Video 1.1 parts trained from a model folder (the temporal decoder of a "
+        "`train movq` run with video_decoder, the image-to-video U-Net of a `train keyframes` run with "
+        "first_frame_condition) to it (docs/training.md, 'Kandinsky Video 1.1 parts')."
+    )
+    p.add_argument("--model", required=True, help="the model folder both runs started from")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--video-movq", default=None, help="model folder of the temporal decoder's run")
+    p.add_argument("--image-keyframes", default=None, help="model folder of the image-to-video run")
+    p.add_argument("--decoder", choices=["image", "video"], default=None, help="the default decoder")
+    p.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
+    p.set_defaults(handler=run_add_parts)
+
+
+def run_add_parts(args: argparse.Namespace) -> int:
+    for name in ("model", "video_movq", "image_keyframes"):
+        value = getattr(args, name)
+        if value is not None and not Path(value).is_dir():
+            raise FileNotFoundError(f"{name.replace('_', '-')}: model folder not found: {value}")
+    if args.video_movq is None and args.image_keyframes is None and args.decoder is None:
+        raise UsageError("add-parts: give --video-movq, --image-keyframes or --decoder")
+    import torch
+
+    from fusionframes.training.stages11 import add_parts
+
+    path = add_parts(
+        args.model,
+        args.out,
+        args.video_movq,
+        args.image_keyframes,
+        args.decoder,
+        torch.float16 if args.half else torch.float32,
+    )
     print(f"wrote {path}")
     return 0

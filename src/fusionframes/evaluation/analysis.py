@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from fusionframes.synthetic import BACKGROUNDS, MIN_CONTRAST, PALETTE, background_profile
+from fusionframes.synthetic import BACKGROUNDS, COLOURS, MIN_CONTRAST, background_profile
 
-COLOUR_NAMES: tuple[str, ...] = tuple(PALETTE)
-_COLOURS = np.array([PALETTE[c] for c in COLOUR_NAMES], np.float32)
+COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)  # with the new colours: a pink blob is not "red"
+_COLOURS = np.array([COLOURS[c] for c in COLOUR_NAMES], np.float32)
 
 MIN_ALPHA = 0.5  # a pixel is an object pixel when the object covers at least half of it
 MAX_RESIDUAL = 60.0  # RGB distance the un-mixing may leave unexplained (compression, model colour drift)

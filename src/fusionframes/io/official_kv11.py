@@ -221,6 +221,44 @@ class ReleaseFiles:
         return cls(**paths, configs=configs if configs.is_file() else None, text_encoder=text_encoder)
 
 
+def is_release_folder(path: str | Path | None) -> bool:
+    """A folder holding the released file names (a download of the hub repo), not converted."""
+    return path is not None and Path(path).is_dir() and (Path(path) / FILES["t2v"]).is_file()
+
+
+def load_release_folder(folder: str | Path, text_encoder: str | Path | None = None) -> ModelComponents:
+    """The released files in ``folder``; the text encoder is ``text_encoder``, else a ``text_encoder/``
+    T5 folder next to the files, else the release's ``google/flan-ul2``."""
+    folder = Path(folder)
+    if text_encoder is None:
+        text_encoder = folder / "text_encoder" if (folder / "text_encoder").is_dir() else TEXT_ENCODER
+    return load_release(ReleaseFiles.from_folder(folder, text_encoder))
+
+
+def release_folder_config(folder: str | Path) -> ModelConfig:
+    """The architecture of a folder of released files: its ``configs.json``, else the preset."""
+    configs = Path(folder) / CONFIGS_FILE
+    return model_config(read_configs(configs) if configs.is_file() else None)
+
+
+def load_release_or_folder(
+    model: str | Path | None, cache_dir: str | Path | None = None, text_encoder: str | Path | None = None
+) -> ModelComponents:
+    """Any model :func:`~fusionframes.io.checkpoints.load_model` takes, with ``text_encoder`` (a T5
+    folder or Hub id) replacing the model's own: ``kandinsky-video-1.1`` from the Hub, a folder of
+    released files (:func:`load_release_folder`), or a model folder / name."""
+    from fusionframes.io.checkpoints import load_model
+
+    if str(model) == NAME:
+        return load_release(hub_files(cache_dir, text_encoder or TEXT_ENCODER))
+    if is_release_folder(model):
+        return load_release_folder(model, text_encoder)
+    components = load_model(model, cache_dir=cache_dir)
+    if text_encoder is not None:
+        components.text_encoder = text_encoder
+    return components
+
+
 def hub_files(cache_dir: str | Path | None = None, text_encoder: str | Path = TEXT_ENCODER) -> ReleaseFiles:
     """Download (or find in the Hugging Face cache) the release, with the 1.0 loader's offline errors."""
     from fusionframes.io.checkpoints import hub_file

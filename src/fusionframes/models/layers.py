@@ -61,7 +61,8 @@ class ConditionalGroupNorm(nn.Module):
         scale, shift = self.context_mlp(embed).chunk(2, dim=1)
         expand = (...,) + (None,) * (x.dim() - 2)
         normed = F.group_norm(x.float(), self.groups).to(x.dtype)
-        return normed * (scale[expand] + 1.0) + shift[expand]
+        # One fused pass (normed * (1 + scale) + shift) instead of a multiply and an add over the map.
+        return torch.addcmul(shift[expand].to(x.dtype), normed, (scale[expand] + 1.0).to(x.dtype))
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -159,13 +160,91 @@ class TemporalConv(nn.Conv3d):
 
     Same weights and result, but PyTorch's CPU Conv3d has no oneDNN path for this shape and its backward
     was the largest single cost of a training step; the 2-D form uses the fast kernels.
+    :meth:`frames` does the same on the frame layout the U-Nets keep, without transposing to and fro.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__(in_channels, out_channels, (kernel_size, 1, 1), padding=(kernel_size // 2, 0, 0))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """``[B, C, T, H, W]``, or with ``num_frames`` the frame layout of :meth:`frames` (through
+        ``forward`` so that offload hooks, which wrap only ``forward``, see the call)."""
+        if num_frames is not None:
+            return self._frames(x, num_frames)
         b, c, t, h, w = x.shape
         weight = self.weight.squeeze(-1)
         out = F.conv2d(x.reshape(b, c, t, h * w), weight, self.bias, padding=(self.padding[0], 0))
         return out.view(b, -1, t, h, w)
+
+    def frames(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """``[(B*T), C, H, W] -> [(B*T), O, H, W]`` (see :meth:`_frames`)."""
+        return self(x, num_frames=num_frames)
+
+    def _frames(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """``[(B*T), C, H, W] -> [(B*T), O, H, W]``, frames of one video consecutive in the batch.
+
+        Every tap is a per-frame matrix product, all taps in one batched product (``[k*O, C]`` per
+        frame), then tap j of frame t is added to output frame t - j + k // 2: the convolution's
+        arithmetic with the zero padding at the video's ends, and no copy into the channels-time layout.
+        """
+        if not x.is_contiguous() or x.requires_grad:
+            return channels_time_to_frames(self(frames_to_channels_time(x, num_frames)))
+        bt, c, h, w = x.shape
+        k, out_channels = self.kernel_size[0], self.out_channels
+        weight = self.weight.view(out_channels, c, k).permute(2, 0, 1).reshape(k * out_channels, c)
+        taps = torch.bmm(weight.expand(bt, -1, -1), x.view(bt, c, h * w))  # matmul would copy the weight
+        taps = taps.view(bt // num_frames, num_frames, k, out_channels, -1)
+        centre = k // 2
+        out = taps[:, :, centre]
+        if self.bias is not None:
+            out = out + self.bias.view(1, 1, -1, 1)
+        else:
+            out = out.clone()
+        for j in range(k):
+            shift = j - centre  # output frame t reads input frame t + shift
+            if j == centre or abs(shift) >= num_frames:
+                continue
+            if shift > 0:
+                out[:, :-shift] += taps[:, shift:, j]
+            else:
+                out[:, -shift:] += taps[:, :shift, j]
+        return out.reshape(bt, out_channels, h, w)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose 1x1 form runs as one matrix product per image (or one over all pixels for
+    channels-last input).
+
+    PyTorch's single-threaded CPU path for 1x1 kernels on small batches (im2col-free but one small GEMM
+    per image through the generic convolution code) cost several times the product itself on the U-Nets'
+    narrow maps. Same weights and state-dict keys; other kernels go to ``nn.Conv2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size != (1, 1) or self.stride != (1, 1) or self.padding != (0, 0) or self.groups != 1:
+            return super().forward(x)
+        return pointwise_conv(x, self.weight, self.bias)
+
+
+def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution of ``[B, C, H, W]`` with ``weight [O, C, 1, 1]``, as a matrix product."""
+    b, c, h, w = x.shape
+    matrix = weight.view(weight.shape[0], c)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return F.linear(x.permute(0, 2, 3, 1), matrix, bias).permute(0, 3, 1, 2)
+    if not x.is_contiguous():
+        return F.conv2d(x, weight, bias)
+    flat = x.view(b, c, h * w)
+    if bias is None:
+        out = torch.bmm(matrix.expand(b, -1, -1), flat)
+    else:
+        out = torch.baddbmm(bias.view(1, -1, 1), matrix.expand(b, -1, -1), flat)
+    return out.view(b, -1, h, w)
+
+
+def use_fast_convs(module: nn.Module) -> nn.Module:
+    """Give every plain 1x1 ``nn.Conv2d`` inside ``module`` the :class:`Conv2d` forward (same parameters)."""
+    for sub in module.modules():
+        if type(sub) is nn.Conv2d and sub.kernel_size == (1, 1):
+            sub.__class__ = Conv2d
+    return module

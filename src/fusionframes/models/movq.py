@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionframes.config import MoVQConfig
-from fusionframes.models.layers import channels_time_to_frames, frames_to_channels_time
+from fusionframes.models.layers import channels_time_to_frames, frames_to_channels_time, use_fast_convs
 
 
 class SpatialNorm(nn.Module):
@@ -80,7 +80,10 @@ class ResnetBlock(nn.Module):
         if not self.temporal or num_frames is None:
             return h
         merge = getattr(self, f"temporal_merge{i}")
-        mixed = getattr(self, f"temporal_projection{i}")(frames_to_channels_time(h, num_frames))
+        conv = getattr(self, f"temporal_projection{i}")
+        if torch.is_grad_enabled() and conv.weight.requires_grad and h.device.type == "cpu":
+            return (1 - merge) * h + merge * _temporal_conv_as_2d(h, conv, num_frames)
+        mixed = conv(frames_to_channels_time(h, num_frames))
         return (1 - merge) * h + merge * channels_time_to_frames(mixed)
 
     def forward(
@@ -90,6 +93,25 @@ class ResnetBlock(nn.Module):
         h = self._blend(self.conv2(self.dropout(F.silu(self.norm2(h, zq)))), 2, num_frames)
         shortcut = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
         return shortcut + h
+
+
+def _temporal_conv_as_2d(h: torch.Tensor, conv: nn.Conv3d, num_frames: int) -> torch.Tensor:
+    """``conv`` over the clips of ``h`` ``[(B*T), C, H, W]`` as one 2-D convolution per temporal tap.
+
+    The same sum as the 3-D convolution (equal to float rounding), used while training on a CPU, where
+    the 3-D kernels' backward pass is about 3x slower than these 2-D ones.
+    """
+    kt = conv.kernel_size[0]
+    pad_t, pad_h, pad_w = conv.padding  # type: ignore[misc]
+    bt, c, height, width = h.shape
+    clips = h.view(bt // num_frames, num_frames, c, height, width)
+    padded = F.pad(clips, (0, 0, 0, 0, 0, 0, pad_t, pad_t))
+    out_frames = num_frames + 2 * pad_t - kt + 1
+    out = conv.bias[None, :, None, None]
+    for k in range(kt):
+        taps = padded[:, k : k + out_frames].reshape(-1, c, height, width)
+        out = out + F.conv2d(taps, conv.weight[:, :, k], None, padding=(pad_h, pad_w))
+    return out
 
 
 class AttnBlock(nn.Module):
@@ -284,6 +306,7 @@ class MoVQ(nn.Module):
         self.quant_conv = nn.Conv2d(config.z_channels, config.z_channels, kernel_size=1)
         self.post_quant_conv = nn.Conv2d(config.z_channels, config.z_channels, kernel_size=1)
         self.decoder = Decoder(config)
+        use_fast_convs(self)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` in [-1, 1] -> latents ``[B, z, H/f, W/f]``."""
@@ -328,7 +351,8 @@ def decode_clip(
     ``window`` None: the 1.1 pipeline's pieces (:func:`reference_chunk_sizes`), each decoded as its own
     clip, as the reference does (its seams show every ~4 frames). ``window`` W: windows of W frames
     that share ``overlap`` frames with their neighbour; the shared frames are cross-faded linearly, and
-    every window's attention norms see the clip's first latent, as a whole-clip decode does. Memory
+    every window's attention norms see the clip's first latent where a whole-clip decode does
+    (``first_row_attention_norm``). Memory
     grows with W, not T. An image decoder decodes row by row in the same pieces.
     """
     frames = latents.shape[0]
@@ -339,7 +363,8 @@ def decode_clip(
         raise ValueError(f"window: must be an integer >= 1 frames, got {window!r}")
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < window:
         raise ValueError(f"overlap: must be an integer in [0, window), got {overlap!r} (window {window})")
-    first = latents[:1]
+    # the attention norms see the first latent only where a whole-clip decode does (1.1's decoder)
+    first = latents[:1] if movq.config.first_row_attention_norm else None
     starts = _window_starts(frames, window, overlap)
     ends = [min(start + window, frames) for start in starts]
     out = weights = None

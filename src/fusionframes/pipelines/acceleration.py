@@ -40,6 +40,8 @@ def compile_components(components: ModelComponents, choice: str) -> list[str]:
         targets["interpolation_unet"] = components.interpolation_unet
     if choice == "all":
         targets["movq.decoder"] = components.movq.decoder
+        if components.video_movq is not None:  # 1.1's temporal decoder
+            targets["video_movq.decoder"] = components.video_movq.decoder
     for module in targets.values():
         module.compile()
     return list(targets)

@@ -34,6 +34,8 @@ from fusionframes.camera import (
     warp,
 )
 from fusionframes.camera.warp import prepare_depth
+from fusionframes.components import ModelComponents
+from fusionframes.lora.pipeline import LoraMixin
 from fusionframes.pipelines.animation_plan import (
     DEFAULT_BORDER,
     DEFAULT_CADENCE,
@@ -126,14 +128,27 @@ class AnimationOutput(PlayableOutput):
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class AnimationPipeline:
+class AnimationPipeline(LoraMixin):
     """Camera animation with the keyframe U-Net of a text-to-video model (see module docstring)."""
 
     def __init__(self, t2v: TextToVideoPipeline) -> None:
+        from fusionframes.pipelines.kandinsky11 import KandinskyVideo11Pipeline
+
         self.t2v = t2v
-        self.images = ImageToImagePipeline(t2v)
+        # a 1.1 model draws and redraws in the image mode its videos' first frames come from
+        if isinstance(t2v, KandinskyVideo11Pipeline):
+            from fusionframes.pipelines.image_mode11 import ImageMode11
+
+            self.images: ImageToImagePipeline | ImageMode11 = ImageMode11(t2v)
+        else:
+            self.images = ImageToImagePipeline(t2v)
         self.config = t2v.config
         self.device = t2v.device
+
+    @property
+    def lora_components(self) -> ModelComponents:
+        """Adapters go on the text-to-video pipeline's networks, which this one samples with."""
+        return self.t2v.components
 
     @classmethod
     def from_pretrained(cls, model: str | Path | None = None, **kwargs: Any) -> AnimationPipeline:

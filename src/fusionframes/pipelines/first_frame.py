@@ -17,6 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from fusionframes.models.movq import MoVQ
+from fusionframes.pipelines.acceleration import memory_format_of
 
 # Modes PIL converts to 8-bit RGB without losing meaning; 32-bit integer and float images do not.
 IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1")
@@ -60,10 +61,19 @@ def to_uint8_image(decoded: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def decode_image(movq: MoVQ, latent: torch.Tensor) -> Image.Image:
+def movq_inputs(movq: MoVQ, x: torch.Tensor, device: torch.device | None) -> torch.Tensor:
+    """``x`` on ``device`` (None: where the MoVQ's weights are; under offload the weights are in CPU
+    memory or on meta, so the pipeline passes its device), in the MoVQ's dtype and, for a decoder
+    stored channels-last, that layout (mixed layouts are slower than either)."""
+    weight = next(movq.parameters())
+    x = x.to(device=device if device is not None else weight.device, dtype=weight.dtype)
+    return x.contiguous(memory_format=memory_format_of(movq.decoder))
+
+
+def decode_image(movq: MoVQ, latent: torch.Tensor, device: torch.device | None = None) -> Image.Image:
     """``[1, z, h, w]`` latent -> PIL image (the reference ``decode_image``)."""
     with torch.no_grad():
-        return to_uint8_image(movq.decode(latent)[0])
+        return to_uint8_image(movq.decode(movq_inputs(movq, latent, device))[0])
 
 
 def fit_for_encoding(image: Image.Image, width: int, height: int) -> Image.Image:
@@ -85,11 +95,14 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
     return 2.0 * (array.permute(2, 0, 1).float() / 255.0) - 1.0
 
 
-def encode_image(movq: MoVQ, image: Image.Image, width: int, height: int) -> torch.Tensor:
-    """PIL image -> ``[z, height / f, width / f]`` latent (the reference ``encode_image``)."""
+def encode_image(
+    movq: MoVQ, image: Image.Image, width: int, height: int, device: torch.device | None = None
+) -> torch.Tensor:
+    """PIL image -> ``[z, height / f, width / f]`` latent (the reference ``encode_image``); ``device``
+    as in :func:`decode_image`."""
     if width < 1 or height < 1:
         raise ValueError(f"width, height: must be >= 1, got {width}x{height}")
-    pixels = image_to_tensor(fit_for_encoding(image, width, height))
+    pixels = image_to_tensor(fit_for_encoding(image, width, height))[None]
     weight = next(movq.parameters())
     with torch.no_grad():
-        return movq.encode(pixels[None].to(device=weight.device, dtype=weight.dtype))[0]
+        return movq.encode(pixels.to(device=device or weight.device, dtype=weight.dtype))[0]

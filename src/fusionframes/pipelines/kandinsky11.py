@@ -28,6 +28,7 @@ from fusionframes.components import ModelComponents
 from fusionframes.config import ModelConfig
 from fusionframes.diffusion.scheduled_ddpm import DDPMSettings, interpolation_settings_11
 from fusionframes.models.movq import decode_clip
+from fusionframes.pipelines.acceleration import memory_format_of, to_channels_last, use_channels_last
 from fusionframes.pipelines.first_frame import check_image, decode_image, encode_image
 from fusionframes.pipelines.outputs import OUTPUT_TYPES, Delivery, delivered
 from fusionframes.pipelines.stages import scatter_frames
@@ -50,7 +51,7 @@ from fusionframes.pipelines.text_to_video import (
     validate_size,
     video_frames,
 )
-from fusionframes.runtime import check_finite, finite_number
+from fusionframes.runtime import check_finite, finite_number, resolve_device
 
 RELEASE = "kandinsky-video-1.1"  # the Hub release's model name
 MOTION_SCORES = {"low": 1, "medium": 10, "high": 50, "extreme": 100}
@@ -252,49 +253,18 @@ def validate_settings_11(
     return settings, image
 
 
-def load_release_or_folder(
-    model: str | Path, cache_dir: str | Path | None, text_encoder: str | Path | None
-) -> ModelComponents:
-    """``kandinsky-video-1.1``: the Hub release; a folder with the released file names (``t2v.pt``,
-    ``interpolation.pt``, ``movq.pt``, ``video_movq.pt``, ``t5_projections.pt``, ``configs.json``,
-    and optionally a ``text_encoder/`` T5 folder used instead of ``google/flan-ul2``): those files;
-    any other folder: a FusionFrames model folder."""
-    from fusionframes.io.checkpoints import load_model
-    from fusionframes.io.official_kv11 import TEXT_ENCODER, ReleaseFiles, hub_files, load_release
-
-    encoder = text_encoder if text_encoder is not None else TEXT_ENCODER
-    if str(model) == RELEASE:
-        return load_release(hub_files(cache_dir, encoder))
-    if (Path(model) / "t2v.pt").is_file():
-        if text_encoder is None and (Path(model) / "text_encoder").is_dir():
-            encoder = Path(model) / "text_encoder"  # a local T5 next to the released files
-        return load_release(ReleaseFiles.from_folder(model, encoder))
-    components = load_model(model, cache_dir=cache_dir)
-    if text_encoder is not None:
-        components.text_encoder = text_encoder
-    return components
 
 
 def config_11_for(model: str | Path | None) -> ModelConfig | None:
-    """The config of a 1.1 model named by ``model`` without loading weights (the preset for the Hub
-    release, ``configs.json`` for a folder of released files, ``config.json`` for a model folder);
-    None when ``model`` is not a 1.1 model."""
-    from fusionframes.io.official_kv11 import CONFIGS_FILE, model_config, read_configs
+    """The config of a 1.1 model named by ``model`` without loading weights; None when ``model`` is
+    not a 1.1 model (or not a model: the 1.0 path then reports that)."""
+    from fusionframes.io.checkpoints import model_config_for
 
-    if model is None or str(model) in ("builtin",):
+    try:
+        config = model_config_for(model)
+    except (FileNotFoundError, ValueError):
         return None
-    if str(model) == RELEASE:
-        return model_config(None)
-    path = Path(model)
-    if (path / "t2v.pt").is_file():
-        configs = path / CONFIGS_FILE
-        return model_config(read_configs(configs) if configs.is_file() else None)
-    if (path / "config.json").is_file():
-        from fusionframes.io.checkpoints import read_folder_config
-
-        config = read_folder_config(path)
-        return config if is_kandinsky_11(config) else None
-    return None
+    return config if is_kandinsky_11(config) else None
 
 
 class KandinskyVideo11Pipeline(TextToVideoPipeline):
@@ -311,26 +281,26 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
         **kwargs: Any,
     ) -> KandinskyVideo11Pipeline:
         """``model``: ``kandinsky-video-1.1`` (the Hub), a folder of the released files, or a model
-        folder; the device, precision and memory options are checked before anything loads."""
-        from fusionframes.pipelines.acceleration import validate_compile
-        from fusionframes.pipelines.offload import validate_offload
-        from fusionframes.runtime import resolve_device, resolve_dtype
-        from fusionframes.text.quantization import validate_text_quantization
-
-        resolved = resolve_device(device)
-        resolve_dtype(dtype, resolved)
-        validate_compile(kwargs.get("compile"), validate_offload(kwargs.get("offload"), resolved))
-        validate_text_quantization(kwargs.get("text_quantization"))
-        components = load_release_or_folder(model, cache_dir, text_encoder)
-        if not is_kandinsky_11(components.config):
-            raise ValueError(f"model: {str(model)!r} is not a Kandinsky Video 1.1 model")
-        return cls(components, device=device, dtype=dtype, **kwargs)
+        folder (see :meth:`TextToVideoPipeline.from_pretrained`, which also routes 1.1 models here)."""
+        return super().from_pretrained(model, device, dtype, cache_dir, text_encoder, **kwargs)
 
     text_device: torch.device | None = None  # set by a per-component device map (see kandinsky_video.py)
 
-    def __init__(self, components: ModelComponents, *args: Any, **kwargs: Any) -> None:
-        super().__init__(components, *args, **kwargs)
-        video_movq = self.video_movq
+    def __init__(
+        self,
+        components: ModelComponents,
+        device: str | torch.device | None = "cpu",
+        dtype: str = "auto",
+        channels_last: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """As :class:`TextToVideoPipeline` (same options); the temporal MoVQ follows the image MoVQ:
+        ``decoder_dtype``, channels-last (auto: on CPU, where it was measured to pay for both) and
+        offload."""
+        video_movq = components.video_movq
+        if video_movq is not None and use_channels_last(resolve_device(device), channels_last):
+            to_channels_last(video_movq.decoder)  # before placement: sequential offload copies weights
+        super().__init__(components, device, dtype, channels_last=channels_last, **kwargs)
         if video_movq is not None and self.placement.mode != "none":
             # offload: the temporal decoder joins the image MoVQ's placement (hooks move it in and out)
             video_movq.post_quant_conv.to(self.device)
@@ -418,6 +388,27 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
             settings, image, generator, output_type=output_type, callback=callback, progress=progress
         )
 
+    def generate(  # type: ignore[override]
+        self,
+        settings: GenerationSettings11,
+        generator: torch.Generator,
+        output_type: str = "pil",
+        callback: ProgressCallback | None = None,
+        progress: bool = True,
+    ) -> VideoOutput:
+        """Text-to-video from validated 1.1 settings (code written for 1.0 pipelines calls this);
+        1.0 settings and image-to-video settings (which need the image) are refused by name."""
+        if not isinstance(settings, GenerationSettings11):
+            raise TypeError(
+                f"settings: a Kandinsky Video 1.1 pipeline takes GenerationSettings11 from "
+                f"validate_settings_11, got {type(settings).__name__}"
+            )
+        if settings.image_to_video:
+            raise ValueError("settings: image-to-video needs the image; call generate_11(settings, image)")
+        return self.generate_11(
+            settings, None, generator, output_type=output_type, callback=callback, progress=progress
+        )
+
     # -- stages ----------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -467,8 +458,8 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
                 report("first frame"),
             )
             check_finite(latent, "first frame")
-            image = decode_image(movq, latent)
-        latent = encode_image(movq, image, settings.width, settings.height)
+            image = decode_image(movq, latent, self.device_for(movq))
+        latent = encode_image(movq, image, settings.width, settings.height, self.device_for(movq))
         return latent.to(text.context.device, torch.float32), image
 
     def decode_11(
@@ -484,7 +475,7 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
         video = settings.decoder == "video"
         movq = self.video_movq if video else self.components.movq
         dtype, device = next(movq.parameters()).dtype, self.device_for(movq)
-        latents = latents.to(device, dtype)
+        latents = latents.to(device, dtype).contiguous(memory_format=memory_format_of(movq.decoder))
         if video:
             out = decode_clip(movq, latents, settings.decode_window, settings.decode_overlap).float()
         else:
@@ -511,8 +502,13 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
             clock = now
 
         def report(stage: str) -> Callable[[int, int], None] | None:
+            """The stage's step callback; announces the stage (step 0) now, as it is about to start."""
             if callback is None:
                 return None
+            interpolation = stage.startswith("interpolation")
+            callback(
+                stage, 0, settings.interpolation_steps if interpolation else settings.num_inference_steps
+            )
             return lambda step, total: callback(stage, step, total)
 
         self.warn_unknown_words(settings.prompt)

@@ -41,6 +41,12 @@ from fusionframes.pipelines.animation import (
     validate_animation,
     with_image,
 )
+from fusionframes.pipelines.kandinsky11 import (
+    GenerationSettings11,
+    KandinskyVideo11Pipeline,
+    is_kandinsky_11,
+)
+from fusionframes.pipelines.movie11 import render_scene_11, scene_settings_11
 from fusionframes.pipelines.outputs import OUTPUT_TYPES, PlayableOutput
 from fusionframes.pipelines.stages import decode_latents
 from fusionframes.pipelines.text_to_video import (
@@ -76,7 +82,7 @@ class MoviePlan:
     crossfade_frames: int  # 0 unless transition == "crossfade"
     seed: int | None
     animations: tuple[AnimationPlan, ...] = ()  # animate mode
-    t2v: tuple[GenerationSettings, ...] = ()  # t2v mode
+    t2v: tuple[GenerationSettings | GenerationSettings11, ...] = ()  # t2v mode (1.1 models: 1.1 settings)
 
     @property
     def num_scenes(self) -> int:
@@ -334,13 +340,20 @@ def _t2v_settings(
                 f"durations: scene {index + 1}: {seconds:g} s at {rate:g} fps is less than one frame"
             )
         extra = 1 if transition == "continue" and index else 0
+        keyframes = keyframes_for(count + extra, passes)
+        if is_kandinsky_11(config):
+            settings.append(
+                scene_settings_11(config, prompt, fps, keyframes, scene_seed(seed, index), shared)
+            )
+            frames.append(count)
+            continue
         settings.append(
             validate_settings(
                 config,
                 prompt,
                 fps=fps,
                 seed=scene_seed(seed, index),
-                num_keyframes=keyframes_for(count + extra, passes),
+                num_keyframes=keyframes,
                 draw_seed=False,
                 **shared,
             )
@@ -440,6 +453,11 @@ def render_movie(
             rendered = animator.render(scene, scene_gen, output_type="pt", callback=report, progress=progress)
             clip = rendered.frames
             scene_settings.append(rendered.settings)
+        elif isinstance(t2v, KandinskyVideo11Pipeline):  # continued: the last frame is the image
+            previous = clips[-1][-1] if plan.continued(index) else None
+            clip, used = render_scene_11(t2v, plan.t2v[index], previous, scene_gen, report, progress)
+            clip = clip[: plan.scene_frames[index] + skip]
+            scene_settings.append(used.to_dict())
         else:
             if report is not None:
                 report("text-to-video", 0, 1)

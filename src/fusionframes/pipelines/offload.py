@@ -74,11 +74,14 @@ class Placement:
         self.storage = torch.device(storage)
         self._resident: weakref.ref[nn.Module] | None = None
 
-    def place_components(self, components: ModelComponents, dtype: torch.dtype) -> ModelComponents:
-        """Move ``components`` (in place) to the device, or to CPU memory with offload hooks attached."""
+    def place_components(
+        self, components: ModelComponents, dtype: torch.dtype, decoder_dtype: torch.dtype | None = None
+    ) -> ModelComponents:
+        """Move ``components`` (in place) to the device, or to CPU memory with offload hooks attached;
+        the MoVQs in ``decoder_dtype`` (None: ``dtype``)."""
         if self.mode == "none":
-            return components.to(self.device, dtype)
-        components.to(self.storage, dtype)
+            return components.to(self.device, dtype, decoder_dtype)
+        components.to(self.storage, dtype, decoder_dtype)
         components.projection.to(self.device)
         if components.layout_prior is not None:
             components.layout_prior.to(self.device)

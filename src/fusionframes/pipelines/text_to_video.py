@@ -22,11 +22,21 @@ from fusionframes.config import ModelConfig, check_layout_prior_strength
 from fusionframes.diffusion.parameterisation import Parameterisation
 from fusionframes.diffusion.samplers import check_clamp_support, check_scheduler
 from fusionframes.diffusion.sampling import denoise_steps
+from fusionframes.layout_prior.start import keyframe_start
+from fusionframes.lora.pipeline import LoraMixin
 from fusionframes.pipelines.acceleration import (
     compile_components,
     to_channels_last,
     use_channels_last,
     validate_compile,
+)
+from fusionframes.pipelines.branch_split import split_branches as split_guidance_branches
+from fusionframes.pipelines.builtin11 import (
+    check_decoder,
+    decode_frames,
+    image_keyframe_unet,
+    image_latent,
+    image_name,
 )
 from fusionframes.pipelines.offload import Placement, validate_offload
 from fusionframes.pipelines.outputs import (
@@ -41,12 +51,17 @@ from fusionframes.pipelines.stages import (
     KeyframeConditioning,
     Start,
     TextBranches,
-    decode_latents,
     generate_keyframes,
     interpolate_pass,
     progress_bar,
 )
-from fusionframes.runtime import check_finite, finite_number, resolve_device, resolve_dtype
+from fusionframes.runtime import (
+    check_finite,
+    finite_number,
+    resolve_decoder_dtype,
+    resolve_device,
+    resolve_dtype,
+)
 from fusionframes.text.conditioning import TextConditioner, null_context
 from fusionframes.text.quantization import quantize_text_encoder, validate_text_quantization
 from fusionframes.text.tokenizer import words
@@ -88,6 +103,9 @@ class GenerationSettings:
     scheduler: str = "ddpm"
     decode_chunk_size: int = 4
     layout_prior_strength: float = 1.0  # used only by models with a layout prior
+    decoder: str = "image"  # "video": the temporal MoVQ (models with one; see pipelines.builtin11)
+    image: str | None = None  # the first frame's file, for image-to-video (recorded, not read again)
+    image_strength: float = 1.0  # with an image: keyframes start from it held still, redrawn at this
 
     @property
     def num_frames(self) -> int:
@@ -142,6 +160,9 @@ def validate_settings(
     decode_chunk_size: int = 4,
     draw_seed: bool = True,
     layout_prior_strength: float | None = None,
+    decoder: str | None = None,
+    image: Any = None,
+    image_strength: float = 1.0,
 ) -> GenerationSettings:
     """Check every option against ``config`` and fill the gaps from the model's sampling defaults.
 
@@ -202,6 +223,9 @@ def validate_settings(
         scheduler=scheduler,
         decode_chunk_size=_int(decode_chunk_size, "decode_chunk_size"),
         layout_prior_strength=check_layout_prior_strength(finite_number(strength, "layout_prior_strength")),
+        decoder=check_decoder(config, decoder),
+        image=image_name(config, image),
+        image_strength=check_layout_prior_strength(finite_number(image_strength, "image_strength")),
     )
 
 
@@ -231,7 +255,39 @@ def to_output_type(video: torch.Tensor, output_type: str, rounded: bool = True):
     return [Image.fromarray(frame) for frame in array]
 
 
-class TextToVideoPipeline:
+def check_load_options(device: Any, dtype: str, options: dict[str, Any]) -> None:
+    """Refuse a bad device, precision or memory option before any weights are read."""
+    resolved = resolve_device(device)
+    resolve_decoder_dtype(options.get("decoder_dtype"), resolve_dtype(dtype, resolved).dtype)
+    validate_compile(options.get("compile"), validate_offload(options.get("offload"), resolved))
+    validate_text_quantization(options.get("text_quantization"))
+    if not isinstance(options.get("split_branches", False), bool):
+        raise ValueError(f"split_branches: must be True or False, got {options['split_branches']!r}")
+
+
+def pipeline_class_for(config: ModelConfig, requested: type, model: Any = None) -> type:
+    """The pipeline class for a model of ``config`` when ``requested`` was asked for: a 1.1 model
+    needs :class:`KandinskyVideo11Pipeline` (or a subclass), any other model not that one."""
+    from fusionframes.pipelines.kandinsky11 import KandinskyVideo11Pipeline, is_kandinsky_11
+
+    if is_kandinsky_11(config):
+        if issubclass(requested, KandinskyVideo11Pipeline):
+            return requested
+        if requested is TextToVideoPipeline:
+            return KandinskyVideo11Pipeline
+        raise ValueError(
+            f"model: {str(model)!r} is a Kandinsky Video 1.1 model, which {requested.__name__} cannot "
+            "run; load it with KandinskyVideo11Pipeline.from_pretrained"
+        )
+    if issubclass(requested, KandinskyVideo11Pipeline):
+        raise ValueError(
+            f"model: {str(model)!r} is not a Kandinsky Video 1.1 model; load it with "
+            "TextToVideoPipeline.from_pretrained"
+        )
+    return requested
+
+
+class TextToVideoPipeline(LoraMixin):
     """Text-to-video with any FusionFrames model (the built-in one, a folder, or the released weights)."""
 
     def __init__(
@@ -245,21 +301,35 @@ class TextToVideoPipeline:
         compile: bool | str = False,
         channels_last: bool | None = None,
         text_quantization: str = "none",
+        decoder_dtype: str = "auto",
+        split_branches: bool = False,
     ) -> None:
         """``offload``: none | model | sequential (GPU only, see :mod:`.offload`); ``compile``: False |
         True/"unets" | "all" (adds the MoVQ decoder); ``channels_last``: None = auto (MoVQ decoder on CPU);
         ``text_quantization``: none | int8 (the T5's linear weights in int8; see
-        :mod:`fusionframes.text.quantization`)."""
+        :mod:`fusionframes.text.quantization`); ``decoder_dtype``: the MoVQs' precision, auto = float32
+        beside float16 U-Nets, else the U-Nets' (:func:`~fusionframes.runtime.resolve_decoder_dtype`);
+        ``split_branches``: each guidance branch of a U-Net call as its own call (the chunked
+        interpolation: a stage's activation peak / 2 or 3, same video; :mod:`.branch_split`)."""
+        if not isinstance(split_branches, bool):
+            raise ValueError(f"split_branches: must be True or False, got {split_branches!r}")
         self.text_quantization = validate_text_quantization(text_quantization)
         self.device = resolve_device(device)
         self.precision = resolve_dtype(dtype, self.device)
+        self.decoder_precision = resolve_decoder_dtype(decoder_dtype, self.precision.dtype)
         logger.info("precision: %s (%s)", self.precision.dtype, self.precision.reason)
         self.placement = Placement(offload, self.device)
         self.compiled = validate_compile(compile, self.placement.mode)
-        if use_channels_last(self.device, channels_last):
+        self.channels_last = use_channels_last(self.device, channels_last)
+        if self.channels_last:
             to_channels_last(components.movq.decoder)
-        self.components = self.placement.place_components(components, self.precision.dtype).eval()
+        self.components = self.placement.place_components(
+            components, self.precision.dtype, self.decoder_precision.dtype
+        ).eval()
         compile_components(self.components, self.compiled)
+        self.split_branches = split_branches
+        if split_branches:
+            split_guidance_branches(self.components)
         self.config = components.config
         self.text = text_conditioner
         if text_conditioner is not None:
@@ -274,17 +344,20 @@ class TextToVideoPipeline:
         device: str | torch.device | None = "cpu",
         dtype: str = "auto",
         cache_dir: str | Path | None = None,
+        text_encoder: str | Path | None = None,
         **kwargs: Any,
     ) -> TextToVideoPipeline:
-        """``model``: None/"builtin", "kandinsky-video-1.0" (Hub), or a model folder."""
-        from fusionframes.io.checkpoints import load_model
+        """``model``: None/"builtin", "kandinsky-video-1.0" / "kandinsky-video-1.1" (Hub), a model
+        folder, or a folder of the 1.1 released files; ``text_encoder``: a T5 folder or Hub id to use
+        instead of the model's. As diffusers' ``DiffusionPipeline.from_pretrained`` picks the pipeline
+        class from the model, a Kandinsky Video 1.1 model gives a :class:`KandinskyVideo11Pipeline`
+        (a subclass: ``pipe(prompt, image=..., motion=...)``). Every option is checked before loading."""
+        from fusionframes.io.official_kv11 import load_release_or_folder
 
-        resolve_device(device)
-        resolve_dtype(dtype, resolve_device(device))
-        offload = validate_offload(kwargs.get("offload"), resolve_device(device))
-        validate_compile(kwargs.get("compile"), offload)
-        validate_text_quantization(kwargs.get("text_quantization"))
-        return cls(load_model(model, cache_dir=cache_dir), device=device, dtype=dtype, **kwargs)
+        check_load_options(device, dtype, kwargs)
+        components = load_release_or_folder(model, cache_dir, text_encoder)
+        target = pipeline_class_for(components.config, cls, model)
+        return target(components, device=device, dtype=dtype, **kwargs)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -374,11 +447,8 @@ class TextToVideoPipeline:
         self, context: torch.Tensor, mask: torch.Tensor, num_frames: int, latent_shape: tuple[int, int, int]
     ) -> torch.Tensor | None:
         """The layout prior's keyframe latents for the prompt, where keyframe sampling starts; None for
-        a model without a prior."""
-        prior = self.components.layout_prior
-        if prior is None:
-            return None
-        return prior.layout(context.float(), mask, num_frames, latent_shape)
+        a model without a prior (see :mod:`fusionframes.layout_prior.start`)."""
+        return keyframe_start(self.components.layout_prior, context, mask, num_frames, latent_shape)
 
     def parameterisations(self) -> tuple[Parameterisation, Parameterisation]:
         """(keyframe, interpolation): how each U-Net was trained, as its sampling parameterisation."""
@@ -396,11 +466,14 @@ class TextToVideoPipeline:
         progress: bool = True,
         anchor: torch.Tensor | None = None,
         timings: dict[str, float] | None = None,
+        image: Any = None,
     ) -> torch.Tensor:
-        """The text -> keyframes -> interpolation chain every 1.0 video takes (text-to-video, movie
-        scenes): latents ``[T, C, h, w]``. ``anchor``: a clean latent the first keyframe is pinned to
-        (a movie scene continuing the previous one); otherwise keyframe sampling starts from the
-        model's layout prior, if it has one. ``timings`` collects each stage's seconds."""
+        """The text -> keyframes -> interpolation chain every 1.0-layout video takes (text-to-video,
+        image-to-video with a built-in 1.1 part, movie scenes): latents ``[T, C, h, w]``. ``anchor``: a
+        clean latent the first keyframe is pinned to (a movie scene continuing the previous one);
+        ``image`` (a PIL image or path; models with an image-to-video U-Net): the first frame the
+        keyframes continue (see :mod:`fusionframes.pipelines.builtin11`); otherwise keyframe sampling
+        starts from the model's layout prior, if it has one. ``timings`` collects each stage's seconds."""
         import time
 
         timings = {} if timings is None else timings
@@ -422,23 +495,30 @@ class TextToVideoPipeline:
             settings.height // factor,
             settings.width // factor,
         )
-        n = settings.num_keyframes
-        layout = (
-            None if anchor is not None else self.keyframe_layout(text.context, text.mask, n, latent_shape)
-        )
-        steps = settings.num_inference_steps
-        run = denoise_steps(settings.layout_prior_strength, steps) if layout is not None else None
+        n, steps = settings.num_keyframes, settings.num_inference_steps
         start = time.perf_counter()
+        unet, first, init = self.components.keyframe_unet, None, None
+        strength = settings.layout_prior_strength
+        if image is not None:
+            first = image_latent(self.components, image, settings.width, settings.height)
+            first = first.to(text.context.device)
+            unet = image_keyframe_unet(self.components, first, generator)
+            init, strength = first.expand(n, -1, -1, -1), settings.image_strength
+        elif anchor is None:
+            init = self.keyframe_layout(text.context, text.mask, n, latent_shape)
+        run = denoise_steps(strength, steps) if init is not None else None
         latents = generate_keyframes(
-            self.components.keyframe_unet,
+            unet,
             keyframe_param,
             KeyframeConditioning(text, settings.guidance_scale),
             (n, *latent_shape),
             keyframe_param.schedule(steps, run, settings.scheduler),
             generator,
             report("keyframes", steps),
-            Start(init=layout, anchor=anchor.to(self.device) if anchor is not None else None),
+            Start(init=init, anchor=anchor.to(self.device) if anchor is not None else None),
         )
+        if first is not None:
+            latents[0] = first.to(latents)  # the video starts on the given image
         check_finite(latents, "keyframes")
         timings["keyframes"] = time.perf_counter() - start
 
@@ -463,20 +543,27 @@ class TextToVideoPipeline:
             timings[stage] = time.perf_counter() - start
         return latents
 
+    @torch.no_grad()
     def generate(
-        self, settings: GenerationSettings, generator: torch.Generator, **delivery: Unpack[Delivery]
+        self,
+        settings: GenerationSettings,
+        generator: torch.Generator,
+        image: Any = None,
+        **delivery: Unpack[Delivery],
     ) -> VideoOutput:
-        """One video for validated ``settings``: :meth:`video_latents`, then decoding in chunks."""
+        """One video for validated ``settings``: :meth:`video_latents`, then decoding (the image MoVQ
+        in chunks, or the temporal one: ``settings.decoder``). ``image``: see :meth:`video_latents`."""
         import time
 
         output_type, callback, progress = delivered(delivery)
         timings: dict[str, float] = {}
-        latents = self.video_latents(settings, generator, callback, progress, timings=timings)
+        latents = self.video_latents(settings, generator, callback, progress, timings=timings, image=image)
         if callback is not None:
             callback("decoding", 0, 1)
         start = time.perf_counter()
-        with torch.no_grad():
-            video = decode_latents(self.components.movq, latents, settings.decode_chunk_size, progress)
+        video = decode_frames(
+            self.components, latents, settings.decoder, settings.decode_chunk_size, progress
+        )
         check_finite(video, "decoding")
         timings["decoding"] = time.perf_counter() - start
         if callback is not None:

@@ -20,10 +20,12 @@ from fusionframes.synthetic.scenes import sample_scene, scene_from_spec
 from fusionframes.synthetic.shards import clip_rng, make_sample, write_shards
 from fusionframes.synthetic.world import (
     BACKGROUNDS,
+    COLOURS,
     DIRECTIONS,
     HELD_OUT,
     MIN_CONTRAST,
     MOTIONS,
+    NEW_COLOURS,
     PALETTE,
     PAN_SHIFT,
     PANS,
@@ -40,10 +42,12 @@ from fusionframes.synthetic.world import (
 
 __all__ = [
     "BACKGROUNDS",
+    "COLOURS",
     "DIRECTIONS",
     "HELD_OUT",
     "MIN_CONTRAST",
     "MOTIONS",
+    "NEW_COLOURS",
     "PALETTE",
     "PANS",
     "PAN_SHIFT",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from fusionframes.synthetic.captions import PLURAL
-from fusionframes.synthetic.world import BACKGROUNDS, PALETTE, SHAPES
+from fusionframes.synthetic.world import BACKGROUNDS, COLOURS, SHAPES
 
 _SPEED_WORDS = {
     "slowly": "slowly",
@@ -69,7 +69,7 @@ def _parse_motion(rest: str) -> tuple[str, str | None] | None:
     return "moving " + "-".join([*sorted(vertical), *sorted(horizontal)]), speed
 
 
-_COLOURS_RE = "|".join(PALETTE)
+_COLOURS_RE = "|".join(COLOURS)
 _SIZES_RE = "|".join(_SIZE_ALIASES)
 _SHAPES_RE = "|".join(SHAPES)
 _OBJECT_RE = re.compile(

@@ -13,7 +13,7 @@ from fusionframes.synthetic.captions import scene_spec
 from fusionframes.synthetic.motion import object_state, pan_offset
 from fusionframes.synthetic.world import (
     BACKGROUNDS,
-    PALETTE,
+    COLOURS,
     SHAPE_EXTENT,
     STAR_RADII,
     SUPERSAMPLE,
@@ -94,7 +94,7 @@ def render_frame(scene: Scene, size: int, tau: float, background: np.ndarray | N
     for obj in scene.objects:
         alpha, rows, cols = _object_alpha(obj.shape, *object_geometry(scene, obj, size, tau), size)
         a = alpha[..., None]
-        image[rows, cols] = image[rows, cols] * (1 - a) + np.array(PALETTE[obj.colour], float) * a
+        image[rows, cols] = image[rows, cols] * (1 - a) + np.array(COLOURS[obj.colour], float) * a
     return np.clip(image.round(), 0, 255).astype(np.uint8)
 
 
@@ -144,7 +144,7 @@ def ground_truth(scene: Scene, size: int, frames: int) -> dict:
     return {
         "scene": scene.to_dict(),
         "spec": scene_spec(scene),
-        "palette": {o.colour: list(PALETTE[o.colour]) for o in scene.objects},
+        "palette": {o.colour: list(COLOURS[o.colour]) for o in scene.objects},
         "background_rgb": list(BACKGROUNDS[scene.background]),
         "size": size,
         "frames": frames,

@@ -10,6 +10,7 @@ from fusionframes.synthetic.motion import place
 from fusionframes.synthetic.world import (
     BACKGROUNDS,
     MOTIONS,
+    NEW_COLOURS,
     PALETTE,
     PANS,
     SHAPES,
@@ -26,13 +27,17 @@ SIDE_BY_SIDE_MOTIONS = ("moving up", "moving down", "bouncing", *STATIC_MOTIONS)
 STACKED_MOTIONS = ("moving left", "moving right", *STATIC_MOTIONS)
 
 
-def _draw_object(rng: np.random.Generator, motions: tuple[str, ...], max_size: float) -> ObjectSpec:
+def _draw_object(
+    rng: np.random.Generator, motions: tuple[str, ...], max_size: float, new_colour_share: float = 0.0
+) -> ObjectSpec:
     shape = str(rng.choice(SHAPES))
     motion = str(rng.choice(motions))
     if shape == "circle" and motion == "rotating":  # a turning circle looks still: never captioned
         motion = "still"
+    # no extra draw at share 0, so the default data (the built-in model's) is drawn exactly as before
+    new = new_colour_share > 0 and rng.random() < new_colour_share
     return ObjectSpec(
-        colour=str(rng.choice(tuple(PALETTE))),
+        colour=str(rng.choice(tuple(NEW_COLOURS if new else PALETTE))),
         shape=shape,
         motion=motion,
         speed=str(rng.choice(SPEEDS)),
@@ -58,6 +63,7 @@ def sample_scene(
     holdout_ok: bool = False,
     two_objects: float = 0.3,
     path_jitter: float | None = None,
+    new_colour_share: float = 0.0,
 ) -> Scene:
     """Draw one scene that obeys the contrast rule and keeps objects in frame.
 
@@ -66,18 +72,21 @@ def sample_scene(
     the frame) centres every path in its region up to that offset: then where an object is in each frame
     follows from its words, which a small model learns far more easily than a direction whose start
     position only the noise decides (docs/synthetic_world.md). None places paths anywhere they fit.
+    ``new_colour_share``: the probability that an object takes one of ``NEW_COLOURS`` (colours outside
+    the built-in vocabulary, for teaching an adapter a new word); 0 draws the palette only.
     """
     if not 0.0 <= two_objects <= 1.0:
         raise ValueError(f"two_objects: must be a probability in [0, 1], got {two_objects}")
+    check_new_colour_share(new_colour_share)
     check_path_jitter(path_jitter)
     while True:
         if rng.random() < two_objects:
             motions = SIDE_BY_SIDE_MOTIONS if rng.random() < 0.5 else STACKED_MOTIONS
-            objects = [_draw_object(rng, motions, 0.22) for _ in range(2)]
+            objects = [_draw_object(rng, motions, 0.22, new_colour_share) for _ in range(2)]
             if objects[0].colour == objects[1].colour:
                 continue
         else:
-            objects = [_draw_object(rng, MOTIONS, SIZE_RANGE[1])]
+            objects = [_draw_object(rng, MOTIONS, SIZE_RANGE[1], new_colour_share)]
         background = str(rng.choice(tuple(BACKGROUNDS)))
         gradient = bool(rng.random() < 0.3)
         pan = None
@@ -90,6 +99,12 @@ def sample_scene(
         if not _lay_out(objects, rng, pan, path_jitter):
             continue
         return Scene(objects=objects, background=background, gradient=gradient, camera_pan=pan)
+
+
+def check_new_colour_share(share: float) -> None:
+    # below 1: two objects never share a colour, and there is one new colour to draw
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0.0 <= share < 1.0:
+        raise ValueError(f"new_colour_share: must be a probability in [0, 1), got {share!r}")
 
 
 def check_path_jitter(path_jitter: float | None) -> None:

@@ -17,8 +17,8 @@ from fusionframes.io.atomic import atomic_write, check_writable_folder
 from fusionframes.synthetic.captions import caption
 from fusionframes.synthetic.mp4 import encode_mp4
 from fusionframes.synthetic.render import check_clip_args, ground_truth, render_clip
-from fusionframes.synthetic.scenes import check_path_jitter, sample_scene
-from fusionframes.synthetic.world import BACKGROUNDS, HELD_OUT, PALETTE
+from fusionframes.synthetic.scenes import check_new_colour_share, check_path_jitter, sample_scene
+from fusionframes.synthetic.world import BACKGROUNDS, HELD_OUT, NEW_COLOURS, PALETTE
 
 
 def clip_rng(seed: int, index: int) -> np.random.Generator:
@@ -27,11 +27,16 @@ def clip_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def make_sample(
-    seed: int, index: int, size: int = 128, frames: int = 16, path_jitter: float | None = None
+    seed: int,
+    index: int,
+    size: int = 128,
+    frames: int = 16,
+    path_jitter: float | None = None,
+    new_colour_share: float = 0.0,
 ) -> tuple[np.ndarray, str, dict]:
     """(frames, caption, ground truth) of training clip ``index`` (never a held-out triple)."""
     rng = clip_rng(seed, index)
-    scene = sample_scene(rng, path_jitter=path_jitter)
+    scene = sample_scene(rng, path_jitter=path_jitter, new_colour_share=new_colour_share)
     text = caption(scene, rng)
     truth = ground_truth(scene, size, frames)
     truth["caption"] = text
@@ -53,11 +58,14 @@ class ShardClips:
     frames: int
     fps: int
     path_jitter: float | None
+    new_colour_share: float = 0.0
 
     def write_tar(self, tmp: Path) -> None:
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             for index in self.indices:
-                clip, text, truth = make_sample(self.seed, index, self.size, self.frames, self.path_jitter)
+                clip, text, truth = make_sample(
+                    self.seed, index, self.size, self.frames, self.path_jitter, self.new_colour_share
+                )
                 for ext, data in (
                     ("mp4", encode_mp4(clip, self.fps)),
                     ("txt", text.encode()),
@@ -77,6 +85,7 @@ def write_shards(
     shard_size: int = 1000,
     fps: int = 8,
     path_jitter: float | None = None,
+    new_colour_share: float = 0.0,
 ) -> list[Path]:
     """Write ``videos`` clips as WebDataset tars ``shard-000000.tar``... plus ``manifest.json``.
 
@@ -92,6 +101,7 @@ def write_shards(
     _check_positive("fps", fps)
     _check_positive("seed", seed, 0)
     check_path_jitter(path_jitter)
+    check_new_colour_share(new_colour_share)
     out = Path(out_dir)
     check_writable_folder(out, "out")
     created = not out.exists()
@@ -101,7 +111,9 @@ def write_shards(
         for number, first in enumerate(range(0, videos, shard_size)):
             path = out / f"shard-{number:06d}.tar"
             indices = range(first, min(videos, first + shard_size))
-            atomic_write(path, ShardClips(seed, indices, size, frames, fps, path_jitter).write_tar)
+            atomic_write(
+                path, ShardClips(seed, indices, size, frames, fps, path_jitter, new_colour_share).write_tar
+            )
             shards.append(path)
     except BaseException:
         if created and not shards:
@@ -118,6 +130,14 @@ def write_shards(
         "shards": [p.name for p in shards],
         "held_out": [list(h) for h in HELD_OUT],
         "palette": {k: list(v) for k, v in PALETTE.items()},
+        **(
+            {
+                "new_colour_share": new_colour_share,
+                "new_colours": {k: list(v) for k, v in NEW_COLOURS.items()},
+            }
+            if new_colour_share
+            else {}
+        ),
         "backgrounds": {k: list(v) for k, v in BACKGROUNDS.items()},
     }
     text = json.dumps(manifest, indent=2, sort_keys=True)

@@ -25,6 +25,12 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
     "black": (20, 20, 20),
 }
+# Colours the built-in model never saw: drawn only when a data set asks for them (``new_colour_share``), so
+# an adapter can be taught one and the evaluator can tell whether it was learned (docs/training.md, LoRA).
+NEW_COLOURS: dict[str, tuple[int, int, int]] = {
+    "pink": (255, 105, 180),
+}
+COLOURS: dict[str, tuple[int, int, int]] = {**PALETTE, **NEW_COLOURS}
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "gray": (128, 128, 128),
     "white": (245, 245, 245),
@@ -97,7 +103,7 @@ class ObjectSpec:
     start: tuple[float, float] = (0.5, 0.5)
 
     def __post_init__(self) -> None:
-        check_choice("colour", self.colour, PALETTE)
+        check_choice("colour", self.colour, COLOURS)
         check_choice("shape", self.shape, SHAPES)
         check_choice("motion", self.motion, MOTIONS)
         check_choice("speed", self.speed, SPEEDS)
@@ -149,9 +155,9 @@ def background_profile(background: str, gradient: bool, height: int) -> np.ndarr
 
 def contrast(colour: str, background: str, gradient: bool = False) -> float:
     """Smallest RGB distance between an object colour and any row of the background."""
-    check_choice("colour", colour, PALETTE)
+    check_choice("colour", colour, COLOURS)
     rows = background_profile(background, gradient, 2)
-    return float(np.linalg.norm(rows - np.array(PALETTE[colour], float), axis=1).min())
+    return float(np.linalg.norm(rows - np.array(COLOURS[colour], float), axis=1).min())
 
 
 def allowed_background(colour: str, background: str, gradient: bool = False) -> bool:

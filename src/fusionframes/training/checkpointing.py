@@ -83,23 +83,39 @@ class Checkpointer:
             self._save_sharded(step, opt)
             return
         objective = opt.objective
-        # Clones: the EMA swap below writes into the parameters these tensors alias.
-        model_state = {k: v.detach().clone() for k, v in objective.state_dict().items()}
+        # Clones: the EMA swap below writes into the parameters these tensors alias. A LoRA run keeps only
+        # its adapter's tensors: the base is init_from's, unchanged.
+        model_state = self._raw_state(objective)
         optim_state = opt.optimizer.state_dict()
         if not self.world.is_main:
             self.world.barrier()
             return
         ema_state = opt.ema.state_dict()
         # The usable model is exported with the EMA weights; the raw weights stay in state/.
-        raw = {k: v.detach().clone() for k, v in objective.state_dict().items()}
-        objective.load_state_dict(opt.ema.module.state_dict())
+        raw = self._raw_state(objective)
+        opt.ema_into_objective()
         try:
             self._write(
                 step, self.components, objective, (model_state, ema_state, optim_state, opt.scheduler)
             )
         finally:
-            objective.load_state_dict(raw)
+            self._restore(objective, raw)
         self.world.barrier()
+
+    def _raw_state(self, objective: nn.Module) -> dict:
+        if self.cfg.lora_rank is not None:
+            from fusionframes.lora.training import trainable_state
+
+            return trainable_state(objective)
+        return {k: v.detach().clone() for k, v in objective.state_dict().items()}
+
+    def _restore(self, objective: nn.Module, raw: dict) -> None:
+        if self.cfg.lora_rank is None:
+            objective.load_state_dict(raw)
+            return
+        from fusionframes.lora.training import load_trainable_state
+
+        load_trainable_state(objective, raw, "the raw weights")
 
     def _save_sharded(self, step: int, opt: Optimisation) -> None:
         """FSDP: gather full tensors (collective), then rank 0 writes the same layout as DDP.
@@ -139,23 +155,27 @@ class Checkpointer:
             "progress": {"step": step, "stage": cfg.stage, "config": cfg.to_dict()},
         }
         extra = {"training": {"stage": cfg.stage, "step": step}}
-        write_checkpoint(
-            self.run_dir,
-            step,
-            lambda path: export_model(components, objective, self.stage, path, extra),
-            state,
-            keep=cfg.keep_checkpoints,
-        )
+        export = lambda path: export_model(components, objective, self.stage, path, extra)  # noqa: E731
+        if cfg.lora_rank is not None:
+            from fusionframes.lora.training import export_adapter
+
+            export = lambda path: export_adapter(objective, cfg, components.name, path, extra)  # noqa: E731
+        write_checkpoint(self.run_dir, step, export, state, keep=cfg.keep_checkpoints, artifact=self.artifact)
+
+    @property
+    def artifact(self) -> str:
+        """What a checkpoint exports: ``model`` (a model folder) or, for a LoRA run, ``adapter``."""
+        return "adapter" if self.cfg.lora_rank is not None else "model"
 
     def publish_final_model(self) -> None:
-        """Copy the newest checkpoint's model folder to ``run_dir/model`` (rank 0)."""
+        """Copy the newest checkpoint's model (or adapter) folder to ``run_dir/model`` (``adapter``)."""
         final = latest_checkpoint(self.run_dir)
         if final is None:
             return
-        target = self.run_dir / "model"
-        tmp = self.run_dir / ".model.tmp"
+        target = self.run_dir / self.artifact
+        tmp = self.run_dir / f".{self.artifact}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(final / "model", tmp)
+        shutil.copytree(final / self.artifact, tmp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

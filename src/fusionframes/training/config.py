@@ -91,7 +91,25 @@ class TrainConfig:
     # interpolation: the network's output, "v" (as released) or "sample" (x0: a residual model then
     # starts near its answer, zero, instead of having to learn an exact copy of the noise)
     interpolation_prediction: str = "v"
+    # movq: train a Kandinsky Video 1.1 temporal decoder (``video_movq``) made from the image MoVQ with
+    # its temporal parts at zero, on clips of video_clip_frames frames (fusionframes.training.stages11)
+    video_decoder: bool = False
+    video_clip_frames: int = 8
+    video_crop: int = 0  # movq video_decoder: decode random windows of this many latent pixels (0: whole)
+    # keyframes: train an image-to-video keyframe U-Net (``image_keyframe_unet``, the first-frame input
+    # layout) made from the keyframe U-Net with its new input weights at zero; the first keyframe is the
+    # condition, noised to a random level in [0, noise_augmentation_max] and dropped with image_dropout
+    first_frame_condition: bool = False
+    noise_augmentation_max: int = 100
+    image_dropout: float = 0.1
     diffusion_steps: int = 1000
+    # LoRA (keyframes and interpolation, from init_from): peft low-rank adapters of this rank on the
+    # ``lora_targets`` layers of the stage's U-Net; everything else, the text encoder included, stays
+    # frozen and only the adapter is trained, checkpointed and exported (run_dir/adapter). null = full
+    # training. lora_alpha scales the update by alpha / rank (null = rank, a scale of 1)
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_targets: str = "attention"  # attention | attention+temporal | all-linear | a regular expression
     movq_latent_weight: float = 0.01  # keeps MoVQ latents near unit scale for the diffusion models
 
     # bookkeeping
@@ -153,8 +171,10 @@ class TrainConfig:
         if self.time_reversal and self.stage != "keyframes":
             raise ValueError(f"time_reversal: only the keyframes stage uses it, not {self.stage!r}")
         check_model_overrides(self.model, self.model_overrides)
+        self._check_11_keys()
         if self.text_frame_embed and self.stage != "keyframes":
             raise ValueError(f"text_frame_embed: only the keyframes stage uses it, not {self.stage!r}")
+        self._check_lora()
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if self.warmup_steps < 0 or self.grad_clip < 0:
@@ -168,6 +188,55 @@ class TrainConfig:
         for code, stride in self.interpolation_strides.items():
             if str(code) not in {str(i) for i in range(20)} or int(stride) < 1:
                 raise ValueError(f"interpolation_strides: bad entry {code!r}: {stride!r}")
+
+    def _check_lora(self) -> None:
+        if self.lora_rank is None:
+            if self.lora_alpha is not None:
+                raise ValueError("lora_alpha: set only with lora_rank (a LoRA run)")
+            return
+        from fusionframes.lora.layers import LoraSpec
+
+        LoraSpec(self.lora_rank, 1.0 if self.lora_alpha is None else self.lora_alpha, self.lora_targets)
+        if self.stage == "movq":
+            raise ValueError(
+                "lora_rank: LoRA trains the keyframes or interpolation U-Net, not the movq stage"
+            )
+        if self.parallel == "fsdp":
+            raise ValueError(
+                "lora_rank: a LoRA run trains a few million weights; use parallel: ddp, not fsdp"
+            )
+        if self.init_from is None:
+            raise ValueError("lora_rank: a LoRA run adapts an existing model; give init_from (or --init)")
+        if self.freeze_spatial:
+            raise ValueError(
+                "freeze_spatial: a LoRA run already freezes the network; use lora_targets instead"
+            )
+
+    def _check_11_keys(self) -> None:
+        """The 1.1 stage keys (video_decoder, first_frame_condition) and their settings."""
+        check = _Checker()
+        check.positive("video_clip_frames", self.video_clip_frames)
+        if isinstance(self.video_crop, bool) or self.video_crop < 0:
+            raise ValueError(f"video_crop: must be an integer >= 0, got {self.video_crop!r}")
+        if self.video_decoder and self.stage != "movq":
+            raise ValueError(f"video_decoder: only the movq stage uses it, not {self.stage!r}")
+        if self.video_decoder and self.video_clip_frames > self.clip_frames:
+            raise ValueError(
+                f"video_clip_frames: {self.video_clip_frames} is more than clip_frames={self.clip_frames}"
+            )
+        if self.first_frame_condition and self.stage != "keyframes":
+            raise ValueError(f"first_frame_condition: only the keyframes stage uses it, not {self.stage!r}")
+        if self.first_frame_condition and self.train_text_encoder:
+            raise ValueError(
+                "train_text_encoder: must be false with first_frame_condition (the image-to-video U-Net "
+                "shares the shipped text encoder with the text-to-video one)"
+            )
+        if isinstance(self.noise_augmentation_max, bool) or not 0 <= self.noise_augmentation_max < 1000:
+            raise ValueError(
+                f"noise_augmentation_max: must be in [0, 1000), got {self.noise_augmentation_max!r}"
+            )
+        if not 0.0 <= self.image_dropout <= 1.0:
+            raise ValueError(f"image_dropout: must be in [0, 1], got {self.image_dropout}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

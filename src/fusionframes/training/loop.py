@@ -55,6 +55,11 @@ def train(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run (or resume) one stage; returns a summary with the loss history of this process."""
+    if cfg.lora_rank is not None and cfg.init_from and is_training_checkpoint(cfg.init_from):
+        raise ValueError(
+            f"init_from: {cfg.init_from} is a training checkpoint; a LoRA run adapts a model folder (its "
+            "model/ subfolder, or the run's exported model)"
+        )
     world = init_world()
     run_dir = Path(out)
     with RunFolder(run_dir, world):
@@ -72,6 +77,10 @@ def train(
         state = resumed.state if resumed is not None else None
         if state is None and cfg.init_from and is_training_checkpoint(cfg.init_from):
             load_raw_weights(stage.objective, Path(cfg.init_from), cfg.stage)
+        if checkpoint is not None and cfg.lora_rank is not None:
+            from fusionframes.lora.training import check_resumed_base
+
+            check_resumed_base(stage.objective, checkpoint)
         opt = make_optimisation(stage.objective, cfg, world, state)
         start = int(state["progress"]["step"]) if state is not None else 0
         if state is not None:

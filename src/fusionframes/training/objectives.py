@@ -164,7 +164,12 @@ class KeyframeObjective(nn.Module):
             temporal_positions(f, device).repeat(b),
             num_frames=f,
         )
-        per_video = (out.float() - noise.flatten(0, 1)).pow(2).reshape(b, -1).mean(1)
+        return self.weighted_loss(out, noise.flatten(0, 1), t, b)
+
+    def weighted_loss(self, out: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, b: int) -> torch.Tensor:
+        """The epsilon loss of the U-Net's output ``out`` for rows noised with ``noise`` at the per-video
+        timesteps ``t``, weighted per video as configured (also the image-to-video stage's)."""
+        per_video = (out.float() - noise).pow(2).reshape(b, -1).mean(1)
         weights = torch.ones_like(per_video)
         if self.snr_gamma is not None:
             weights = weights * min_snr_epsilon_weights(self.schedule, t, self.snr_gamma)

@@ -61,6 +61,14 @@ class Optimisation:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     ema: Any  # AveragedModel, or ShardedEMA under FSDP
     sharded: bool
+    ema_source: nn.Module | None = None  # what the EMA averages: the objective, or a LoRA run's adapter
+
+    def ema_into_objective(self) -> None:
+        """Put the EMA weights into the objective (checkpoint export; the caller restores the raw ones)."""
+        if self.ema_source is None:
+            self.objective.load_state_dict(self.ema.module.state_dict())
+        else:
+            self.ema_source.copy_into(self.objective, self.ema.module)
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for g in self.groups for p in g["params"]]
@@ -69,7 +77,7 @@ class Optimisation:
         if self.sharded:
             self.ema.update(self.objective)
         else:
-            self.ema.update_parameters(self.objective)
+            self.ema.update_parameters(self.ema_source or self.objective)
 
     @property
     def lr(self) -> float:
@@ -86,6 +94,7 @@ def make_optimisation(
 ) -> Optimisation:
     """Optimizer, schedule and EMA for ``objective``; from ``state`` (a checkpoint's) when resuming."""
     groups = select_trainable(objective, cfg)
+    ema_source = None  # LoRA averages its adapter only (LoRA is refused under FSDP)
     if sharded(cfg, world):
         from fusionframes.training.ema import ShardedEMA
         from fusionframes.training.fsdp import load_optimizer_state
@@ -101,15 +110,31 @@ def make_optimisation(
             ema.load_full(state["ema"])
     else:
         optimizer, scheduler = _adamw(groups, cfg)
+        if cfg.lora_rank is not None:  # average the adapter only: no second copy of the frozen base
+            from fusionframes.lora.training import TrainedParameters
+
+            ema_source = TrainedParameters(objective)
         ema = torch.optim.swa_utils.AveragedModel(
-            objective, multi_avg_fn=warmup_ema(cfg.ema_decay), use_buffers=True
+            ema_source or objective, multi_avg_fn=warmup_ema(cfg.ema_decay), use_buffers=True
         )
         if state is not None:
-            objective.load_state_dict(state["objective"])
+            _load_objective_state(objective, state, cfg)
             ema.load_state_dict(state["ema"])
             optimizer.load_state_dict(state["optimizer"])
         model = wrap_parallel(objective, cfg, world)
     if state is not None:
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
-    return Optimisation(objective, model, groups, optimizer, scheduler, ema, sharded(cfg, world))
+    return Optimisation(
+        objective, model, groups, optimizer, scheduler, ema, sharded(cfg, world), ema_source=ema_source
+    )
+
+
+def _load_objective_state(objective: nn.Module, state: dict[str, Any], cfg: TrainConfig) -> None:
+    """A checkpoint's raw weights: all of them, or a LoRA run's adapter tensors only."""
+    if cfg.lora_rank is None:
+        objective.load_state_dict(state["objective"])
+        return
+    from fusionframes.lora.training import load_trainable_state
+
+    load_trainable_state(objective, state["objective"], "the checkpoint")

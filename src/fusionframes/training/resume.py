@@ -50,7 +50,7 @@ class Resumed:
 
     checkpoint: Path
     state: dict[str, Any]
-    components: ModelComponents
+    components: ModelComponents | None  # None for a LoRA run's checkpoint (an adapter, no model folder)
 
 
 def read_resumable(run_dir: Path) -> Resumed:
@@ -62,7 +62,13 @@ def read_resumable(run_dir: Path) -> Resumed:
     for checkpoint in reversed(checkpoints):
         try:
             state = read_checkpoint_state(checkpoint)
-            components = load_model_folder(checkpoint / "model")
+            if (checkpoint / "adapter").is_dir():  # a LoRA run: its base is rebuilt from init_from
+                from fusionframes.lora.files import read_adapter
+
+                read_adapter(checkpoint / "adapter")
+                components = None
+            else:
+                components = load_model_folder(checkpoint / "model")
         except (OSError, ValueError, KeyError) as error:  # safetensors and JSON errors are ValueErrors
             problems.append(f"{checkpoint.name}: {' '.join(str(error).split())}")
             logger.warning("resume: %s is unreadable (%s)", checkpoint, " ".join(str(error).split()))

@@ -145,7 +145,7 @@ def start_components(
 ) -> ModelComponents:
     """The networks of the run: a resumed checkpoint's, or :func:`prepare_components`'s; with the keyframe
     extensions the config asks for and the captions' words added to the vocabulary."""
-    if checkpoint is not None:
+    if checkpoint is not None and cfg.lora_rank is None:
         components = load_model_folder(checkpoint / "model")
         components.text_encoder = stable_text_encoder(components.text_encoder, run_dir, world)
     else:
@@ -153,6 +153,9 @@ def start_components(
     extensions = [name for name in KEYFRAME_EXTENSIONS if getattr(cfg, name)]
     if extensions:
         components = with_keyframe_extensions(components, *extensions)
+    from fusionframes.training.stages11 import grow_for  # it imports the stages, which import this
+
+    components = grow_for(cfg, components)
     components.vocabulary = frozenset(components.vocabulary) | caption_words(clips)
     return components
 

@@ -181,12 +181,26 @@ STAGES: dict[str, type[Stage]] = {
 def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.Module, Any]:
     """The trained module for the stage (and the tokenizer for the keyframe stage).
 
-    Loaded components come frozen (inference mode); only what this stage trains is unfrozen here.
+    Loaded components come frozen (inference mode); only what this stage trains is unfrozen here. A LoRA
+    run (``lora_rank``) then freezes all of it again and adds the adapter, the only thing it trains.
     """
+    objective, tokenizer = _stage_objective(cfg, components)
+    if cfg.lora_rank is not None:
+        from fusionframes.lora.training import attach_training_adapter
+
+        attach_training_adapter(objective, cfg)
+    return objective, tokenizer
+
+
+def _stage_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.Module, Any]:
+    from fusionframes.training.stages11 import build_objective11, stage_class11
+
     for module in components.networks().values():
         module.requires_grad_(False)
-    for name in STAGES[cfg.stage].trained:
+    for name in (stage_class11(cfg) or STAGES[cfg.stage]).trained:
         getattr(components, name).requires_grad_(True)
+    if cfg.video_decoder:
+        return build_objective11(cfg, components, None), None
     if cfg.stage == "movq":
         return MoVQObjective(components.movq, cfg.movq_latent_weight), None
     if cfg.stage == "interpolation":
@@ -201,6 +215,8 @@ def build_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.M
     tokenizer, encoder = load_text_encoder(components)
     encoder.requires_grad_(cfg.train_text_encoder and cfg.text_encoder is None)
     text = TextEncoding(encoder, components.projection, components.keyframe_null)
+    if cfg.first_frame_condition:
+        return build_objective11(cfg, components, text), tokenizer
     objective = KeyframeObjective(
         components.keyframe_unet,
         text,
@@ -229,12 +245,18 @@ class StageSetup:
 def build_stage(cfg: TrainConfig, components: ModelComponents, clips: list[Clip], setup: StageSetup) -> Stage:
     """The stage object: its objective on the device, and its data (latents are encoded or read from the
     cache once; the diffusion stages then free the frames)."""
+    from fusionframes.training.stages11 import ImageKeyframeStage, VideoDecoderStage
+
     objective, tokenizer = build_objective(cfg, components)
     device = setup.world.device
     objective.to(device).train()
+    if cfg.lora_rank is not None:  # a frozen text encoder runs as at inference: no dropout draws
+        getattr(getattr(objective, "text", None), "encoder", nn.Identity()).eval()
     if cfg.gradient_checkpointing and hasattr(objective, "unet"):
         objective.unet.gradient_checkpointing = True
     common = {"cfg": cfg, "objective": objective, "device": device, "num_clips": len(clips)}
+    if cfg.video_decoder:
+        return VideoDecoderStage(**common, clips=clips)
     if cfg.stage == "movq":
         return MoVQStage(**common, clips=clips)
     movq = components.movq.to(device)
@@ -247,4 +269,5 @@ def build_stage(cfg: TrainConfig, components: ModelComponents, clips: list[Clip]
         return InterpolationStage(**common, latents=latents)
     captions = [c["caption"] for c in clips]
     tokens = caption_tokens(tokenizer, captions, components.config.text.max_length, cfg.time_reversal > 0)
-    return KeyframeStage(**common, tokenizer=tokenizer, latents=latents, tokens=tokens)
+    kind = ImageKeyframeStage if cfg.first_frame_condition else KeyframeStage
+    return kind(**common, tokenizer=tokenizer, latents=latents, tokens=tokens)

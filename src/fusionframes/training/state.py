@@ -102,14 +102,16 @@ def write_checkpoint(
     write_model: Any,
     state: dict[str, Any],
     keep: int = 2,
+    artifact: str = "model",
 ) -> Path:
-    """Write ``step-XXXXXXXX`` atomically; ``write_model(path)`` writes the usable model folder."""
+    """Write ``step-XXXXXXXX`` atomically; ``write_model(path)`` writes the usable model folder
+    (``artifact``: its name, ``adapter`` for a LoRA run's adapter folder)."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{CHECKPOINT_PREFIX}{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
-        write_model(tmp / "model")
+        write_model(tmp / artifact)
         (tmp / "state").mkdir()
         for name, value in state.items():
             save_structured(value, tmp / "state", name)

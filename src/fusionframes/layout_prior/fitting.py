@@ -1,6 +1,6 @@
 """Train a text-to-layout prior for a finished model and write the model folder with it.
 
-The prior (:mod:`fusionframes.models.layout_prior`) is a regression from the caption to the keyframe
+The prior (:mod:`fusionframes.layout_prior.model`) is a regression from the caption to the keyframe
 latents, so it trains in minutes on a CPU against the model's own MoVQ latents and text encoder; the
 U-Nets are untouched. With object slots it has two parts fitted apart: the decoder learns to draw each
 clip along its true object tracks, and the track predictor learns the tracks from the caption.
@@ -21,19 +21,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fusionframes.components import ModelComponents
-from fusionframes.config import (
-    LayoutPriorConfig,
-    SamplingDefaults,
-    check_layout_prior_channels,
-    check_layout_prior_strength,
-)
+from fusionframes.config import SamplingDefaults, check_layout_prior_strength
 from fusionframes.io.checkpoints import (
     load_model_folder,
     read_manifest,
     text_encoder_source,
     write_model_folder,
 )
-from fusionframes.models.layout_prior import (
+from fusionframes.layout_prior.config import LayoutPriorConfig, check_layout_prior_channels
+from fusionframes.layout_prior.model import (
     TRACK_FIELDS,
     LayoutPrior,
     label_groups,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusionframes.config import LayoutPriorConfig
+from fusionframes.layout_prior.config import LayoutPriorConfig
 
 
 def pooled_text(context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -200,11 +200,10 @@ class TrackPredictor(_TokenReader):
     and, given labels, each slot's label logits ``[B, S, labels]``.
 
     The words that say where an object goes are two or three tokens of a long caption, and the mean over
-    the tokens blurs them: an MLP on the pooled caption alone read the direction of 76% of held-out
-    synthetic clips, this one (a few learned queries attending over the tokens, beside the pooled
-    caption) 95% (docs/training.md, "Tracked layout prior"). The labels have their own queries: which
-    colour belongs to the first object and which to the second is a question of word order the pooled
-    caption cannot answer."""
+    the tokens blurs them, so a few learned queries attend over the tokens beside the pooled caption
+    (docs/training.md, "Tracked layout prior", has the measurements). The labels have their own
+    queries: which colour belongs to the first object and which to the second is a question of word
+    order the pooled caption cannot answer."""
 
     def __init__(
         self,
@@ -361,22 +360,3 @@ class LayoutPrior(nn.Module):
         raw, label_logits = self.object_logits(context, mask)
         labels = one_hot_labels(label_logits, self.config.object_labels) if label_logits is not None else None
         return self.draw(context, mask, tracks_from_logits(raw), labels)
-
-    def layout(
-        self, context: torch.Tensor, mask: torch.Tensor, num_frames: int, latent_shape: tuple[int, int, int]
-    ) -> torch.Tensor:
-        """The layout of one video ``[num_frames, C, h, w]`` (``context`` ``[1, L, D]``), resampled in time
-        and space when the video has another number of keyframes or size than the prior was trained for."""
-        channels, height, width = latent_shape
-        if channels != self.config.latent_channels:
-            raise ValueError(
-                f"latent_shape: {channels} channels, but the layout prior makes {self.config.latent_channels}"
-            )
-        frames = self(context[:1], mask[:1])[0].float()  # [F, C, h, w]
-        if frames.shape[-2:] != (height, width):
-            frames = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
-        if frames.shape[0] != num_frames:
-            flat = frames.permute(1, 2, 3, 0).reshape(1, -1, frames.shape[0])
-            flat = F.interpolate(flat, size=num_frames, mode="linear", align_corners=True)
-            frames = flat.reshape(channels, height, width, num_frames).permute(3, 0, 1, 2)
-        return frames.contiguous()
