@@ -445,7 +445,9 @@ def run_path(args, label: str, model, options: dict[str, Any], channels_last: bo
                     settings, None, generator, output_type="np", callback=probe, progress=not args.quiet
                 )
             else:
-                video = pipe.generate(settings, generator, "np", probe, progress=not args.quiet)
+                video = pipe.generate(
+                    settings, generator, output_type="np", callback=probe, progress=not args.quiet
+                )
             wall = time.perf_counter() - start
             runs.append((wall, video, probe))
             if recorder is not None:

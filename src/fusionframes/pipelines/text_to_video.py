@@ -464,6 +464,7 @@ class TextToVideoPipeline(LoraMixin):
         generator: torch.Generator,
         callback: ProgressCallback | None = None,
         progress: bool = True,
+        *,
         anchor: torch.Tensor | None = None,
         timings: dict[str, float] | None = None,
         image: Any = None,
@@ -548,6 +549,7 @@ class TextToVideoPipeline(LoraMixin):
         self,
         settings: GenerationSettings,
         generator: torch.Generator,
+        *,
         image: Any = None,
         **delivery: Unpack[Delivery],
     ) -> VideoOutput:
