@@ -14,7 +14,9 @@ returns the input unchanged: no diffusion and no MoVQ round trip.
 from __future__ import annotations
 
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +160,67 @@ def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- diffusion
 
 
-class ImageToImagePipeline:
+@dataclass(frozen=True)
+class FrameRequest:
+    """One single-frame sampling request: the prompt's text branches, the schedule's step count, the
+    guidance weight, and the generator and step callback the sampler uses."""
+
+    prompt: PromptEmbedding
+    steps: int
+    guidance_scale: float
+    generator: torch.Generator | None
+    callback: StepCallback | None
+
+
+class FrameModel(ABC):
+    """Text-to-image and image-to-image as animation calls them, whatever draws the frames: a model
+    gives :meth:`draw` (one frame from pure noise) and :meth:`redraw` (frames over the last ``count``
+    steps of the schedule): :class:`ImageToImagePipeline` for 1.0-layout models,
+    :class:`~fusionframes.pipelines.image_mode11.ImageMode11` for 1.1 ones."""
+
+    @abstractmethod
+    def draw(self, request: FrameRequest, width: int, height: int) -> torch.Tensor:
+        """One frame ``[1, 3, height, width]`` in [0, 1] from pure noise over all the steps."""
+
+    @abstractmethod
+    def redraw(self, image: torch.Tensor, request: FrameRequest, count: int) -> torch.Tensor:
+        """``image [B, 3, H, W]`` in [0, 1] redrawn over the last ``count`` (>= 1) steps."""
+
+    @torch.no_grad()
+    def text_to_image(
+        self,
+        prompt: PromptEmbedding,
+        width: int,
+        height: int,
+        steps: int,
+        guidance_scale: float,
+        generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """One frame from pure noise with all ``steps`` steps -> ``[1, 3, H, W]`` in [0, 1]."""
+        return self.draw(FrameRequest(prompt, steps, guidance_scale, generator, callback), width, height)
+
+    @torch.no_grad()
+    def image_to_image(
+        self,
+        image: torch.Tensor,
+        prompt: PromptEmbedding,
+        strength: float,
+        steps: int,
+        guidance_scale: float,
+        generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """Redraw ``image [B, 3, H, W]`` over the last ``round(strength * steps)`` steps (at least one
+        for a strength above 0); strength 0 returns the input itself."""
+        count = denoise_steps(strength, steps)
+        if count == 0:
+            return image
+        request = FrameRequest(prompt, steps, guidance_scale, generator, callback)
+        return self.redraw(image, request, count).to(image.dtype)
+
+
+class ImageToImagePipeline(FrameModel):
     """Single-frame text-to-image and image-to-image with the keyframe U-Net and MoVQ of a T2V model.
 
     Built on a loaded :class:`TextToVideoPipeline` (``ImageToImagePipeline(t2v)``), so nothing is
@@ -261,44 +323,22 @@ class ImageToImagePipeline:
         x = schedule.start(schedule.noise(tuple(shape), generator, self.device), latents)
         return sample_ddpm(param.denoiser(model, schedule), x, schedule, generator, callback)
 
-    @torch.no_grad()
-    def text_to_image(
-        self,
-        prompt: PromptEmbedding,
-        width: int,
-        height: int,
-        steps: int,
-        guidance_scale: float,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
-    ) -> torch.Tensor:
-        """One frame from pure noise with all ``steps`` steps -> ``[1, 3, H, W]`` in [0, 1]."""
+    def draw(self, request: FrameRequest, width: int, height: int) -> torch.Tensor:
         self._check_size(width, height)
         shape = (1, *self._latent_shape(width, height))
-        latents = self.redraw_latents(None, shape, prompt, steps, None, guidance_scale, generator, callback)
+        r = request
+        latents = self.redraw_latents(
+            None, shape, r.prompt, r.steps, None, r.guidance_scale, r.generator, r.callback
+        )
         return self.decode(check_finite(latents, "text-to-image"))
 
-    @torch.no_grad()
-    def image_to_image(
-        self,
-        image: torch.Tensor,
-        prompt: PromptEmbedding,
-        strength: float,
-        steps: int,
-        guidance_scale: float,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
-    ) -> torch.Tensor:
-        """Redraw ``image [B, 3, H, W]`` at ``strength``; strength 0 returns the input itself."""
-        count = denoise_steps(strength, steps)
-        if count == 0:
-            return image
+    def redraw(self, image: torch.Tensor, request: FrameRequest, count: int) -> torch.Tensor:
         self._check_size(image.shape[-1], image.shape[-2])
-        latents = self.encode(image)
+        latents, r = self.encode(image), request
         latents = self.redraw_latents(
-            latents, tuple(latents.shape), prompt, steps, count, guidance_scale, generator, callback
+            latents, tuple(latents.shape), r.prompt, r.steps, count, r.guidance_scale, r.generator, r.callback
         )
-        return self.decode(check_finite(latents, "image-to-image")).to(image.dtype)
+        return self.decode(check_finite(latents, "image-to-image"))
 
     def __call__(
         self,
