@@ -458,6 +458,7 @@ def test_add_layout_prior_writes_a_model_the_pipeline_uses(
         pipe("a red circle", layout_prior_strength=0.0, **kwargs)
 
 
+@pytest.mark.slow
 def test_strength_steers_keyframes_toward_the_layout(tiny_model_dir: Path) -> None:
     from fusionframes.diffusion.sampling import denoise_steps
     from fusionframes.pipelines.stages import KeyframeConditioning, Start, TextBranches, generate_keyframes

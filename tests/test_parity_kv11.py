@@ -406,6 +406,7 @@ def test_diffusion_loop_short(case: Path) -> None:
     assert rel_err(output, short["output"]) <= TOLERANCE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", LOOP_CASES)
 def test_diffusion_loop_full_step_by_step(case: Path) -> None:
     """The untouched loop checked from the recorded states: every step's guided output from the real

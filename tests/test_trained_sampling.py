@@ -128,6 +128,7 @@ def _with_training(pipe: TextToVideoPipeline, network: str, **changes) -> TextTo
     return pipe
 
 
+@pytest.mark.slow
 def test_pipeline_follows_the_model_folder_settings(tiny_model_dir) -> None:
     def make() -> TextToVideoPipeline:
         return TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
