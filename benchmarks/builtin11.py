@@ -190,6 +190,7 @@ def run_i2v(args: argparse.Namespace) -> dict:
                 seed=i,
                 image=first if mode == "image" else None,
                 num_inference_steps=args.steps,
+                image_strength=args.strength if mode == "image" else 1.0,
             )
             out = pipe.generate(
                 settings,

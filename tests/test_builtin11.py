@@ -58,6 +58,19 @@ def test_grown_image_unet_without_image_matches_the_keyframe_unet(tiny) -> None:
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+def test_grown_image_unet_keeps_the_built_in_extension() -> None:
+    """The built-in keyframe U-Net has the text-aware frame embedding (a subclass of the released U-Net):
+    its image-to-video copy must be the same class with every one of its weights, not the released one."""
+    components = grow_image_keyframe_unet(load_model_folder(BUILTIN_DIR))
+    old, new = components.keyframe_unet, components.image_keyframe_unet
+    assert old.config.text_frame_embed and type(new) is type(old)
+    new_state = new.state_dict()
+    for key, value in old.state_dict().items():
+        if key != "in_layer.weight":
+            assert torch.equal(new_state[key], value), key
+    assert torch.equal(new_state["in_layer.weight"][:, :4], old.state_dict()["in_layer.weight"])
+
+
 def test_first_frame_inputs_mark_row_zero_only() -> None:
     first = torch.randn(2, 4, 3, 3)
     rows = first_frame_inputs(first, 3, keep=torch.tensor([True, False]))

@@ -6,6 +6,7 @@ set -euo pipefail
 CONFIGS="$(cd "$(dirname "$0")" && pwd)"
 THREADS="${THREADS:-1}"
 export OMP_NUM_THREADS="$THREADS"
+mkdir -p data runs
 
 [ -f data/shapes/manifest.json ] || fusionframes data synth --out data/shapes --videos 3000 --frames 29 \
     --size 128 --seed 0 --shard-size 500

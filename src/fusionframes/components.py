@@ -101,7 +101,7 @@ def build_components(
                 else None
             ),
             image_keyframe_unet=(
-                UNet3D(config.image_keyframe_unet) if config.image_keyframe_unet is not None else None
+                build_unet(config.image_keyframe_unet) if config.image_keyframe_unet is not None else None
             ),
         )
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from fusionframes.components import ModelComponents
 from fusionframes.diffusion.sampling import mix_shared_noise
-from fusionframes.models import MoVQ, UNet3D
+from fusionframes.models import MoVQ, UNet3D, build_unet
 from fusionframes.pipelines.builtin11 import first_frame_inputs
 from fusionframes.pipelines.stages import temporal_positions
 from fusionframes.training.config import TrainConfig
@@ -80,7 +80,7 @@ def grow_image_keyframe_unet(components: ModelComponents) -> ModelComponents:
         return components
     old = components.keyframe_unet
     config = conditioned_unet_config(old)
-    unet = UNet3D(config)
+    unet = build_unet(config)  # the built-in text-aware frame embedding stays when the U-Net has it
     state = dict(old.state_dict())
     weight = state.pop("in_layer.weight")
     grown = torch.zeros_like(unet.in_layer.weight)
