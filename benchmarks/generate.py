@@ -235,34 +235,34 @@ def count_flops(fn) -> int:
 @torch.no_grad()
 def flops_per_call(pipe, settings) -> dict[str, int]:
     """FLOPs of one denoiser call per stage at the run's shapes (one text encoding, one decoded frame)."""
-    from fusionframes.pipelines.stages import interpolation_denoiser, keyframe_denoiser
+    from fusionframes.pipelines.stages import (
+        InterpolationConditioning,
+        KeyframeConditioning,
+        TextBranches,
+        frames_model,
+        interpolation_model,
+    )
     from fusionframes.pipelines.text_to_video import FPS_PASSES, PASS_SKIP_FRAMES
 
     c, device = pipe.components, pipe.device
     prompts = [settings.prompt] + ([settings.negative_prompt] if settings.negative_prompt else [])
     out = {"text": count_flops(lambda: pipe.text(prompts))}
-    context, mask, uncond, uncond_mask = pipe.encode_prompts(settings.prompt, settings.negative_prompt)
+    text = TextBranches(*pipe.encode_prompts(settings.prompt, settings.negative_prompt))
     factor = pipe.config.movq.scale_factor
     h, w = settings.height // factor, settings.width // factor
     channels = pipe.config.keyframe_unet.num_channels
     n = settings.num_keyframes
     time_ = torch.full((n,), 500, dtype=torch.long, device=device)
     with eager([c.keyframe_unet, c.interpolation_unet, c.movq.decoder]):
-        denoise = keyframe_denoiser(
-            c.keyframe_unet, context, mask, uncond, uncond_mask, settings.guidance_scale, n
-        )
+        denoise = frames_model(c.keyframe_unet, KeyframeConditioning(text, settings.guidance_scale), n)
         out["keyframes"] = count_flops(lambda: denoise(torch.randn(n, channels, h, w, device=device), time_))
         frames = n
         for index in range(FPS_PASSES[settings.fps]):
             latents = torch.randn(frames, channels, h, w, device=device)
             groups = frames - 1
-            denoise = interpolation_denoiser(
-                c.interpolation_unet,
-                c.interpolation_null,
-                latents[:-1],
-                latents[1:],
-                PASS_SKIP_FRAMES[index],
-                settings.interpolation_guidance_scale,
+            cond = InterpolationConditioning(c.interpolation_null, settings.interpolation_guidance_scale)
+            denoise = interpolation_model(
+                c.interpolation_unet, cond, latents[:-1], latents[1:], PASS_SKIP_FRAMES[index]
             )
             x = torch.randn(groups, 3 * channels, h, w, device=device)
             t = torch.full((groups,), 500, dtype=torch.long, device=device)
@@ -441,9 +441,13 @@ def run_path(args, label: str, model, options: dict[str, Any], channels_last: bo
             generator = torch.Generator("cpu").manual_seed(0)
             start = time.perf_counter()
             if release_11:
-                video = pipe.generate_11(settings, None, generator, "np", probe, progress=not args.quiet)
+                video = pipe.generate_11(
+                    settings, None, generator, output_type="np", callback=probe, progress=not args.quiet
+                )
             else:
-                video = pipe.generate(settings, generator, "np", probe, progress=not args.quiet)
+                video = pipe.generate(
+                    settings, generator, output_type="np", callback=probe, progress=not args.quiet
+                )
             wall = time.perf_counter() - start
             runs.append((wall, video, probe))
             if recorder is not None:

@@ -328,8 +328,8 @@ def latent_size(model: Model, width: int, height: int) -> tuple[int, int]:
 
 
 def keyframe_stage_10(model: Model, width: int, height: int, steps: int, num_frames: int) -> Stage:
-    from fusionframes.diffusion.schedule import DiffusionSchedule
-    from fusionframes.pipelines.stages import generate_keyframes
+    from fusionframes.diffusion.parameterisation import Parameterisation
+    from fusionframes.pipelines.stages import KeyframeConditioning, TextBranches, generate_keyframes
 
     config = model.components.config
     h, w = latent_size(model, width, height)
@@ -338,19 +338,15 @@ def keyframe_stage_10(model: Model, width: int, height: int, steps: int, num_fra
     mask = torch.ones(1, TEXT_TOKENS, dtype=torch.long, device="meta")
     shape = (config.keyframe_unet.num_channels, h, w)
 
+    param = Parameterisation(config.keyframe_unet.training)
+
     def run():
         return generate_keyframes(
             model.components.keyframe_unet,
-            context,
-            mask,
-            context,
-            mask,
-            shape,
-            num_frames,
-            DiffusionSchedule.cosine(1),
-            3.0,
-            None,
-            progress=False,
+            param,
+            KeyframeConditioning(TextBranches(context, mask, context, mask), 3.0),
+            (num_frames, *shape),
+            param.schedule(1),
         )
 
     _, usage = trace(run)
@@ -360,23 +356,23 @@ def keyframe_stage_10(model: Model, width: int, height: int, steps: int, num_fra
 def interpolation_stage_10(
     model: Model, width: int, height: int, steps: int, frames: int, index: int
 ) -> Stage:
-    from fusionframes.diffusion.schedule import DiffusionSchedule
-    from fusionframes.pipelines.stages import interpolate_pass
+    from fusionframes.diffusion.parameterisation import Parameterisation
+    from fusionframes.pipelines.stages import InterpolationConditioning, interpolate_pass
 
     config = model.components.config
     h, w = latent_size(model, width, height)
     latents = meta_randn(frames, config.keyframe_unet.out_channels, h, w)
 
+    param = Parameterisation(config.interpolation_unet.training)
+
     def run():
         return interpolate_pass(
             model.components.interpolation_unet,
-            model.components.interpolation_null,
+            param,
+            InterpolationConditioning(model.components.interpolation_null, 1.0),
             latents,
             PASS_SKIP_FRAMES[index],
-            DiffusionSchedule.cosine(1),
-            1.0,
-            None,
-            progress=False,
+            param.schedule(1),
         )
 
     _, usage = trace(run)
@@ -647,10 +643,19 @@ def allocator_peak(fn: Callable[[], Any]) -> tuple[Any, int]:
 def cpu_stage_calls(components, width: int, height: int, fps: str, decode_chunk: int):
     """(name, fn) for each 1.0-style stage with real tensors on CPU, in order; each fn returns its output
     and takes the previous stage's output."""
-    from fusionframes.diffusion.schedule import DiffusionSchedule
-    from fusionframes.pipelines.stages import decode_latents, generate_keyframes, interpolate_pass
+    from fusionframes.diffusion.parameterisation import Parameterisation
+    from fusionframes.pipelines.stages import (
+        InterpolationConditioning,
+        KeyframeConditioning,
+        TextBranches,
+        decode_latents,
+        generate_keyframes,
+        interpolate_pass,
+    )
 
     config = components.config
+    keyframe_param = Parameterisation(config.keyframe_unet.training)
+    interpolation_param = Parameterisation(config.interpolation_unet.training)
     factor = config.movq.scale_factor
     shape = (config.keyframe_unet.num_channels, height // factor, width // factor)
     gen = torch.Generator().manual_seed(0)
@@ -662,16 +667,11 @@ def cpu_stage_calls(components, width: int, height: int, fps: str, decode_chunk:
             "keyframes",
             lambda _: generate_keyframes(
                 components.keyframe_unet,
-                context,
-                mask,
-                context,
-                mask,
-                shape,
-                config.keyframe_unet.num_frames,
-                DiffusionSchedule.cosine(1),
-                3.0,
+                keyframe_param,
+                KeyframeConditioning(TextBranches(context, mask, context, mask), 3.0),
+                (config.keyframe_unet.num_frames, *shape),
+                keyframe_param.schedule(1),
                 gen,
-                progress=False,
             ),
         )
     ]
@@ -681,13 +681,12 @@ def cpu_stage_calls(components, width: int, height: int, fps: str, decode_chunk:
                 f"interpolation {index + 1}",
                 lambda x, i=index: interpolate_pass(
                     components.interpolation_unet,
-                    components.interpolation_null,
+                    interpolation_param,
+                    InterpolationConditioning(components.interpolation_null, 1.0),
                     x,
                     PASS_SKIP_FRAMES[i],
-                    DiffusionSchedule.cosine(1),
-                    1.0,
+                    interpolation_param.schedule(1),
                     gen,
-                    progress=False,
                 ),
             )
         )

@@ -173,6 +173,7 @@ def test_truncated_and_mismatched_checkpoints(tiny_model_dir: Path, tmp_path: Pa
         load_official(OfficialFiles(tmp_path / "missing.pt", files.interpolation, files.movq), config)
 
 
+@pytest.mark.slow
 def test_offline_hub_error_names_file_and_flag(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

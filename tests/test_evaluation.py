@@ -25,6 +25,7 @@ def _clip(obj: S.ObjectSpec, background: str = "gray", frames: int = 8, size: in
     return S.render_clip(S.Scene([obj], background), size, frames)
 
 
+@pytest.mark.slow
 def test_ground_truth_scores_at_least_98_percent_raw_and_after_mp4():
     report = ground_truth_check(n=64, seed=0, size=128, frames=8)
     assert report["clips"] == 64

@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from fusionframes.cli import main
-from fusionframes.config import LayoutPriorConfig, ModelConfig, SamplingDefaults
-from fusionframes.diffusion.samplers import SAMPLERS
-from fusionframes.diffusion.sampling import sample_ddpm
-from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.config import LayoutPriorConfig, ModelConfig, SamplingDefaults, TrainedWith
+from fusionframes.diffusion.parameterisation import Parameterisation
+from fusionframes.diffusion.samplers import SAMPLERS, run_sampler
 from fusionframes.io.checkpoints import load_model_folder, write_model_folder
 from fusionframes.layout_prior.fitting import (
     PriorTraining,
@@ -383,27 +382,23 @@ def test_settings_are_checked() -> None:
         PriorTraining(track_steps=0)
 
 
-def _blank_denoiser(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+def _blank_model(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(x)  # an epsilon model that sees no noise: x0 = x / sqrt(alpha_bar)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_samplers_start_from_a_noised_sample(name: str) -> None:
-    schedule = DiffusionSchedule.cosine(10)
+    param = Parameterisation(TrainedWith(thresholding=None))
+    schedule = param.schedule(10, run=3, scheduler=name)
     start = torch.full((2, 4, 4, 4), 1.5)
     noise = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
     calls = []
-    out = SAMPLERS[name](
-        _blank_denoiser,
-        noise,
+    out = run_sampler(
+        param.denoiser(_blank_model, schedule),
+        schedule.start(noise, start),
         schedule,
-        "epsilon",
-        generator=torch.Generator().manual_seed(1),
-        percentile=None,
-        callback=lambda i, n: calls.append(n),
-        disable=True,
-        init_sample=start,
-        skip_steps=7,
+        torch.Generator().manual_seed(1),
+        lambda i, n: calls.append(n),
     )
     assert calls[-1] == 3 and len(calls) == 3  # 10 steps, 7 skipped
     assert torch.isfinite(out).all()
@@ -412,16 +407,11 @@ def test_samplers_start_from_a_noised_sample(name: str) -> None:
     assert abs(out.mean().item() - 1.5) < 0.3
 
 
-def test_skip_steps_must_leave_a_step() -> None:
-    with pytest.raises(ValueError, match="skip_steps"):
-        sample_ddpm(
-            _blank_denoiser,
-            torch.zeros(1, 4, 2, 2),
-            DiffusionSchedule.cosine(5),
-            "epsilon",
-            init_sample=torch.zeros(1, 4, 2, 2),
-            skip_steps=5,
-        )
+def test_a_start_must_leave_a_step() -> None:
+    param = Parameterisation(TrainedWith())
+    for scheduler in ("ddpm", "ddim"):
+        with pytest.raises(ValueError, match="steps: a run of 0 of 5 steps"):
+            param.schedule(5, run=0, scheduler=scheduler)
 
 
 @pytest.fixture(scope="module")
@@ -468,31 +458,28 @@ def test_add_layout_prior_writes_a_model_the_pipeline_uses(
         pipe("a red circle", layout_prior_strength=0.0, **kwargs)
 
 
+@pytest.mark.slow
 def test_strength_steers_keyframes_toward_the_layout(tiny_model_dir: Path) -> None:
-    from fusionframes.pipelines.stages import generate_keyframes
+    from fusionframes.diffusion.sampling import denoise_steps
+    from fusionframes.pipelines.stages import KeyframeConditioning, Start, TextBranches, generate_keyframes
 
     components = load_model_folder(tiny_model_dir)
     unet = components.keyframe_unet
     context = torch.randn(1, 5, unet.config.context_dim)
     mask = torch.ones(1, 5)
     layout = torch.randn(4, 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 2.0
+    param = Parameterisation(TrainedWith(thresholding=None))
+    cond = KeyframeConditioning(TextBranches(context, mask, torch.zeros_like(context), mask), 1.0)
 
     def run(strength: float) -> torch.Tensor:
         return generate_keyframes(
             unet,
-            context,
-            mask,
-            torch.zeros_like(context),
-            mask,
-            (4, 16, 16),
-            4,
-            DiffusionSchedule.cosine(10),
-            1.0,
+            param,
+            cond,
+            (4, 4, 16, 16),
+            param.schedule(10, denoise_steps(strength, 10)),
             torch.Generator().manual_seed(0),
-            progress=False,
-            percentile=None,
-            layout=layout,
-            layout_strength=strength,
+            start=Start(init=layout),
         )
 
     def corr(a: torch.Tensor) -> float:

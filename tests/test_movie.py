@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -9,16 +10,18 @@ import torch
 
 from fusionframes import cli
 from fusionframes.camera import get_preset, warp
-from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.config import TrainedWith
+from fusionframes.diffusion.parameterisation import Anchored, Parameterisation
+from fusionframes.diffusion.sampling import sample_ddpm
 from fusionframes.io.checkpoints import read_folder_config
 from fusionframes.io.video import read_metadata, read_video
+from fusionframes.pipelines import text_to_video
 from fusionframes.pipelines.animation import AnimationPipeline
 from fusionframes.pipelines.movie import (
     crossfade,
     join_scenes,
     keyframes_for,
     make_movie,
-    sample_anchored_keyframes,
     t2v_scene_latents,
     validate_movie,
 )
@@ -194,7 +197,6 @@ def test_t2v_scene_starts_from_the_layout_prior(
 
     from fusionframes.config import LayoutPriorConfig
     from fusionframes.layout_prior.model import LayoutPrior
-    from fusionframes.pipelines import movie
 
     t2v = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
     unet = t2v.config.keyframe_unet
@@ -211,21 +213,21 @@ def test_t2v_scene_starts_from_the_layout_prior(
     plan = validate_movie(t2v.config, ["a red circle"], [1.0], seed=3, steps=4, interpolation_steps=2)
     settings = dataclasses.replace(plan.t2v[0], layout_prior_strength=0.5)
     seen = {}
-    real = movie.generate_keyframes
+    real = text_to_video.generate_keyframes
 
     def spy(*args, **kwargs):
-        seen.update(kwargs)
+        seen.update(inspect.signature(real).bind(*args, **kwargs).arguments)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(movie, "generate_keyframes", spy)
+    monkeypatch.setattr(text_to_video, "generate_keyframes", spy)
     latents = t2v_scene_latents(t2v, settings, torch.Generator().manual_seed(3), progress=False)
     assert torch.isfinite(latents).all()
-    assert seen["layout_strength"] == 0.5
+    assert len(seen["schedule"]) == 2  # strength 0.5 of 4 steps
     context, mask, _, _ = t2v.encode_prompts(settings.prompt, settings.negative_prompt)
     factor = t2v.config.movq.scale_factor
     shape = (unet.num_channels, settings.height // factor, settings.width // factor)
     expected = t2v.keyframe_layout(context, mask, settings.num_keyframes, shape)
-    torch.testing.assert_close(seen["layout"], expected)  # the same start as a single video
+    torch.testing.assert_close(seen["start"].init, expected)  # the same start as a single video
 
 
 @pytest.mark.slow
@@ -249,15 +251,17 @@ def test_t2v_continue_first_keyframe_is_the_previous_last_latent(pipe) -> None:
 
 
 def test_anchored_sampler_pins_the_first_keyframe() -> None:
-    schedule = DiffusionSchedule.cosine(4)
+    param = Parameterisation(TrainedWith())
+    schedule = param.schedule(4)
     anchor = torch.randn(1, 2, 3, 3)
     seen: list[torch.Tensor] = []
 
-    def denoise(x, t):
+    def model(x, t):
         seen.append(x[0].clone())
         return torch.zeros_like(x)
 
-    out = sample_anchored_keyframes(denoise, torch.randn(3, 2, 3, 3), schedule, anchor, progress=False)
+    denoise = Anchored(param.denoiser(model, schedule), anchor, None)
+    out = denoise.finish(sample_ddpm(denoise, torch.randn(3, 2, 3, 3), schedule))
     assert torch.equal(out[:1], anchor) and len(seen) == 4
     # At the last step the network sees the anchor only lightly noised.
     assert (seen[-1] - anchor[0]).abs().mean() < (seen[0] - anchor[0]).abs().mean()

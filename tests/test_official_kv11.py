@@ -141,6 +141,7 @@ def test_configs_json_switches_we_do_not_build_are_refused(tmp_path: Path) -> No
         model_config(configs)
 
 
+@pytest.mark.slow
 def test_hub_release_offline_error_and_preset_fallback(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

@@ -114,6 +114,7 @@ def test_two_gloo_processes_make_the_one_process_video(tiny_model_dir: Path, tmp
         assert result["rows"]["interpolation_unet"] == [frames - 1] * RUN["interpolation_steps"]
 
 
+@pytest.mark.slow
 def test_one_branch_per_call_matches_the_batched_call(tiny_model_dir: Path) -> None:
     """The split itself is exact up to float32 rounding: one keyframe U-Net call on both branches and
     the two branches called apart agree within 1e-5."""

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from fusionframes.config import MoVQConfig, UNetConfig
+from fusionframes.config import MoVQConfig, TrainedWith, UNetConfig
 from fusionframes.diffusion.guidance import guided
-from fusionframes.diffusion.sampling import ddpm_mean_variance
+from fusionframes.diffusion.parameterisation import Parameterisation
+from fusionframes.diffusion.sampling import CosineSteps
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.io.checkpoints import load_strict, read_official_file
 from fusionframes.models import MoVQ, UNet3D
-from fusionframes.pipelines.stages import interpolation_denoiser, scatter_frames
+from fusionframes.pipelines.stages import InterpolationConditioning, interpolation_model, scatter_frames
 from fusionframes.text.conditioning import TextProjection, project_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,6 +139,17 @@ def test_diffusion_schedule(case: Path) -> None:
         assert rel_err(getattr(schedule, name), io[name]) <= TOLERANCE, name
 
 
+def _posterior(
+    schedule: DiffusionSchedule, model, x: torch.Tensor, t: torch.Tensor, prediction: str, percentile: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and log-variance of one official DDPM step at step index ``t`` (the same for every row)."""
+    assert (t == t[0]).all()
+    steps = CosineSteps(schedule, int(t[0]))
+    param = Parameterisation(TrainedWith(prediction=prediction, thresholding=percentile))
+    x0 = param.denoiser(model, steps)(x, 0)
+    return steps.step(0, x.float(), x0, None), steps.log_variance(0, x)
+
+
 def _keyframe_step(
     case: Path, unet: UNet3D, io: dict, uncond: tuple[torch.Tensor, torch.Tensor] | None, null: torch.Tensor
 ):
@@ -162,7 +174,7 @@ def _keyframe_step(
 
     denoise = guided(run_both, cfg["guidance_weight"])
     with torch.no_grad():
-        return ddpm_mean_variance(schedule, denoise, kf["x"], kf["t"], "epsilon", cfg["percentile"])
+        return _posterior(schedule, denoise, kf["x"], kf["t"], "epsilon", cfg["percentile"])
 
 
 @pytest.mark.parametrize("case", case_dirs("diffusion"), ids=lambda p: p.name)
@@ -188,16 +200,10 @@ def test_guided_interpolation_step(case: Path) -> None:
     io = load_io(case)["interpolation"]
     skip = int(io["skip_frames"][0])
     assert (io["skip_frames"] == skip).all()
-    denoise = interpolation_denoiser(
-        unet,
-        checkpoint["null_embedding"],
-        io["left"],
-        io["right"],
-        skip,
-        cfg["interpolation_guidance_weight"],
-    )
+    cond = InterpolationConditioning(checkpoint["null_embedding"], cfg["interpolation_guidance_weight"])
+    denoise = interpolation_model(unet, cond, io["left"], io["right"], skip)
     schedule = DiffusionSchedule.cosine(cfg["steps"])
     with torch.no_grad():
-        mean, log_var = ddpm_mean_variance(schedule, denoise, io["x"], io["t"], "v", cfg["percentile"])
+        mean, log_var = _posterior(schedule, denoise, io["x"], io["t"], "v", cfg["percentile"])
     assert rel_err(mean, io["mean"]) <= TOLERANCE
     assert rel_err(log_var, io["log_variance"]) <= TOLERANCE

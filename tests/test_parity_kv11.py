@@ -35,12 +35,12 @@ from fusionframes.pipelines.first_frame import decode_image, encode_image
 from fusionframes.pipelines.stages11 import (
     KeyframeControls,
     TextBranches,
-    first_frame_denoiser,
+    first_frame_model,
     generate_first_frame,
     generate_keyframes_11,
     interpolate_groups_11,
-    interpolation_denoiser_11,
-    keyframe_denoiser_11,
+    interpolation_model_11,
+    keyframe_model_11,
 )
 from fusionframes.text.conditioning import TextProjection, project_text
 
@@ -258,7 +258,7 @@ def test_diffusion_schedules(case: Path, kind: str) -> None:
     for step in record["steps"]:
         index = int((schedule.timesteps == step["t"]).nonzero())
         noise = step["noise"] if schedule.draws_noise(index) else None
-        prev, x0 = schedule.step(index, step["sample"], step["model_output"], noise)
+        prev, x0 = schedule.reference_step(index, step["sample"], step["model_output"], noise)
         assert rel_err(x0, step["pred_original_sample"]) <= TOLERANCE
         assert rel_err(prev, step["prev_sample"]) <= TOLERANCE
     augment = io["add_noise"]
@@ -349,12 +349,12 @@ class Loop:
     def denoiser(self, network: torch.nn.Module, null: torch.Tensor):
         io, text = self.io, self.text(null)
         if self.kind == "first":
-            return first_frame_denoiser(network, text, io["shape"][1], io["guidance_weight"])
+            return first_frame_model(network, text, io["shape"][1], io["guidance_weight"])
         if self.kind == "keyframes":
-            return keyframe_denoiser_11(
+            return keyframe_model_11(
                 network, text, self.noised_key_frame(), io["num_frames"], self.controls()
             )
-        return interpolation_denoiser_11(
+        return interpolation_model_11(
             network, text, io["key_frames"], io["skip_frames"], io["guidance_weight"]
         )
 
@@ -406,6 +406,7 @@ def test_diffusion_loop_short(case: Path) -> None:
     assert rel_err(output, short["output"]) <= TOLERANCE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", LOOP_CASES)
 def test_diffusion_loop_full_step_by_step(case: Path) -> None:
     """The untouched loop checked from the recorded states: every step's guided output from the real
@@ -429,6 +430,6 @@ def test_diffusion_loop_full_step_by_step(case: Path) -> None:
             assert rel_err(denoise(x_t, time), guided) <= TOLERANCE, index
         assert bool(full["noise_drawn"][index]) == schedule.draws_noise(index)
         noise = full["noise"][index] if schedule.draws_noise(index) else None
-        prev, _ = schedule.step(index, x_t, guided, noise)
+        prev, _ = schedule.reference_step(index, x_t, guided, noise)
         expected = full["x_t"][index + 1] if index + 1 < len(schedule) else full["output"]
         assert rel_err(prev, expected) <= TOLERANCE, index

@@ -13,6 +13,7 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [False, True], ids=["missing folder", "folder without cases"])
 def test_parity_skips_name_the_folder(tmp_path: Path, make: bool) -> None:
     folder = tmp_path / "parity"

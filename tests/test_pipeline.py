@@ -167,12 +167,23 @@ def test_released_architecture_parameter_counts_on_meta() -> None:
     }
 
 
+def with_thresholding(config, value):
+    """``config`` with both U-Nets trained with x0 thresholding ``value``."""
+    import dataclasses
+
+    def unet(c):
+        return dataclasses.replace(c, trained_with=dataclasses.replace(c.training, thresholding=value))
+
+    return dataclasses.replace(
+        config, keyframe_unet=unet(config.keyframe_unet), interpolation_unet=unet(config.interpolation_unet)
+    )
+
+
 @pytest.mark.slow
 def test_thresholding_can_be_turned_off(tiny_model_dir) -> None:
     """Models whose latents exceed [-1, 1] need x0 left alone; the official 0.98 quantile stays default."""
-    import dataclasses
 
-    from fusionframes.diffusion.sampling import threshold_x0
+    from fusionframes.diffusion.parameterisation import threshold_x0
 
     x0 = torch.linspace(-4, 4, 64).reshape(1, 64)
     assert torch.equal(threshold_x0(x0, None), x0)
@@ -180,11 +191,9 @@ def test_thresholding_can_be_turned_off(tiny_model_dir) -> None:
     assert torch.equal(threshold_x0(x0, 3.0), x0.clamp(-3, 3))  # static clamp, no rescaling
 
     default = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
-    assert default.config.sampling.thresholding == 0.98
+    assert default.config.keyframe_unet.training.thresholding == 0.98
     free = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
-    free.config = dataclasses.replace(
-        free.config, sampling=dataclasses.replace(free.config.sampling, thresholding=None)
-    )
+    free.config = with_thresholding(free.config, None)
     a = default("a red star", seed=3, output_type="pt", **FAST).frames
     b = free("a red star", seed=3, output_type="pt", **FAST).frames
     assert (a - b).abs().max() > 1e-4
@@ -192,12 +201,9 @@ def test_thresholding_can_be_turned_off(tiny_model_dir) -> None:
 
 @pytest.mark.slow
 def test_static_clamp_model_rejects_samplers_that_cannot_clamp(tiny_model_dir) -> None:
-    import dataclasses
 
     pipe = TextToVideoPipeline.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
-    pipe.config = dataclasses.replace(
-        pipe.config, sampling=dataclasses.replace(pipe.config.sampling, thresholding=4.0)
-    )
+    pipe.config = with_thresholding(pipe.config, 4.0)
     with pytest.raises(ValueError, match="scheduler: 'dpm\\+\\+2m' cannot clamp x0 to \\+-4"):
         pipe("a red star", scheduler="dpm++2m", **FAST)
     for sampler in ("ddpm", "ddim"):

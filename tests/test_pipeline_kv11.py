@@ -84,6 +84,7 @@ def test_every_motion_level_reaches_the_network(pipe, motion) -> None:
     assert not np.array_equal(frames, frames_of(pipe))  # the default, medium
 
 
+@pytest.mark.slow
 def test_both_decoders(pipe) -> None:
     video, image = frames_of(pipe), frames_of(pipe, decoder="image")
     assert video.shape == image.shape == (3, 64, 64, 3)

@@ -78,6 +78,7 @@ def test_int8_linear_weights_quarter_the_float32_bytes_and_keep_the_embedding() 
     assert not torch.equal(quantized, reference)
 
 
+@pytest.mark.slow
 def test_pipeline_encodes_with_int8_and_still_makes_the_video(tiny_model_dir: Path) -> None:
     plain = make_pipe(tiny_model_dir)
     quant = make_pipe(tiny_model_dir, text_quantization="int8")

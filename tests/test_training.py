@@ -181,7 +181,7 @@ def test_continuing_from_a_checkpoint_under_new_sampling_settings(clips, movq_ru
     phase2["text_frame_embed"] = True  # grows the zero-initialised layers the checkpoint lacks
     train(config_from_dict({**phase2, "max_steps": 1, "learning_rate": 1e-8}), clips, second, progress=False)
     exported = load_model_folder(second / "model")
-    assert exported.config.sampling.frame_noise_sharing == 0.8
+    assert exported.config.keyframe_unet.training.frame_noise_sharing == 0.8
     assert exported.config.keyframe_unet.text_frame_embed is True
     unet = {k[len("unet.") :]: v for k, v in raw.items() if k.startswith("unet.")}
     # started from the raw weights (a 1e-8 step moves them by ~1e-8), not the EMA of the folder
@@ -200,16 +200,17 @@ def test_continuing_from_a_checkpoint_under_new_sampling_settings(clips, movq_ru
     interp = tmp_path / "interp"
     cfg = {**base, "stage": "interpolation", "max_steps": 2, "interpolation_residual": True}
     train(config_from_dict({**cfg, "interpolation_prediction": "sample"}), clips, interp, progress=False)
-    exported_sampling = load_model_folder(interp / "model").config.sampling
-    assert exported_sampling.interpolation_residual is True
-    assert exported_sampling.interpolation_prediction == "sample"
+    exported_training = load_model_folder(interp / "model").config.interpolation_unet.training
+    assert exported_training.interpolation_residual is True
+    assert exported_training.prediction == "sample"
 
     from fusionframes.training.assemble import assemble_model
 
     assemble_model(second / "model", interp / "model", tmp_path / "joined", name="joined")
-    joined = load_model_folder(tmp_path / "joined").config.sampling
-    assert joined.frame_noise_sharing == 0.8 and joined.interpolation_residual is True
-    assert joined.interpolation_prediction == "sample"
+    joined = load_model_folder(tmp_path / "joined").config
+    keyframe, interpolation = joined.keyframe_unet.training, joined.interpolation_unet.training
+    assert keyframe.frame_noise_sharing == 0.8 and interpolation.interpolation_residual is True
+    assert interpolation.prediction == "sample"
 
 
 def _cli(args: list[str], **kwargs) -> subprocess.Popen:

@@ -78,7 +78,9 @@ def main() -> None:
         settings = validate_settings(
             pipe.config, prompt, seed=3, fps="low", image=given, num_inference_steps=args.steps
         )
-        result = pipe.generate(settings, torch.Generator().manual_seed(3), "np", progress=False, image=given)
+        result = pipe.generate(
+            settings, torch.Generator().manual_seed(3), output_type="np", progress=False, image=given
+        )
         rows.append(np.asarray(result.frames))
     given_row = np.concatenate([np.asarray(first)[None], rows[0]])
     text_row = np.concatenate([np.full_like(rows[1][:1], 255), rows[1]])

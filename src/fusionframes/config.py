@@ -54,6 +54,103 @@ def _from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
     return cls(**values)
 
 
+PREDICTIONS = ("epsilon", "v", "sample")
+
+
+@dataclass(frozen=True)
+class TrainedWith:
+    """How one network was trained, so that sampling must match it (not a user setting).
+
+    Stored per network in its U-Net folder's ``config.json`` (``trained_with``) and read from there.
+    The release defaults: a keyframe U-Net predicts epsilon, an interpolation U-Net v, both with the
+    official dynamic thresholding; the other fields are the built-in model's training choices.
+    """
+
+    # What the network outputs: "epsilon", "v" or "sample" (x0 itself).
+    prediction: str = "epsilon"
+    # x0 thresholding. Below 1: the official dynamic thresholding (the 0.98 quantile of |x0|, at least
+    # 1, then rescaled to [-1, 1]); 1 or more: a static clamp to +-value, for models whose latents are
+    # not bounded by 1 (the built-in model); None: off.
+    thresholding: float | None = 0.98
+    # The sampler tells the network the training step of each step's actual noise level; the official
+    # sampler tells it one sampling interval less noise (kept for parity).
+    matched_timesteps: bool = False
+    # Keyframe sampling starts one step below pure noise, where an epsilon model's x0 estimate is
+    # still usable (the released model relies on dynamic thresholding instead).
+    skip_terminal_step: bool = False
+    # Share of each keyframe's noise variance common to all keyframes of a video (training and sampling).
+    frame_noise_sharing: float = 0.0
+    # The interpolation U-Net denoises the in-between latents' difference from the linear blend of
+    # their neighbours rather than the latents themselves.
+    interpolation_residual: bool = False
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(
+                f"TrainedWith.prediction: unknown {self.prediction!r}; allowed: {', '.join(PREDICTIONS)}"
+            )
+        if self.thresholding is not None:
+            _finite_real(self.thresholding, "TrainedWith.thresholding")
+        if not 0.0 <= self.frame_noise_sharing < 1.0:
+            raise ValueError(f"frame_noise_sharing: must be in [0, 1), got {self.frame_noise_sharing}")
+
+    @classmethod
+    def release(cls, interpolation: bool) -> TrainedWith:
+        """The released Kandinsky Video 1.0 networks: epsilon keyframes, v interpolation."""
+        return cls(prediction="v" if interpolation else "epsilon")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainedWith:
+        return _from_dict(cls, data, "TrainedWith")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Fields that model folders written before TrainedWith kept in the root config's ``sampling`` block:
+# (the old name, the networks it applied to, the TrainedWith field it is now).
+LEGACY_SAMPLING_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("thresholding", ("keyframe_unet", "interpolation_unet"), "thresholding"),
+    ("matched_timesteps", ("keyframe_unet", "interpolation_unet"), "matched_timesteps"),
+    ("frame_noise_sharing", ("keyframe_unet",), "frame_noise_sharing"),
+    ("skip_terminal_step", ("keyframe_unet",), "skip_terminal_step"),
+    ("interpolation_prediction", ("interpolation_unet",), "prediction"),
+    ("interpolation_residual", ("interpolation_unet",), "interpolation_residual"),
+)
+
+
+def move_legacy_sampling(data: dict[str, Any]) -> dict[str, Any]:
+    """A model config dict whose ``sampling`` block still holds how the networks were trained (folders
+    written before :class:`TrainedWith`): those fields moved into each U-Net's ``trained_with``, so the
+    model loads and samples as it did. A U-Net that also states its own ``trained_with`` must agree."""
+    sampling = data.get("sampling")
+    if not isinstance(sampling, dict) or not any(old in sampling for old, _, _ in LEGACY_SAMPLING_FIELDS):
+        return data
+    data, sampling = dict(data), dict(sampling)
+    moved: dict[str, dict[str, Any]] = {}
+    for old, networks, new in LEGACY_SAMPLING_FIELDS:
+        if old in sampling:
+            value = sampling.pop(old)
+            for network in networks:
+                moved.setdefault(network, {})[new] = value
+    for network, values in moved.items():
+        unet = dict(data.get(network, {}))
+        default = TrainedWith.release(bool(unet.get("interpolation", network == "interpolation_unet")))
+        if "trained_with" in unet:
+            own = TrainedWith.from_dict(unet["trained_with"]).to_dict()
+            for key, value in values.items():
+                if own[key] != value:
+                    raise ValueError(
+                        f"{network}: trained_with.{key} is {own[key]!r} but the root sampling block says "
+                        f"{value!r}; keep it in {network}/config.json only"
+                    )
+        else:
+            unet["trained_with"] = {**default.to_dict(), **values}
+        data[network] = unet
+    data["sampling"] = sampling
+    return data
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """The U-Net3D used for keyframes (``num_frames`` set) or interpolation (``interpolation=True``)."""
@@ -88,8 +185,23 @@ class UNetConfig:
     add_temporal_attention: bool = True  # interpolation 1.1: attention across groups per level
     add_new_temporal_params: bool = False  # interpolation 1.1: temporal convs around resampling
     merge_perturbation_time_with_context: bool = False  # interpolation 1.1: perturbation time in text
+    # How this network was trained, so that sampling matches it (None: the release's, see TrainedWith).
+    trained_with: TrainedWith | None = None
 
     def __post_init__(self) -> None:
+        if self.trained_with is None:
+            object.__setattr__(self, "trained_with", TrainedWith.release(self.interpolation))
+        elif not isinstance(self.trained_with, TrainedWith):
+            raise ValueError(f"UNetConfig.trained_with: must be a TrainedWith, got {self.trained_with!r}")
+        if not self.interpolation and self.trained_with.prediction != "epsilon":
+            got = self.trained_with.prediction
+            raise ValueError(f"TrainedWith.prediction: a keyframe U-Net predicts 'epsilon', got {got!r}")
+        if self.trained_with.interpolation_residual and not self.interpolation:
+            raise ValueError("TrainedWith.interpolation_residual: only for an interpolation U-Net")
+        keyframe_only = {"skip_terminal_step": False, "frame_noise_sharing": 0.0}
+        for name, off in keyframe_only.items():
+            if self.interpolation and getattr(self.trained_with, name) != off:
+                raise ValueError(f"TrainedWith.{name}: only for a keyframe U-Net")
         levels = len(self.dim_mult)
         for name in ("num_blocks", "add_cross_attention", "add_self_attention"):
             if len(getattr(self, name)) != levels:
@@ -139,8 +251,16 @@ class UNetConfig:
         """Spatial reduction of the latent inside the U-Net (2 per level but the last)."""
         return 2 ** (len(self.dim_mult) - 1)
 
+    @property
+    def training(self) -> TrainedWith:
+        """:attr:`trained_with`, never None after construction."""
+        assert self.trained_with is not None
+        return self.trained_with
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
+        if isinstance(data.get("trained_with"), dict):
+            data = {**data, "trained_with": TrainedWith.from_dict(data["trained_with"])}
         return _from_dict(cls, data, "UNetConfig")
 
     def to_dict(self) -> dict[str, Any]:
@@ -236,7 +356,8 @@ def check_layout_prior_strength(value: Any, name: str = "layout_prior_strength")
 
 @dataclass(frozen=True)
 class SamplingDefaults:
-    """Defaults a model folder suggests to the pipeline (users can override each per call)."""
+    """Defaults a model folder suggests to the pipeline (users can override each per call); how each
+    network was trained is its own :class:`TrainedWith`, not here."""
 
     num_inference_steps: int = 50
     interpolation_steps: int | None = None
@@ -247,24 +368,6 @@ class SamplingDefaults:
     fps: str = "low"
     scheduler: str = "ddpm"
     base_fps: float = 2.0
-    # x0 thresholding. Below 1: the official dynamic thresholding (the 0.98 quantile of |x0|, at least
-    # 1, then rescaled to [-1, 1]); 1 or more: a static clamp to +-value, for models whose latents are
-    # not bounded by 1 (the built-in model); None: off.
-    thresholding: float | None = 0.98
-    # How the networks were trained, so sampling must match (the released model: 0 and False).
-    # frame_noise_sharing: share of each keyframe's noise variance common to all keyframes of a video.
-    frame_noise_sharing: float = 0.0
-    # interpolation_residual: the interpolation U-Net denoises the in-between latents' difference from
-    # the linear blend of their neighbours rather than the latents themselves.
-    interpolation_residual: bool = False
-    # interpolation_prediction: what the interpolation U-Net outputs, "v" (released) or "sample" (x0).
-    interpolation_prediction: str = "v"
-    # skip_terminal_step: keyframe sampling starts one step below pure noise, where an epsilon model's x0
-    # estimate is still usable (the released model relies on dynamic thresholding instead).
-    skip_terminal_step: bool = False
-    # matched_timesteps: the DDPM sampler tells the networks the training step of each step's actual
-    # noise level; the official sampler tells them one sampling interval less noise (kept for parity).
-    matched_timesteps: bool = False
     # layout_prior_strength: for a model with a layout prior, keyframe sampling starts from the prior's
     # layout noised like an image-to-image redraw at this strength (1: from pure noise, the prior unused).
     layout_prior_strength: float = 1.0
@@ -277,12 +380,6 @@ class SamplingDefaults:
         check_layout_prior_strength(self.layout_prior_strength)
         if self.decoder not in ("image", "video"):
             raise ValueError(f"SamplingDefaults.decoder: unknown {self.decoder!r}; allowed: image, video")
-        if self.interpolation_prediction not in ("v", "sample"):
-            raise ValueError(
-                f"interpolation_prediction: unknown {self.interpolation_prediction!r}; allowed: 'v', 'sample'"
-            )
-        if not 0.0 <= self.frame_noise_sharing < 1.0:
-            raise ValueError(f"frame_noise_sharing: must be in [0, 1), got {self.frame_noise_sharing}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SamplingDefaults:
@@ -347,6 +444,7 @@ class ModelConfig:
         unknown = sorted(set(data) - set(parts))
         if unknown:
             raise ValueError(f"ModelConfig: unknown key(s) {unknown}; allowed: {sorted(parts)}")
+        data = move_legacy_sampling(data)
         return cls(**{k: (parts[k].from_dict(v) if v is not None else None) for k, v in data.items()})
 
     def to_json(self) -> str:

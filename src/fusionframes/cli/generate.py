@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from fusionframes.cli import options
 from fusionframes.cli.generate11 import (
@@ -69,22 +70,37 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run_generate)
 
 
-def run_generate(args: argparse.Namespace) -> int:
-    from fusionframes.io.checkpoints import model_config_for
-    from fusionframes.io.video import validate_output_path
+def load_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The checked precision and the ``from_pretrained`` options of the device and memory flags (both
+    generate commands check them first, before any model is read)."""
     from fusionframes.pipelines.acceleration import validate_compile
-    from fusionframes.pipelines.kandinsky11 import config_11_for
     from fusionframes.pipelines.offload import validate_offload
-    from fusionframes.pipelines.text_to_video import validate_settings
     from fusionframes.runtime import resolve_decoder_dtype, resolve_device, resolve_dtype
     from fusionframes.text.quantization import validate_text_quantization
 
     device = resolve_device(args.device)
     precision = resolve_dtype(args.dtype, device)
     offload = validate_offload(args.offload, device)
-    compile_choice = validate_compile(args.compile, offload)
-    text_quantization = validate_text_quantization(args.text_quantization)
-    resolve_decoder_dtype(args.decoder_dtype, precision.dtype)
+    resolve_decoder_dtype(args.decoder_dtype, precision.dtype)  # a bad --decoder-dtype fails here
+    return precision, {
+        "device": device,
+        "dtype": args.dtype,
+        "release_text_encoder": True,
+        "offload": offload,
+        "compile": validate_compile(args.compile, offload),
+        "text_quantization": validate_text_quantization(args.text_quantization),
+        "decoder_dtype": args.decoder_dtype,
+        "split_branches": args.split_branches,
+    }
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from fusionframes.io.checkpoints import model_config_for
+    from fusionframes.io.video import validate_output_path
+    from fusionframes.pipelines.kandinsky11 import config_11_for
+    from fusionframes.pipelines.text_to_video import validate_settings
+
+    precision, load = load_options(args)
     config_11 = config_11_for(args.model)
     if config_11 is not None:
         return run_generate_11(args, config_11)
@@ -117,17 +133,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     from fusionframes.pipelines.text_to_video import TextToVideoPipeline
 
-    pipe = TextToVideoPipeline.from_pretrained(
-        args.model,
-        device=device,
-        dtype=args.dtype,
-        release_text_encoder=True,
-        offload=offload,
-        compile=compile_choice,
-        text_quantization=text_quantization,
-        decoder_dtype=args.decoder_dtype,
-        split_branches=args.split_branches,
-    )
+    pipe = TextToVideoPipeline.from_pretrained(args.model, **load)
     options.apply_loras(pipe, args)
     generator = torch.Generator("cpu").manual_seed(settings.seed)
     video = pipe.generate(settings, generator, output_type="np", image=args.image)

@@ -103,18 +103,11 @@ def builtin11_options(config: Any) -> frozenset[str]:
 def run_generate_11(args: argparse.Namespace, config: Any) -> int:
     import torch
 
+    from fusionframes.cli.generate import load_options
     from fusionframes.io.video import validate_output_path
-    from fusionframes.pipelines.acceleration import validate_compile
     from fusionframes.pipelines.kandinsky11 import KandinskyVideo11Pipeline, validate_settings_11
-    from fusionframes.pipelines.offload import validate_offload
-    from fusionframes.runtime import resolve_device, resolve_dtype
-    from fusionframes.text.quantization import validate_text_quantization
 
-    device = resolve_device(args.device)
-    resolve_dtype(args.dtype, device)
-    offload = validate_offload(args.offload, device)
-    compile_choice = validate_compile(args.compile, offload)
-    text_quantization = validate_text_quantization(args.text_quantization)
+    _, load = load_options(args)
     output = validate_output_path(options.check_output_text(args.output))
     if getattr(args, "decode_chunk", None) is not None:
         raise UsageError(
@@ -147,17 +140,7 @@ def run_generate_11(args: argparse.Namespace, config: Any) -> int:
         },
         args.seed,
     )
-    pipe = KandinskyVideo11Pipeline.from_pretrained(
-        args.model,
-        device=device,
-        dtype=args.dtype,
-        release_text_encoder=True,
-        offload=offload,
-        compile=compile_choice,
-        text_quantization=text_quantization,
-        decoder_dtype=args.decoder_dtype,
-        split_branches=args.split_branches,
-    )
+    pipe = KandinskyVideo11Pipeline.from_pretrained(args.model, **load)
     if settings.decoder not in pipe.decoders():
         raise UsageError(
             f"--decoder: {settings.decoder!r} is not available; allowed: {', '.join(pipe.decoders())}"

@@ -1,82 +1,45 @@
-"""Samplers. Each is a small function over a denoiser ``f(x, model_time) -> model output``.
+"""The one ancestral DDPM loop, the schedule it walks, and the noise it draws.
 
-``model_time`` is what the network sees: the step index times ``1000 // steps`` for the official
-DDPM, so networks always work on the 0..1000 range whatever the number of steps.
+A sampler here is a small function ``sampler(denoise, x, schedule, generator, callback)``:
 
-``prediction`` says what the network outputs: ``"epsilon"`` (keyframes), ``"v"`` (interpolation) or
-``"sample"`` (x0 itself; interpolation models with ``interpolation_prediction: sample``).
-All arithmetic here is float32 whatever the network's dtype.
+- ``schedule`` says which steps run, what the network is told at each, the forward-process terms and
+  the posterior step (:class:`CosineSteps` for 1.0's official sampler, :class:`~fusionframes.diffusion.
+  scheduled_ddpm.ScheduledSteps` for 1.1's diffusers DDPM); it also owns the noise source, so a model
+  trained on frame-correlated noise gets that correlation at every step.
+- ``denoise(x, index)`` returns the clean-sample estimate x0 at the schedule's step ``index``; it is a
+  :class:`~fusionframes.diffusion.parameterisation.Denoiser` that hides the prediction type,
+  thresholding and timestep matching of the network behind it.
+
+All arithmetic is float32 whatever the network's dtype.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
-from tqdm.auto import tqdm
 
-from fusionframes.diffusion.guidance import Denoiser
 from fusionframes.diffusion.schedule import DiffusionSchedule
 
 StepCallback = Callable[[int, int], None]
-NoiseFn = Callable[[tuple[int, ...]], torch.Tensor]
+X0Denoiser = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def predict_x0(
-    schedule: DiffusionSchedule, x: torch.Tensor, t: torch.Tensor, output: torch.Tensor, prediction: str
+    prediction: str, x: torch.Tensor, output: torch.Tensor, sqrt_alpha: torch.Tensor, sqrt_sigma: torch.Tensor
 ) -> torch.Tensor:
-    a = schedule.at("sqrt_alphas_cumprod", t, x.ndim)
-    s = schedule.at("sqrt_one_minus_alphas_cumprod", t, x.ndim)
+    """x0 from a network ``output`` of kind ``prediction`` at a level with ``sqrt(alpha_bar)`` and
+    ``sqrt(1 - alpha_bar)`` (tensors that broadcast over ``x``)."""
     if prediction == "v":
-        return a * x - s * output
+        return sqrt_alpha * x - sqrt_sigma * output
     if prediction == "epsilon":
-        return (x - s * output) / a
+        return (x - sqrt_sigma * output) / sqrt_alpha
     if prediction == "sample":
         return output
     raise ValueError(f"prediction: unknown {prediction!r}; allowed: 'epsilon', 'v', 'sample'")
-
-
-def threshold_x0(x0: torch.Tensor, percentile: float | None) -> torch.Tensor:
-    """x0 thresholding. ``percentile`` below 1: the official dynamic thresholding (clip to the per-sample
-    quantile of |x0|, at least 1, and rescale to [-1, 1]); 1 or more: a static clamp to +-percentile
-    (for models whose latents are not bounded by 1); None: x0 as it is.
-    """
-    if percentile is None:
-        return x0
-    if percentile >= 1.0:
-        return x0.clamp(-percentile, percentile)
-    flat = x0.reshape(x0.shape[0], -1).abs()
-    limit = torch.quantile(flat, percentile, dim=-1).clamp(min=1.0)
-    limit = limit.reshape(-1, *([1] * (x0.ndim - 1)))
-    return x0.clamp(-limit, limit) / limit
-
-
-def posterior(
-    schedule: DiffusionSchedule, x: torch.Tensor, t: torch.Tensor, x0: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and log-variance of q(x_{t-1} | x_t, x_0)."""
-    mean = (
-        schedule.at("posterior_mean_coef1", t, x.ndim) * x0
-        + schedule.at("posterior_mean_coef2", t, x.ndim) * x
-    )
-    return mean, schedule.at("posterior_log_variance", t, x.ndim)
-
-
-def ddpm_mean_variance(
-    schedule: DiffusionSchedule,
-    denoise: Denoiser,
-    x: torch.Tensor,
-    t: torch.Tensor,
-    prediction: str,
-    percentile: float | None = 0.98,
-    matched_time: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """p(x_{t-1} | x_t): the official ancestral step's mean and log-variance (``matched_time``: see
-    :meth:`DiffusionSchedule.network_time`)."""
-    output = denoise(x, schedule.network_time(t, matched_time)).float()
-    x0 = threshold_x0(predict_x0(schedule, x.float(), t, output, prediction), percentile)
-    return posterior(schedule, x.float(), t, x0)
 
 
 def randn(
@@ -111,68 +74,136 @@ def mix_shared_noise(independent: torch.Tensor, common: torch.Tensor, sharing: f
     return math.sqrt(sharing) * common + math.sqrt(1.0 - sharing) * independent
 
 
-def start_step(num_steps: int, skip_terminal: bool) -> int:
-    """The step index an ancestral sampler starts from (the second-to-last with ``skip_terminal``)."""
-    return num_steps - 2 if skip_terminal and num_steps > 1 else num_steps - 1
+class AncestralSchedule(Protocol):
+    """What the ancestral loop needs of a schedule; ``index`` counts the steps that run, from 0."""
+
+    def __len__(self) -> int: ...
+
+    def network_time(self, index: int, rows: int, device: torch.device) -> torch.Tensor: ...
+
+    def alpha_terms(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def draws_noise(self, index: int) -> bool: ...
+
+    def noise(self, shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor: ...
+
+    def step(
+        self, index: int, x: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor | None
+    ) -> torch.Tensor: ...
+
+    def add_noise_at(self, x0: torch.Tensor, noise: torch.Tensor, index: int = 0) -> torch.Tensor: ...
+
+    def start(self, noise: torch.Tensor, init: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
-def check_skip_steps(skip_steps: int, total: int) -> int:
-    """``skip_steps`` leaves at least one of ``total`` steps to run."""
-    if isinstance(skip_steps, bool) or not isinstance(skip_steps, int) or not 0 <= skip_steps < total:
-        raise ValueError(f"skip_steps: must be an integer in [0, {total - 1}], got {skip_steps!r}")
-    return skip_steps
+@dataclass(frozen=True)
+class CosineSteps:
+    """Kandinsky Video 1.0's sampling schedule: steps ``first, first - 1, ..., 0`` of a cosine schedule.
+
+    The networks are told ``step * 1000 // S`` (the official sampler), or with ``matched`` the training
+    step of each step's actual noise level (:meth:`DiffusionSchedule.network_time`). ``sharing`` is the
+    frame-noise correlation of every draw (0: independent noise).
+    """
+
+    schedule: DiffusionSchedule
+    first: int
+    matched: bool = False
+    sharing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.first < self.schedule.num_steps:
+            raise ValueError(f"first: must be in [0, {self.schedule.num_steps - 1}], got {self.first}")
+
+    def __len__(self) -> int:
+        return self.first + 1
+
+    def _t(self, index: int, rows: int, device: torch.device) -> torch.Tensor:
+        return torch.full((rows,), self.first - index, dtype=torch.long, device=device)
+
+    def network_time(self, index: int, rows: int, device: torch.device) -> torch.Tensor:
+        return self.schedule.network_time(self._t(index, rows, device), self.matched)
+
+    def alpha_terms(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self._t(index, x.shape[0], x.device)
+        return (
+            self.schedule.at("sqrt_alphas_cumprod", t, x.ndim),
+            self.schedule.at("sqrt_one_minus_alphas_cumprod", t, x.ndim),
+        )
+
+    def draws_noise(self, index: int) -> bool:
+        return self.first - index > 0
+
+    def noise(self, shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
+        return video_noise(shape, self.sharing, generator, device)
+
+    def log_variance(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.schedule.at("posterior_log_variance", self._t(index, x.shape[0], x.device), x.ndim)
+
+    def step(self, index: int, x: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """A sample of q(x_{t-1} | x_t, x0) (its mean where ``noise`` is None)."""
+        t = self._t(index, x.shape[0], x.device)
+        mean = (
+            self.schedule.at("posterior_mean_coef1", t, x.ndim) * x0
+            + self.schedule.at("posterior_mean_coef2", t, x.ndim) * x
+        )
+        if noise is None:
+            return mean
+        return mean + torch.exp(0.5 * self.log_variance(index, x)) * noise
+
+    def add_noise_at(self, x0: torch.Tensor, noise: torch.Tensor, index: int = 0) -> torch.Tensor:
+        """q(x_t | x0) at the level of step ``index``."""
+        return self.schedule.add_noise(x0, noise, self._t(index, x0.shape[0], x0.device))
+
+    def start(self, noise: torch.Tensor, init: torch.Tensor | None = None) -> torch.Tensor:
+        """Where sampling starts: ``noise`` itself, or ``init`` noised with it to the first step's level
+        (an image-to-image or layout start)."""
+        return noise if init is None else self.add_noise_at(init.float(), noise.float())
+
+
+def cosine_steps(
+    steps: int,
+    run: int | None = None,
+    skip_terminal: bool = False,
+    matched: bool = False,
+    sharing: float = 0.0,
+) -> CosineSteps:
+    """The last ``run`` (default all) of ``steps`` steps. ``skip_terminal``: the cosine schedule is one
+    step longer and sampling starts one step below pure noise, with the same number of network calls:
+    at the cosine schedule's last step alpha_bar is ~1e-5, so an epsilon model's x0 estimate multiplies
+    any error in epsilon by ~300; the released model hides this behind dynamic thresholding, without it
+    that first step fixes the video's colours wrongly and for good."""
+    run = steps if run is None else run
+    if not 1 <= run <= steps:
+        raise ValueError(f"steps: a run of {run} of {steps} steps is not possible")
+    schedule = DiffusionSchedule.cosine(steps + 1 if skip_terminal else steps)
+    return CosineSteps(schedule, run - 1, matched, sharing)
 
 
 def sample_ddpm(
-    denoise: Denoiser,
+    denoise: X0Denoiser,
     x: torch.Tensor,
-    schedule: DiffusionSchedule,
-    prediction: str,
+    schedule: AncestralSchedule,
     generator: torch.Generator | None = None,
-    percentile: float | None = 0.98,
     callback: StepCallback | None = None,
-    desc: str = "denoising",
-    disable: bool = False,
-    noise: NoiseFn | None = None,
-    skip_terminal: bool = False,
-    matched_time: bool = False,
-    init_sample: torch.Tensor | None = None,
-    skip_steps: int = 0,
 ) -> torch.Tensor:
-    """The official sampler: ancestral DDPM over every step of the schedule, last to first.
-
-    ``noise(shape)`` draws each step's fresh noise (default: independent, from ``generator``); a model
-    trained on frame-correlated noise gets the same correlation here. ``skip_terminal``: start from
-    ``x`` at the second-to-last step (see :func:`terminal_skipped`); ``matched_time``: tell the network
-    the training step of each step's actual noise level (:meth:`DiffusionSchedule.network_time`).
-    ``init_sample`` and ``skip_steps``: leave out the first ``skip_steps`` steps and start from
-    ``init_sample`` noised with ``x`` to the level of the first step that runs (an img2img start).
-    """
-    steps = schedule.num_steps
-    first = start_step(steps, skip_terminal)
-    if init_sample is not None:
-        first = first - check_skip_steps(skip_steps, first + 1)
-        t_first = torch.full((x.shape[0],), first, dtype=torch.long, device=x.device)
-        x = schedule.add_noise(init_sample.float(), x.float(), t_first)
-    for i, step in enumerate(tqdm(range(first, -1, -1), desc=desc, disable=disable, leave=False)):
-        t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
-        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, prediction, percentile, matched_time)
-        if step > 0:
-            fresh = noise(tuple(x.shape)) if noise is not None else randn(tuple(x.shape), generator, x.device)
-            x = mean + torch.exp(0.5 * log_var) * fresh
-        else:
-            x = mean
+    """Ancestral DDPM: at every step of ``schedule`` the clean estimate, then a sample of the posterior
+    with fresh noise drawn from ``generator`` after the network call (none at the last step)."""
+    total = len(schedule)
+    for index in range(total):
+        x0 = denoise(x, index)
+        fresh = schedule.noise(tuple(x.shape), generator, x.device) if schedule.draws_noise(index) else None
+        x = schedule.step(index, x.float(), x0, fresh)
         if callback is not None:
-            callback(i + 1, first + 1)
+            callback(index + 1, total)
     return x
 
 
-def terminal_skipped(steps: int) -> DiffusionSchedule:
-    """A cosine schedule one step longer than ``steps``, for sampling with ``skip_terminal``.
+def denoise_steps(strength: float, steps: int) -> int:
+    """How many of ``steps`` steps a redraw at ``strength`` runs: round(s * steps), at least 1 if s > 0.
 
-    At the cosine schedule's last step alpha_bar is ~1e-5, so an epsilon model's x0 estimate
-    (x - sqrt(1 - a) eps) / sqrt(a) multiplies any error in eps by ~300. The released model hides this
-    behind dynamic thresholding; without it, that first step fixes the video's colours wrongly and for
-    good. Starting from pure noise one step lower avoids it and still makes ``steps`` network calls.
+    At least one step so that any non-zero strength really redraws (tiny strengths would otherwise
+    silently do nothing).
     """
-    return DiffusionSchedule.cosine(steps + 1)
+    if strength <= 0.0:
+        return 0
+    return min(steps, max(1, round(strength * steps)))

@@ -14,7 +14,6 @@ is diffusers' own, term by term (``tests/test_scheduled_ddpm.py`` checks it agai
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +21,6 @@ import torch
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 SPACINGS = ("leading", "trailing", "linspace")
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-StepCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -77,6 +73,17 @@ class DDPMSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def threshold(self, x0: torch.Tensor) -> torch.Tensor:
+        """diffusers' dynamic thresholding: the per-sample quantile of |x0|, held in [1, max]."""
+        if not self.thresholding:
+            return x0
+        if self.sample_max_value <= 1.0:  # the scale is exactly 1: a plain clip
+            return x0.clamp(-1.0, 1.0)
+        flat = x0.reshape(x0.shape[0], -1)
+        scale = torch.quantile(flat.abs(), self.dynamic_thresholding_ratio, dim=1)
+        scale = scale.clamp(1.0, self.sample_max_value)[:, None]
+        return (flat.clamp(-scale, scale) / scale).reshape(x0.shape)
 
     def scheduler(self, steps: int | None = None):
         """The diffusers scheduler these settings describe, with ``steps`` (default: the trained count)
@@ -151,49 +158,56 @@ class ScheduledSteps:
         last step too, with a standard deviation of 1e-10)."""
         return int(self.timesteps[index]) > 0
 
-    def predict_x0(self, index: int, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    def network_time(self, index: int, rows: int, device: torch.device) -> torch.Tensor:
+        """The scheduler's timestep itself (int64, one per row): what the 1.1 networks are told."""
+        return self.timesteps[index].expand(rows).to(device)
+
+    def alpha_terms(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.step_alphas[index].to(x.device)
-        kind = self.settings.prediction_type
-        if kind == "epsilon":
-            x0 = (x - (1 - a) ** 0.5 * output) / a**0.5
-        elif kind == "v_prediction":
-            x0 = a**0.5 * x - (1 - a) ** 0.5 * output
-        else:
-            x0 = output
-        return self.threshold(x0)
+        return a**0.5, (1 - a) ** 0.5
 
-    def threshold(self, x0: torch.Tensor) -> torch.Tensor:
-        """diffusers' dynamic thresholding: the per-sample quantile of |x0|, held in [1, max]."""
-        if not self.settings.thresholding:
-            return x0
-        if self.settings.sample_max_value <= 1.0:  # the scale is exactly 1: a plain clip
-            return x0.clamp(-1.0, 1.0)
-        flat = x0.reshape(x0.shape[0], -1)
-        scale = torch.quantile(flat.abs(), self.settings.dynamic_thresholding_ratio, dim=1)
-        scale = scale.clamp(1.0, self.settings.sample_max_value)[:, None]
-        return (flat.clamp(-scale, scale) / scale).reshape(x0.shape)
+    def noise(self, shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
+        return gaussian(shape, generator, device)
 
-    def step(
-        self, index: int, x: torch.Tensor, output: torch.Tensor, noise: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step from timestep ``timesteps[index]``: ``(x_prev, predicted x0)``. ``noise`` is the
-        unit Gaussian for this step, None where :meth:`draws_noise` is false."""
+    def step(self, index: int, x: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """A sample of the posterior from timestep ``timesteps[index]`` given the (thresholded) ``x0``;
+        ``noise`` is the unit Gaussian for this step, None where :meth:`draws_noise` is false."""
         a = self.step_alphas[index].to(x.device)
         a_prev = self.step_prev_alphas[index].to(x.device)
-        x0 = self.predict_x0(index, x, output)
         beta_t = 1 - a / a_prev
         mean = (a_prev**0.5 * beta_t) / (1 - a) * x0 + (a / a_prev) ** 0.5 * (1 - a_prev) / (1 - a) * x
         if noise is None:
             if self.draws_noise(index):
                 raise ValueError(f"noise: timestep {int(self.timesteps[index])} needs this step's noise")
-            return mean, x0
+            return mean
         variance = ((1 - a_prev) / (1 - a) * beta_t).clamp(min=1e-20)
-        return mean + torch.exp(0.5 * torch.log(variance)) * noise, x0
+        return mean + torch.exp(0.5 * torch.log(variance)) * noise
+
+    def reference_step(
+        self, index: int, x: torch.Tensor, output: torch.Tensor, noise: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """diffusers' ``DDPMScheduler.step`` from a network ``output``: ``(x_prev, predicted x0)`` (what
+        the parity tests compare against the recorded states)."""
+        from fusionframes.diffusion.parameterisation import ScheduledParameterisation
+
+        model = lambda _x, _t: output  # noqa: E731 - the output is given, not computed
+        x0 = ScheduledParameterisation(self.settings).denoiser(model, self)(x, index)
+        return self.step(index, x, x0, noise), x0
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timestep: int) -> torch.Tensor:
         """q(x_t | x_0) at a training timestep (diffusers' ``add_noise``)."""
         a = self.alphas_cumprod[timestep].to(device=x0.device, dtype=x0.dtype)
         return a**0.5 * x0 + (1 - a) ** 0.5 * noise
+
+    def add_noise_at(self, x0: torch.Tensor, noise: torch.Tensor, index: int = 0) -> torch.Tensor:
+        """q(x_t | x_0) at the level of step ``index``."""
+        return self.add_noise(x0, noise, int(self.timesteps[index]))
+
+    def start(self, noise: torch.Tensor, init: torch.Tensor | None = None) -> torch.Tensor:
+        """1.1 always starts from pure noise at the first timestep."""
+        if init is not None:
+            raise ValueError("init: the 1.1 sampler starts from noise only")
+        return noise.float()
 
 
 def gaussian(
@@ -210,28 +224,3 @@ def uniform(
     """Uniform [0, 1) noise, drawn like :func:`gaussian`."""
     source = generator.device if generator is not None else torch.device("cpu")
     return torch.rand(shape, generator=generator, device=source, dtype=torch.float32).to(device)
-
-
-def sample_scheduled(
-    denoise: Denoiser,
-    x: torch.Tensor,
-    schedule: ScheduledSteps,
-    generator: torch.Generator | None = None,
-    callback: StepCallback | None = None,
-) -> torch.Tensor:
-    """Ancestral DDPM from ``x`` (pure noise at ``schedule.timesteps[0]``) down the schedule.
-
-    ``denoise(x, timesteps)`` gets the int64 scheduler timestep per row and returns the (guided)
-    network output; each step's noise is drawn from ``generator`` after that call, as diffusers does.
-    All arithmetic is float32.
-    """
-    x = x.float()
-    total = len(schedule)
-    for index in range(total):
-        time = schedule.timesteps[index].expand(x.shape[0]).to(x.device)
-        output = denoise(x, time).float()
-        noise = gaussian(tuple(x.shape), generator, x.device) if schedule.draws_noise(index) else None
-        x, _ = schedule.step(index, x, output, noise)
-        if callback is not None:
-            callback(index + 1, total)
-    return x

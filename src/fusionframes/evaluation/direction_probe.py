@@ -65,7 +65,7 @@ def direction_probe(
             f"timesteps: each must be an int in [0, {schedule.num_steps}), got {list(timesteps)}"
         )
     size = pipe.config.sampling.height
-    sharing = pipe.config.sampling.frame_noise_sharing
+    sharing = pipe.config.keyframe_unet.training.frame_noise_sharing
     dtype = next(unet.parameters()).dtype
     device = pipe.device
     generator = torch.Generator("cpu").manual_seed(seed)

@@ -1,7 +1,7 @@
 """Kandinsky Video 1.1's image mode as the single-frame model of animations.
 
 A 1.1 model draws the first frame of every video with its keyframe U-Net in image mode (two rows, no
-temporal inputs, empty condition channels; :func:`~fusionframes.pipelines.stages11.first_frame_denoiser`)
+temporal inputs, empty condition channels; :func:`~fusionframes.pipelines.stages11.first_frame_model`)
 at twice the video's latent size, decoded and then brought to the video's size. An animation with a 1.1
 model draws its first frame and redraws its warped frames that way too, so every frame comes from the
 mode the release uses for single pictures and at the scale it uses it: a frame ``[B, 3, H, W]`` is
@@ -21,12 +21,11 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from fusionframes.diffusion.scheduled_ddpm import ScheduledSteps, gaussian, sample_scheduled
+from fusionframes.diffusion.scheduled_ddpm import ScheduledSteps, gaussian
 from fusionframes.pipelines.first_frame import movq_inputs
-from fusionframes.pipelines.img2img import fit_image
+from fusionframes.pipelines.img2img import FrameModel, FrameRequest, fit_image
 from fusionframes.pipelines.kandinsky11 import KEYFRAME_SAMPLER_11, KandinskyVideo11Pipeline
-from fusionframes.pipelines.stages import denoise_steps
-from fusionframes.pipelines.stages11 import StepCallback, TextBranches, first_frame_denoiser
+from fusionframes.pipelines.stages11 import TextBranches, first_frame_model, sample_11
 from fusionframes.runtime import check_finite
 
 IMAGE_MODE_SCALE = 2  # the release samples its first frame at twice the video's latent size
@@ -44,7 +43,7 @@ def last_steps(schedule: ScheduledSteps, count: int) -> ScheduledSteps:
     )
 
 
-class ImageMode11:
+class ImageMode11(FrameModel):
     """Text-to-image and image-to-image with a loaded :class:`KandinskyVideo11Pipeline`."""
 
     def __init__(self, t2v: KandinskyVideo11Pipeline) -> None:
@@ -96,51 +95,27 @@ class ImageMode11:
 
     # -- generation ---------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def text_to_image(
-        self,
-        prompt: TextBranches,
-        width: int,
-        height: int,
-        steps: int,
-        guidance_scale: float,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
-    ) -> torch.Tensor:
-        """One frame drawn from noise over all ``steps`` -> ``[1, 3, height, width]`` in [0, 1]."""
+    def draw(self, request: FrameRequest, width: int, height: int) -> torch.Tensor:
         shape = self._latent_shape(width, height)
-        noise = gaussian((1, *shape), generator, prompt.context.device)
-        denoise = first_frame_denoiser(self.t2v.components.keyframe_unet, prompt, shape[0], guidance_scale)
-        latent = sample_scheduled(denoise, noise, KEYFRAME_SAMPLER_11.schedule(steps), generator, callback)
+        noise = gaussian((1, *shape), request.generator, request.prompt.context.device)
+        unet = self.t2v.components.keyframe_unet
+        model = first_frame_model(unet, request.prompt, shape[0], request.guidance_scale)
+        schedule = KEYFRAME_SAMPLER_11.schedule(request.steps)
+        latent = sample_11(model, noise, schedule, request.generator, request.callback)
         return self.decode(check_finite(latent, "text-to-image"), width, height)
 
-    @torch.no_grad()
-    def image_to_image(
-        self,
-        image: torch.Tensor,
-        prompt: TextBranches,
-        strength: float,
-        steps: int,
-        guidance_scale: float,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
-    ) -> torch.Tensor:
-        """Redraw ``image [B, 3, H, W]`` over the last ``round(strength * steps)`` steps (at least one
-        for a strength above 0); strength 0 returns the input itself."""
-        count = denoise_steps(strength, steps)
-        if count == 0:
-            return image
-        schedule = last_steps(KEYFRAME_SAMPLER_11.schedule(steps), count)
-        unet = self.t2v.components.keyframe_unet
+    def redraw(self, image: torch.Tensor, request: FrameRequest, count: int) -> torch.Tensor:
+        schedule = last_steps(KEYFRAME_SAMPLER_11.schedule(request.steps), count)
+        unet, prompt, generator = self.t2v.components.keyframe_unet, request.prompt, request.generator
         out = []
         for row in image.split(1):  # image mode takes one picture (two guidance rows) per call
             latent = self.encode(row).to(prompt.context.device)
             noise = gaussian(tuple(latent.shape), generator, latent.device)
             noisy = schedule.add_noise(latent, noise, int(schedule.timesteps[0]))
-            denoise = first_frame_denoiser(unet, prompt, latent.shape[1], guidance_scale)
-            redrawn = sample_scheduled(denoise, noisy, schedule, generator, callback)
+            model = first_frame_model(unet, prompt, latent.shape[1], request.guidance_scale)
+            redrawn = sample_11(model, noisy, schedule, generator, request.callback)
             out.append(self.decode(check_finite(redrawn, "image-to-image"), row.shape[-1], row.shape[-2]))
-        return torch.cat(out).to(image.dtype)
+        return torch.cat(out)
 
 
 __all__ = ["IMAGE_MODE_SCALE", "ImageMode11", "last_steps"]

@@ -14,6 +14,7 @@ returns the input unchanged: no diffusion and no MoVQ round trip.
 from __future__ import annotations
 
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,25 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from fusionframes.diffusion.guidance import Denoiser, guided
-from fusionframes.diffusion.sampling import StepCallback, ddpm_mean_variance, randn, terminal_skipped
-from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.diffusion.parameterisation import Parameterisation
+from fusionframes.diffusion.sampling import StepCallback, denoise_steps, sample_ddpm
 from fusionframes.models import UNet3D
-from fusionframes.pipelines.stages import decode_latents, denoise_steps, temporal_positions
-from fusionframes.pipelines.text_to_video import OUTPUT_TYPES, TextToVideoPipeline, to_output_type
+from fusionframes.pipelines.outputs import OUTPUT_TYPES
+from fusionframes.pipelines.stages import KeyframeConditioning, TextBranches, decode_latents, frames_model
+from fusionframes.pipelines.text_to_video import TextToVideoPipeline, to_output_type
 from fusionframes.runtime import check_finite, finite_number
 
 ImageLike = Any  # path, PIL image, uint8/float array [H, W, C], or float tensor [3, H, W] / [1, 3, H, W]
 
 
-@dataclass(frozen=True)
-class PromptEmbedding:
-    """Encoded prompt and unconditional branch (negative prompt or null embedding), ``[1, L, D]`` each."""
-
-    context: torch.Tensor
-    mask: torch.Tensor
-    uncond: torch.Tensor
-    uncond_mask: torch.Tensor
+# Encoded prompt and unconditional branch (negative prompt or null embedding), ``[1, L, D]`` each.
+PromptEmbedding = TextBranches
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -165,45 +160,67 @@ def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- diffusion
 
 
-def frame_denoiser(unet: UNet3D, prompt: PromptEmbedding, guidance_scale: float, batch: int = 1) -> Denoiser:
-    """CFG denoiser treating each of ``batch`` rows as its own one-frame video (temporal position 0)."""
-    dtype = next(unet.parameters()).dtype
-    context = torch.cat([prompt.context.expand(batch, -1, -1), prompt.uncond.expand(batch, -1, -1)])
-    mask = torch.cat([prompt.mask.expand(batch, -1), prompt.uncond_mask.expand(batch, -1)]).bool()
-    context = context.to(dtype)
-    positions = temporal_positions(1, context.device).repeat(2 * batch)
+@dataclass(frozen=True)
+class FrameRequest:
+    """One single-frame sampling request: the prompt's text branches, the schedule's step count, the
+    guidance weight, and the generator and step callback the sampler uses."""
 
-    def run_both(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-        return unet(x.repeat(2, 1, 1, 1).to(dtype), time.repeat(2), context, mask, positions, num_frames=1)
-
-    return guided(run_both, guidance_scale)
+    prompt: PromptEmbedding
+    steps: int
+    guidance_scale: float
+    generator: torch.Generator | None
+    callback: StepCallback | None
 
 
-def ddpm_from(
-    denoise: Denoiser,
-    x: torch.Tensor,
-    schedule: DiffusionSchedule,
-    start: int,
-    generator: torch.Generator | None = None,
-    callback: StepCallback | None = None,
-    percentile: float | None = 0.98,
-    matched_time: bool = False,
-    prediction: str = "epsilon",
-) -> torch.Tensor:
-    """Ancestral DDPM from step index ``start`` down to 0 (``start = num_steps - 1`` is a full run);
-    ``matched_time``: the model's ``sampling.matched_timesteps``; ``prediction``: what the network
-    outputs."""
-    total = start + 1
-    for i, step in enumerate(range(start, -1, -1)):
-        t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
-        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, prediction, percentile, matched_time)
-        x = mean + torch.exp(0.5 * log_var) * randn(tuple(x.shape), generator, x.device) if step else mean
-        if callback is not None:
-            callback(i + 1, total)
-    return x
+class FrameModel(ABC):
+    """Text-to-image and image-to-image as animation calls them, whatever draws the frames: a model
+    gives :meth:`draw` (one frame from pure noise) and :meth:`redraw` (frames over the last ``count``
+    steps of the schedule): :class:`ImageToImagePipeline` for 1.0-layout models,
+    :class:`~fusionframes.pipelines.image_mode11.ImageMode11` for 1.1 ones."""
+
+    @abstractmethod
+    def draw(self, request: FrameRequest, width: int, height: int) -> torch.Tensor:
+        """One frame ``[1, 3, height, width]`` in [0, 1] from pure noise over all the steps."""
+
+    @abstractmethod
+    def redraw(self, image: torch.Tensor, request: FrameRequest, count: int) -> torch.Tensor:
+        """``image [B, 3, H, W]`` in [0, 1] redrawn over the last ``count`` (>= 1) steps."""
+
+    @torch.no_grad()
+    def text_to_image(
+        self,
+        prompt: PromptEmbedding,
+        width: int,
+        height: int,
+        steps: int,
+        guidance_scale: float,
+        generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """One frame from pure noise with all ``steps`` steps -> ``[1, 3, H, W]`` in [0, 1]."""
+        return self.draw(FrameRequest(prompt, steps, guidance_scale, generator, callback), width, height)
+
+    @torch.no_grad()
+    def image_to_image(
+        self,
+        image: torch.Tensor,
+        prompt: PromptEmbedding,
+        strength: float,
+        steps: int,
+        guidance_scale: float,
+        generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """Redraw ``image [B, 3, H, W]`` over the last ``round(strength * steps)`` steps (at least one
+        for a strength above 0); strength 0 returns the input itself."""
+        count = denoise_steps(strength, steps)
+        if count == 0:
+            return image
+        request = FrameRequest(prompt, steps, guidance_scale, generator, callback)
+        return self.redraw(image, request, count).to(image.dtype)
 
 
-class ImageToImagePipeline:
+class ImageToImagePipeline(FrameModel):
     """Single-frame text-to-image and image-to-image with the keyframe U-Net and MoVQ of a T2V model.
 
     Built on a loaded :class:`TextToVideoPipeline` (``ImageToImagePipeline(t2v)``), so nothing is
@@ -283,69 +300,45 @@ class ImageToImagePipeline:
 
     # -- generation -------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def text_to_image(
+    def redraw_latents(
         self,
+        latents: torch.Tensor | None,
+        shape: tuple[int, ...],
         prompt: PromptEmbedding,
-        width: int,
-        height: int,
         steps: int,
+        run: int | None,
         guidance_scale: float,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
+        generator: torch.Generator | None,
+        callback: StepCallback | None,
     ) -> torch.Tensor:
-        """One frame from pure noise with all ``steps`` steps -> ``[1, 3, H, W]`` in [0, 1]."""
+        """Single-frame sampling of ``shape`` ``[B, C, h, w]``: from pure noise over all ``steps``
+        (``latents`` None), or ``latents`` noised to the level of the last ``run`` steps (a redraw).
+
+        A redraw starts from a finished picture, so it walks the plain ``steps``-step cosine schedule
+        (:meth:`Parameterisation.image_schedule`); every row is a one-frame video with its own noise.
+        """
+        param = Parameterisation(self.config.keyframe_unet.training)
+        schedule = param.image_schedule(steps, run) if latents is not None else param.frame_schedule(steps)
+        model = frames_model(self.unet, KeyframeConditioning(prompt, guidance_scale), 1, batch=shape[0])
+        x = schedule.start(schedule.noise(tuple(shape), generator, self.device), latents)
+        return sample_ddpm(param.denoiser(model, schedule), x, schedule, generator, callback)
+
+    def draw(self, request: FrameRequest, width: int, height: int) -> torch.Tensor:
         self._check_size(width, height)
-        noise = randn((1, *self._latent_shape(width, height)), generator, self.device)
-        denoise = frame_denoiser(self.unet, prompt, guidance_scale)
-        sampling = self.config.sampling
-        # a model that skips the terminal step starts one step below pure noise (terminal_skipped)
-        schedule = terminal_skipped(steps) if sampling.skip_terminal_step else DiffusionSchedule.cosine(steps)
-        latents = ddpm_from(
-            denoise,
-            noise,
-            schedule,
-            steps - 1,
-            generator,
-            callback,
-            sampling.thresholding,
-            sampling.matched_timesteps,
+        shape = (1, *self._latent_shape(width, height))
+        r = request
+        latents = self.redraw_latents(
+            None, shape, r.prompt, r.steps, None, r.guidance_scale, r.generator, r.callback
         )
         return self.decode(check_finite(latents, "text-to-image"))
 
-    @torch.no_grad()
-    def image_to_image(
-        self,
-        image: torch.Tensor,
-        prompt: PromptEmbedding,
-        strength: float,
-        steps: int,
-        guidance_scale: float,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
-    ) -> torch.Tensor:
-        """Redraw ``image [B, 3, H, W]`` at ``strength``; strength 0 returns the input itself."""
-        count = denoise_steps(strength, steps)
-        if count == 0:
-            return image
+    def redraw(self, image: torch.Tensor, request: FrameRequest, count: int) -> torch.Tensor:
         self._check_size(image.shape[-1], image.shape[-2])
-        schedule = DiffusionSchedule.cosine(steps)
-        latents = self.encode(image)
-        start = torch.full((latents.shape[0],), count - 1, dtype=torch.long, device=self.device)
-        noisy = schedule.add_noise(latents, randn(tuple(latents.shape), generator, self.device), start)
-        denoise = frame_denoiser(self.unet, prompt, guidance_scale, batch=latents.shape[0])
-        sampling = self.config.sampling
-        latents = ddpm_from(
-            denoise,
-            noisy,
-            schedule,
-            count - 1,
-            generator,
-            callback,
-            sampling.thresholding,
-            sampling.matched_timesteps,
+        latents, r = self.encode(image), request
+        latents = self.redraw_latents(
+            latents, tuple(latents.shape), r.prompt, r.steps, count, r.guidance_scale, r.generator, r.callback
         )
-        return self.decode(check_finite(latents, "image-to-image")).to(image.dtype)
+        return self.decode(check_finite(latents, "image-to-image"))
 
     def __call__(
         self,

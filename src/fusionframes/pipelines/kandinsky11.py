@@ -16,14 +16,12 @@ as released, frame 0 is the keyframe U-Net's own drawing of it).
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-import numpy as np
 import torch
 
 from fusionframes.components import ModelComponents
@@ -32,6 +30,7 @@ from fusionframes.diffusion.scheduled_ddpm import DDPMSettings, interpolation_se
 from fusionframes.models.movq import decode_clip
 from fusionframes.pipelines.acceleration import memory_format_of, to_channels_last, use_channels_last
 from fusionframes.pipelines.first_frame import check_image, decode_image, encode_image
+from fusionframes.pipelines.outputs import OUTPUT_TYPES, Delivery, delivered
 from fusionframes.pipelines.stages import scatter_frames
 from fusionframes.pipelines.stages11 import (
     KeyframeControls,
@@ -42,13 +41,15 @@ from fusionframes.pipelines.stages11 import (
 )
 from fusionframes.pipelines.text_to_video import (
     FPS_PASSES,
-    OUTPUT_TYPES,
     PASS_SKIP_FRAMES,
     ProgressCallback,
     TextToVideoPipeline,
     VideoOutput,
     _int,
+    resolve_seed,
+    to_output_type,
     validate_size,
+    video_frames,
 )
 from fusionframes.runtime import check_finite, finite_number, resolve_device
 
@@ -114,10 +115,7 @@ class GenerationSettings11:
 
     @property
     def num_frames(self) -> int:
-        n = self.num_keyframes
-        for _ in range(FPS_PASSES[self.fps]):
-            n = 4 * n - 3
-        return n
+        return video_frames(self.num_keyframes, self.fps)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "motion_score": self.motion_score, "model_release": "1.1"}
@@ -217,12 +215,7 @@ def validate_settings_11(
         raise ValueError(f"decode_window: must be >= 1 frames, got {window}")
     if image is not None:
         image = check_image(image, width, height)
-    if seed is None and draw_seed:
-        seed = secrets.randbelow(2**31)
-    if seed is not None:
-        seed = _int(seed, "seed")
-        if not 0 <= seed < 2**63:
-            raise ValueError(f"seed: must be between 0 and 2**63 - 1, got {seed}")
+    seed = resolve_seed(seed, draw_seed)
     settings = GenerationSettings11(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -260,17 +253,6 @@ def validate_settings_11(
     return settings, image
 
 
-def frames_to_output(video: torch.Tensor, output_type: str):
-    """``[T, 3, H, W]`` in [0, 1] -> the output type; 8-bit frames are truncated like torchvision's
-    ``ToPILImage`` on float input (the reference's frames)."""
-    if output_type == "pt":
-        return video.cpu()
-    array = (video.permute(0, 2, 3, 1).cpu().numpy() * 255.0).astype(np.uint8)
-    if output_type == "np":
-        return array
-    from PIL import Image
-
-    return [Image.fromarray(frame) for frame in array]
 
 
 def config_11_for(model: str | Path | None) -> ModelConfig | None:
@@ -402,7 +384,9 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
         )
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(settings.seed)
-        return self.generate_11(settings, image, generator, output_type, callback, progress)
+        return self.generate_11(
+            settings, image, generator, output_type=output_type, callback=callback, progress=progress
+        )
 
     def generate(  # type: ignore[override]
         self,
@@ -421,7 +405,9 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
             )
         if settings.image_to_video:
             raise ValueError("settings: image-to-video needs the image; call generate_11(settings, image)")
-        return self.generate_11(settings, None, generator, output_type, callback, progress)
+        return self.generate_11(
+            settings, None, generator, output_type=output_type, callback=callback, progress=progress
+        )
 
     # -- stages ----------------------------------------------------------------------------------
 
@@ -503,10 +489,9 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
         settings: GenerationSettings11,
         image: Any,
         generator: torch.Generator,
-        output_type: str = "pil",
-        callback: ProgressCallback | None = None,
-        progress: bool = True,
+        **delivery: Unpack[Delivery],
     ) -> VideoOutput:
+        output_type, callback, progress = delivered(delivery)
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -576,7 +561,7 @@ class KandinskyVideo11Pipeline(TextToVideoPipeline):
         lap("decoding")
         stride = 4 ** FPS_PASSES[settings.fps]
         return VideoOutput(
-            frames=frames_to_output(video, output_type),
+            frames=to_output_type(video, output_type, rounded=False),
             fps=self.config.sampling.base_fps * stride,
             keyframe_indices=list(range(0, video.shape[0], stride)),
             settings=settings,  # type: ignore[arg-type]  # same interface (to_dict, num_frames)

@@ -26,30 +26,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from fusionframes.camera import DEFAULT_FOV_DEG
 from fusionframes.config import ModelConfig
-from fusionframes.diffusion.samplers import SAMPLERS
-from fusionframes.diffusion.sampling import (
-    ddpm_mean_variance,
-    randn,
-    start_step,
-    terminal_skipped,
-    video_noise,
-)
-from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.pipelines.animation import (
-    DEFAULT_BORDER,
-    DEFAULT_CADENCE,
-    DEFAULT_COLOUR,
     DEFAULT_FPS,
-    DEFAULT_MOTION,
-    DEFAULT_NOISE,
-    DEFAULT_STRENGTH,
     MAX_SECONDS,
     AnimationPipeline,
     AnimationPlan,
@@ -57,30 +41,23 @@ from fusionframes.pipelines.animation import (
     validate_animation,
     with_image,
 )
-from fusionframes.pipelines.img2img import ImageLike
 from fusionframes.pipelines.kandinsky11 import (
     GenerationSettings11,
     KandinskyVideo11Pipeline,
     is_kandinsky_11,
 )
 from fusionframes.pipelines.movie11 import render_scene_11, scene_settings_11
-from fusionframes.pipelines.stages import (
-    decode_latents,
-    generate_keyframes,
-    interpolate_pass,
-    keyframe_denoiser,
-)
+from fusionframes.pipelines.outputs import OUTPUT_TYPES, PlayableOutput
+from fusionframes.pipelines.stages import decode_latents
 from fusionframes.pipelines.text_to_video import (
     FPS_PASSES,
-    OUTPUT_TYPES,
-    PASS_SKIP_FRAMES,
     GenerationSettings,
     ProgressCallback,
     TextToVideoPipeline,
     to_output_type,
     validate_settings,
 )
-from fusionframes.runtime import check_finite, finite_number
+from fusionframes.runtime import finite_number
 
 MODES = ("t2v", "animate")
 TRANSITIONS = ("cut", "crossfade", "continue")
@@ -182,6 +159,20 @@ def scene_seed(seed: int | None, index: int) -> int | None:
     return None if seed is None else (seed + index) % 2**63
 
 
+class ScenesRequest(NamedTuple):
+    """The checked scene list of a movie request, as both scene modes read it."""
+
+    config: ModelConfig
+    scenes: list[Scene]
+    durations: tuple[float, ...]
+    transition: str
+    fps: Any
+    seed: int | None
+
+
+ANIMATE_ONLY = ("image", "motion", "strength", "cadence", "border", "colour_coherence", "noise", "depth")
+
+
 def validate_movie(
     config: ModelConfig,
     scenes: Any,
@@ -197,24 +188,18 @@ def validate_movie(
     guidance_scale: float | None = None,
     seed: int | None = None,
     negative_prompt: str | None = None,
-    image: ImageLike | None = None,
-    motion: Any = DEFAULT_MOTION,
-    strength: Any = DEFAULT_STRENGTH,
-    cadence: int = DEFAULT_CADENCE,
-    border: str = DEFAULT_BORDER,
-    colour_coherence: str | None = DEFAULT_COLOUR,
-    noise: float = DEFAULT_NOISE,
-    depth: Any = None,
-    fov_deg: float = DEFAULT_FOV_DEG,
     interpolation_steps: int | None = None,
     interpolation_guidance_scale: float | None = None,
     scheduler: str | None = None,
     draw_seed: bool = True,
+    **animation: Any,
 ) -> MoviePlan:
     """Check every option (scene count, durations, transition, per-scene settings) without a model.
 
     ``fps`` is a number in animate mode (default 24) and low/medium/high in t2v mode (default: the
-    model's); ``motion`` may be one value for all scenes or a list with one per scene (animate).
+    model's). ``animation``: the camera options of :func:`~fusionframes.pipelines.animation_plan.
+    validate_animation` (animate mode only; ``image`` and ``depth`` belong to the first scene);
+    ``motion`` may be one value for all scenes or a list with one per scene.
     """
     if mode not in MODES:
         raise ValueError(f"mode: unknown {mode!r}; allowed: {', '.join(MODES)}")
@@ -226,29 +211,25 @@ def validate_movie(
         seed = secrets.randbelow(2**31)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
         raise ValueError(f"seed: must be an integer between 0 and 2**63 - 1, got {seed!r}")
+    unknown = sorted(set(animation) - {*ANIMATE_ONLY, "fov_deg"})
+    if unknown:
+        raise TypeError(f"validate_movie() got unexpected keyword argument(s) {unknown}")
     if mode == "animate":
         shared = {
             "width": width,
             "height": height,
-            "strength": strength,
-            "cadence": cadence,
-            "border": border,
-            "colour_coherence": colour_coherence,
-            "noise": noise,
             "steps": steps,
             "guidance_scale": guidance_scale,
             "negative_prompt": negative_prompt,
-            "fov_deg": fov_deg,
+            **animation,
         }
-        plans = _animation_plans(
-            config, scenes, durations, transition, fps, motion, seed, image, depth, shared
-        )
+        plans = _animation_plans(ScenesRequest(config, scenes, durations, transition, fps, seed), shared)
         frames = [p.num_frames - (1 if transition == "continue" and i else 0) for i, p in enumerate(plans)]
         plan = MoviePlan(
             mode, transition, durations, plans[0].fps, tuple(frames), 0, seed, animations=tuple(plans)
         )
     else:
-        if image is not None or depth is not None:
+        if animation.get("image") is not None or animation.get("depth") is not None:
             raise ValueError("image: an init image (and depth) needs mode='animate'")
         shared = {
             "negative_prompt": negative_prompt,
@@ -260,7 +241,9 @@ def validate_movie(
             "interpolation_guidance_scale": interpolation_guidance_scale,
             "scheduler": scheduler,
         }
-        settings, rate, frames = _t2v_settings(config, scenes, durations, transition, fps, seed, shared)
+        settings, rate, frames = _t2v_settings(
+            ScenesRequest(config, scenes, durations, transition, fps, seed), shared
+        )
         plan = MoviePlan(mode, transition, durations, rate, tuple(frames), 0, seed, t2v=tuple(settings))
     return replace(plan, crossfade_frames=_crossfade(crossfade_frames, transition, plan))
 
@@ -295,25 +278,17 @@ def _scene_frames(seconds: float, fps: Any, index: int) -> tuple[int, float]:
         raise
 
 
-def _animation_plans(
-    config: ModelConfig,
-    scenes: list[Scene],
-    durations: tuple[float, ...],
-    transition: str,
-    fps: Any,
-    motion: Any,
-    seed: int | None,
-    image: ImageLike | None,
-    depth: Any,
-    shared: dict[str, Any],
-) -> list[AnimationPlan]:
+def _animation_plans(request: ScenesRequest, shared: dict[str, Any]) -> list[AnimationPlan]:
     """One animation plan per scene; a continued scene gets one extra frame (its shared first frame).
 
-    The init image and depth map belong to the first scene only.
+    The init image and depth map (in ``shared``) belong to the first scene only.
     """
+    config, scenes, durations, transition, fps, seed = request
     fps = DEFAULT_FPS if fps is None else fps
     if isinstance(fps, str):
         raise ValueError(f"fps: animate mode needs frames per second as a number, got {fps!r}")
+    shared = dict(shared)
+    image, depth, motion = shared.pop("image", None), shared.pop("depth", None), shared.pop("motion", None)
     per_scene = isinstance(motion, list) and all(isinstance(m, str | Mapping) for m in motion)
     if per_scene and len(motion) != len(scenes):
         raise ValueError(
@@ -323,17 +298,18 @@ def _animation_plans(
     for index, (scene, seconds) in enumerate(zip(scenes, durations, strict=True)):
         frames, rate = _scene_frames(seconds, fps, index)
         extra = 1 if transition == "continue" and index else 0
+        scene_motion = motion[index] if per_scene else motion
         plans.append(
             validate_animation(
                 config,
                 scene,
                 image=image if index == 0 else None,
-                motion=motion[index] if per_scene else motion,
                 seconds=(frames + extra) / rate,
                 fps=rate,
                 depth=depth if index == 0 else None,
                 seed=scene_seed(seed, index),
                 draw_seed=False,
+                **({} if scene_motion is None else {"motion": scene_motion}),
                 **shared,
             )
         )
@@ -341,15 +317,10 @@ def _animation_plans(
 
 
 def _t2v_settings(
-    config: ModelConfig,
-    scenes: list[Scene],
-    durations: tuple[float, ...],
-    transition: str,
-    fps: Any,
-    seed: int | None,
-    shared: dict[str, Any],
+    request: ScenesRequest, shared: dict[str, Any]
 ) -> tuple[list[GenerationSettings], float, list[int]]:
     """Text-to-video settings per scene with enough keyframes for its duration."""
+    config, scenes, durations, transition, fps, seed = request
     if fps is not None and fps not in FPS_PASSES:
         raise ValueError(f"fps: unknown {fps!r}; allowed in t2v mode: {', '.join(FPS_PASSES)}")
     if transition == "continue":
@@ -415,45 +386,6 @@ def join_scenes(clips: Sequence[torch.Tensor], crossfade_frames: int) -> tuple[t
 # ------------------------------------------------------------------------------------------------ t2v scenes
 
 
-def sample_anchored_keyframes(
-    denoise: Any,
-    noise: torch.Tensor,
-    schedule: DiffusionSchedule,
-    anchor: torch.Tensor,
-    generator: torch.Generator | None = None,
-    progress: bool = True,
-    percentile: float | None = 0.98,
-    noise_sharing: float = 0.0,
-    skip_terminal: bool = False,
-    matched_time: bool = False,
-    prediction: str = "epsilon",
-) -> torch.Tensor:
-    """Ancestral DDPM over N keyframes whose first is pinned to ``anchor`` (a clean latent).
-
-    Before each step the first keyframe is replaced by ``anchor`` noised to that step's level, so the
-    network sees a consistent clip and the other keyframes follow the anchor; it ends exactly on it.
-    ``noise_sharing``: the model's frame-noise correlation, for each step's fresh noise;
-    ``skip_terminal``: start at the schedule's second-to-last step (pass a schedule one step longer).
-    """
-    from tqdm.auto import tqdm
-
-    x = noise.clone()
-    anchor = anchor.reshape(1, *noise.shape[1:]).float()
-    first = start_step(schedule.num_steps, skip_terminal)
-    for step in tqdm(range(first, -1, -1), desc="keyframes", disable=not progress, leave=False):
-        t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
-        x[:1] = schedule.add_noise(anchor, randn(tuple(anchor.shape), generator, x.device), t[:1])
-        mean, log_var = ddpm_mean_variance(schedule, denoise, x, t, prediction, percentile, matched_time)
-        if step:
-            x = mean + torch.exp(0.5 * log_var) * video_noise(
-                tuple(x.shape), noise_sharing, generator, x.device
-            )
-        else:
-            x = mean
-    x[:1] = anchor
-    return x
-
-
 def t2v_scene_latents(
     t2v: TextToVideoPipeline,
     settings: GenerationSettings,
@@ -462,82 +394,14 @@ def t2v_scene_latents(
     progress: bool = True,
 ) -> torch.Tensor:
     """Latents ``[T, C, h, w]`` of one text-to-video scene, optionally starting on ``anchor``."""
-    components = t2v.components
-    context, mask, uncond, uncond_mask = t2v.encode_prompts(settings.prompt, settings.negative_prompt)
-    factor = t2v.config.movq.scale_factor
-    shape = (t2v.config.keyframe_unet.num_channels, settings.height // factor, settings.width // factor)
-    schedule = DiffusionSchedule.cosine(settings.num_inference_steps)
-    n = settings.num_keyframes
-    if anchor is None:
-        unet = components.keyframe_unet
-        sampler = SAMPLERS[settings.scheduler]
-        latents = generate_keyframes(
-            unet,
-            context,
-            mask,
-            uncond,
-            uncond_mask,
-            shape,
-            n,
-            schedule,
-            settings.guidance_scale,
-            generator,
-            sampler,
-            progress=progress,
-            percentile=t2v.config.sampling.thresholding,
-            noise_sharing=t2v.config.sampling.frame_noise_sharing,
-            skip_terminal=t2v.config.sampling.skip_terminal_step,
-            matched_time=t2v.config.sampling.matched_timesteps,
-            layout=t2v.keyframe_layout(context, mask, n, shape),
-            layout_strength=settings.layout_prior_strength,
-        )
-    else:
-        denoise = keyframe_denoiser(
-            components.keyframe_unet, context, mask, uncond, uncond_mask, settings.guidance_scale, n
-        )
-        sharing = t2v.config.sampling.frame_noise_sharing
-        skip = t2v.config.sampling.skip_terminal_step
-        noise = video_noise((n, *shape), sharing, generator, t2v.device)
-        latents = sample_anchored_keyframes(
-            denoise,
-            noise,
-            terminal_skipped(schedule.num_steps) if skip else schedule,
-            anchor.to(t2v.device),
-            generator,
-            progress,
-            percentile=t2v.config.sampling.thresholding,
-            noise_sharing=sharing,
-            skip_terminal=skip,
-            matched_time=t2v.config.sampling.matched_timesteps,
-        )
-    check_finite(latents, "keyframes")
-    interpolation = DiffusionSchedule.cosine(settings.interpolation_steps)
-    for index in range(FPS_PASSES[settings.fps]):
-        latents = interpolate_pass(
-            components.interpolation_unet,
-            components.interpolation_null,
-            latents,
-            PASS_SKIP_FRAMES[index],
-            interpolation,
-            settings.interpolation_guidance_scale,
-            generator,
-            SAMPLERS[settings.scheduler],
-            progress=progress,
-            desc=f"interpolation {index + 1}",
-            percentile=t2v.config.sampling.thresholding,
-            residual=t2v.config.sampling.interpolation_residual,
-            prediction=t2v.config.sampling.interpolation_prediction,
-            matched_time=t2v.config.sampling.matched_timesteps,
-        )
-        check_finite(latents, f"interpolation {index + 1}")
-    return latents
+    return t2v.video_latents(settings, generator, progress=progress, anchor=anchor)
 
 
 # ------------------------------------------------------------------------------------------------ output
 
 
 @dataclass
-class MovieOutput:
+class MovieOutput(PlayableOutput):
     """The joined movie, where each scene starts in it, and the settings of every scene."""
 
     frames: Any
@@ -546,18 +410,6 @@ class MovieOutput:
     scene_starts: list[int]
     scene_lengths: list[int]  # frames each scene contributed (crossfaded frames count for both)
     timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def duration(self) -> float:
-        return len(self.frames) / self.fps
-
-    def metadata(self) -> dict[str, Any]:
-        return {**self.settings, "playback_fps": self.fps, "generator": "fusionframes"}
-
-    def save(self, path: str | Path) -> Path:
-        from fusionframes.io.video import write_video
-
-        return write_video(self.frames, path, fps=self.fps, metadata=self.metadata())
 
 
 def _scene_generator(plan: MoviePlan, index: int, generator: torch.Generator | None) -> torch.Generator:
@@ -598,7 +450,7 @@ def render_movie(
             scene = plan.animations[index]
             if plan.continued(index):
                 scene = with_image(scene, clips[-1][-1:], f"last frame of scene {index}")
-            rendered = animator.render(scene, scene_gen, "pt", report, progress)
+            rendered = animator.render(scene, scene_gen, output_type="pt", callback=report, progress=progress)
             clip = rendered.frames
             scene_settings.append(rendered.settings)
         elif isinstance(t2v, KandinskyVideo11Pipeline):  # continued: the last frame is the image

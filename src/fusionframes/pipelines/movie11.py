@@ -73,7 +73,9 @@ def render_scene_11(
     ``previous``: the last frame of the scene it continues (its image condition), or None."""
     image = frame_image(previous) if previous is not None else None
     settings = dataclasses.replace(settings, image_to_video=image is not None)
-    video = t2v.generate_11(settings, image, generator, "pt", callback, progress)
+    video = t2v.generate_11(
+        settings, image, generator, output_type="pt", callback=callback, progress=progress
+    )
     return video.frames, settings
 
 

@@ -1,32 +1,29 @@
 """The three generation stages as plain functions: keyframes, interpolation passes, decoding.
 
-Each stage takes networks and tensors, so pipelines, training previews and benchmarks share them.
+Each stage takes the network, its parameterisation (how it was trained:
+:mod:`fusionframes.diffusion.parameterisation`), the conditioning, the schedule to walk and the
+generator. A stage lays the network's rows out for guidance (a guided model), lets the
+parameterisation wrap that into a denoiser, and runs the sampler the schedule is for. Pipelines,
+training previews and benchmarks share them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from fusionframes.config import check_layout_prior_strength
-from fusionframes.diffusion.guidance import guided
-from fusionframes.diffusion.sampling import (
-    StepCallback,
-    randn,
-    sample_ddpm,
-    start_step,
-    terminal_skipped,
-    video_noise,
-)
-from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.diffusion.guidance import Model, guided
+from fusionframes.diffusion.parameterisation import Anchored, Parameterisation
+from fusionframes.diffusion.samplers import run_sampler
+from fusionframes.diffusion.sampling import StepCallback
+from fusionframes.diffusion.solvers import SolverSteps
 from fusionframes.models import MoVQ, UNet3D
 from fusionframes.pipelines.acceleration import memory_format_of
 from fusionframes.text.conditioning import null_context
 
 VIDEO_SPAN = 180  # temporal positions of N keyframes are 0, 180 // N, 2 * 180 // N, ...
-
-Sampler = Callable[..., torch.Tensor]
 
 
 def temporal_positions(num_frames: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -34,134 +31,128 @@ def temporal_positions(num_frames: int, device: torch.device | str = "cpu") -> t
     return torch.arange(0, step * num_frames, step, device=device)[:num_frames]
 
 
-def keyframe_denoiser(
-    unet: UNet3D,
-    context: torch.Tensor,
-    context_mask: torch.Tensor,
-    uncond_context: torch.Tensor,
-    uncond_mask: torch.Tensor,
-    guidance_scale: float,
-    num_frames: int,
-):
-    """CFG denoiser for N keyframes of one video: conditional and unconditional rows in one batch.
+@dataclass(frozen=True)
+class TextBranches:
+    """The prompt's context and what the unconditional rows see instead (the null embedding, or a
+    negative prompt's context), each ``[1, L, D]`` with a ``[1, L]`` mask; both have the same L."""
 
-    ``context``/``uncond_context`` are ``[1, L, D]``; they are repeated for every frame here.
-    """
-    dtype = next(unet.parameters()).dtype
-    both_context = torch.cat([context.expand(num_frames, -1, -1), uncond_context.expand(num_frames, -1, -1)])
-    both_mask = torch.cat([context_mask.expand(num_frames, -1), uncond_mask.expand(num_frames, -1)]).bool()
-    both_context = both_context.to(dtype)
-    positions = temporal_positions(num_frames, context.device).repeat(2)
+    context: torch.Tensor
+    mask: torch.Tensor
+    uncond_context: torch.Tensor
+    uncond_mask: torch.Tensor
+
+    @classmethod
+    def with_null(
+        cls, context: torch.Tensor, mask: torch.Tensor, null_embedding: torch.Tensor
+    ) -> TextBranches:
+        """The reference's unconditional context: the null embedding in slot 0, zeros after, same length."""
+        uncond = torch.zeros_like(context)
+        uncond[:, 0] = null_embedding.to(context)
+        uncond_mask = torch.zeros_like(mask)
+        uncond_mask[:, 0] = 1
+        return cls(context, mask, uncond, uncond_mask)
+
+    def to(self, device: torch.device | str) -> TextBranches:
+        return TextBranches(
+            *(t.to(device) for t in (self.context, self.mask, self.uncond_context, self.uncond_mask))
+        )
+
+    def rows(self, pattern: str, repeat: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context and bool mask for blocks of ``repeat`` rows, ``pattern`` one letter per block:
+        ``c`` the prompt, ``u`` the unconditional context."""
+        blocks = {"c": (self.context, self.mask), "u": (self.uncond_context, self.uncond_mask)}
+        contexts = [blocks[k][0].expand(repeat, -1, -1) for k in pattern]
+        masks = [blocks[k][1].expand(repeat, -1) for k in pattern]
+        return torch.cat(contexts).to(dtype), torch.cat(masks).bool()
+
+
+@dataclass(frozen=True)
+class KeyframeConditioning:
+    """What 1.0 keyframes (and single frames) are conditioned on: the prompt branches and the weight."""
+
+    text: TextBranches
+    guidance_scale: float
+
+
+@dataclass(frozen=True)
+class InterpolationConditioning:
+    """What a 1.0 interpolation pass is conditioned on: the null text (the released interpolation
+    model is not text-conditioned) and the weight that pushes towards the neighbouring keyframes."""
+
+    null_embedding: torch.Tensor
+    guidance_scale: float
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where keyframe sampling starts instead of pure noise: ``init`` latents noised to the first
+    step's level (a layout prior's output, an image-to-image redraw), or an ``anchor`` latent that the
+    first keyframe is pinned to at every step (a movie scene that continues the previous one)."""
+
+    init: torch.Tensor | None = None
+    anchor: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.init is not None and self.anchor is not None:
+            raise ValueError("start: give init latents or an anchor, not both")
+
+
+def network_dtype(network: torch.nn.Module) -> torch.dtype:
+    return next(network.parameters()).dtype
+
+
+def frames_model(unet: UNet3D, cond: KeyframeConditioning, num_frames: int, batch: int = 1) -> Model:
+    """Guided model of ``batch`` videos of ``num_frames`` keyframes each (conditional and unconditional
+    rows in one batch); ``num_frames=1`` makes every row a one-frame video (the image mode)."""
+    dtype = network_dtype(unet)
+    rows = num_frames * batch
+    context, mask = cond.text.rows("cu", rows, dtype)
+    positions = temporal_positions(num_frames, context.device).repeat(2 * batch)
 
     def run_both(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
         return unet(
-            x.repeat(2, 1, 1, 1).to(dtype),
-            time.repeat(2),
-            both_context,
-            both_mask,
-            positions,
-            num_frames=num_frames,
+            x.repeat(2, 1, 1, 1).to(dtype), time.repeat(2), context, mask, positions, num_frames=num_frames
         )
 
-    return guided(run_both, guidance_scale)
+    return guided(run_both, cond.guidance_scale)
 
 
 def generate_keyframes(
     unet: UNet3D,
-    context: torch.Tensor,
-    context_mask: torch.Tensor,
-    uncond_context: torch.Tensor,
-    uncond_mask: torch.Tensor,
-    latent_shape: tuple[int, int, int],
-    num_frames: int,
-    schedule: DiffusionSchedule,
-    guidance_scale: float,
+    param: Parameterisation,
+    cond: KeyframeConditioning,
+    shape: tuple[int, int, int, int],
+    schedule: Any,
     generator: torch.Generator | None = None,
-    sampler: Sampler = sample_ddpm,
     callback: StepCallback | None = None,
-    progress: bool = True,
-    percentile: float | None = 0.98,
-    noise_sharing: float = 0.0,
-    skip_terminal: bool = False,
-    matched_time: bool = False,
-    prediction: str = "epsilon",
-    layout: torch.Tensor | None = None,
-    layout_strength: float = 1.0,
+    start: Start | None = None,
 ) -> torch.Tensor:
-    """Denoise ``num_frames`` keyframe latents ``[N, C, h, w]`` for one prompt.
+    """Denoise keyframe latents of ``shape`` ``[N, C, h, w]`` (one video) along ``schedule`` (built by
+    ``param.schedule``), from noise drawn by the schedule's noise source, or from ``start``."""
+    start = start or Start()
+    device = cond.text.context.device
+    denoise: Any = param.denoiser(frames_model(unet, cond, shape[0]), schedule)
+    x = schedule.noise(tuple(shape), generator, device)
+    init = start.init.to(device) if start.init is not None else None
+    if start.anchor is not None:
+        if isinstance(schedule, SolverSteps):
+            raise ValueError(f"scheduler: an anchored first keyframe needs 'ddpm', not {schedule.name!r}")
+        denoise = Anchored(denoise, start.anchor.reshape(1, *shape[1:]).to(device), generator)
+    x = run_sampler(denoise, schedule.start(x, init), schedule, generator, callback)
+    return denoise.finish(x) if start.anchor is not None else x
 
-    ``layout``: keyframe latents to start from (a layout prior's output), noised like an image-to-image
-    redraw at ``layout_strength`` (1: every step runs and the layout barely matters).
 
-    ``prediction``: what the U-Net outputs, epsilon as released.
+def interpolation_model(
+    unet: UNet3D, cond: InterpolationConditioning, left: torch.Tensor, right: torch.Tensor, skip_frames: int
+) -> Model:
+    """Guided model of G groups of three in-between latents.
 
-    ``noise_sharing``: the frame-noise correlation the model was trained with (its
-    ``sampling.frame_noise_sharing``), used for the initial noise and every DDPM step's noise.
-    ``skip_terminal``: start one step below pure noise (``sampling.skip_terminal_step``; see
-    :func:`fusionframes.diffusion.sampling.terminal_skipped`), same number of network calls.
+    Both branches see the null text; the unconditional branch also loses its neighbouring keyframes,
+    so guidance pushes towards them.
     """
-    if skip_terminal:
-        schedule = terminal_skipped(schedule.num_steps)
-    denoise = keyframe_denoiser(
-        unet, context, context_mask, uncond_context, uncond_mask, guidance_scale, num_frames
-    )
-    device = context.device
-    noise = video_noise((num_frames, *latent_shape), noise_sharing, generator, device)
-    step_noise = None
-    if noise_sharing > 0:
-
-        def step_noise(shape: tuple[int, ...]) -> torch.Tensor:
-            return video_noise(shape, noise_sharing, generator, device)
-
-    layout_start = {}
-    if layout is not None:
-        total = start_step(schedule.num_steps, skip_terminal) + 1
-        run = denoise_steps(check_layout_prior_strength(layout_strength, "layout_strength"), total)
-        layout_start = {"init_sample": layout.to(device), "skip_steps": total - run}
-    return sampler(
-        denoise,
-        noise,
-        schedule,
-        prediction,
-        generator=generator,
-        percentile=percentile,
-        callback=callback,
-        desc="keyframes",
-        disable=not progress,
-        noise=step_noise,
-        skip_terminal=skip_terminal,
-        matched_time=matched_time,
-        **layout_start,
-    )
-
-
-def denoise_steps(strength: float, steps: int) -> int:
-    """How many of ``steps`` steps a redraw at ``strength`` runs: round(s * steps), at least 1 if s > 0.
-
-    At least one step so that any non-zero strength really redraws (tiny strengths would otherwise
-    silently do nothing).
-    """
-    if strength <= 0.0:
-        return 0
-    return min(steps, max(1, round(strength * steps)))
-
-
-def interpolation_denoiser(
-    unet: UNet3D,
-    null_embedding: torch.Tensor,
-    left: torch.Tensor,
-    right: torch.Tensor,
-    skip_frames: int,
-    guidance_scale: float,
-):
-    """CFG denoiser for G groups of three in-between latents.
-
-    Both branches see the null text (the released interpolation model is not text-conditioned); the
-    unconditional branch also loses its neighbouring keyframes, so guidance pushes towards them.
-    """
-    dtype = next(unet.parameters()).dtype
+    dtype = network_dtype(unet)
     groups = left.shape[0]
-    context, mask = null_context(null_embedding, 2 * groups, 2, dtype=dtype)
+    context, mask = null_context(cond.null_embedding, 2 * groups, 2, dtype=dtype)
     zeros = torch.zeros_like(left)
     both_left = torch.cat([left, zeros]).to(dtype)
     both_right = torch.cat([right, zeros]).to(dtype)
@@ -171,7 +162,7 @@ def interpolation_denoiser(
         rows = torch.cat([both_left, x.repeat(2, 1, 1, 1).to(dtype), both_right], dim=1)
         return unet(rows, time.repeat(2), context, mask.bool(), skip_frames=skips, num_temporal_groups=groups)
 
-    return guided(run_both, guidance_scale)
+    return guided(run_both, cond.guidance_scale)
 
 
 def blend_neighbours(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -192,45 +183,21 @@ def scatter_frames(keyframes: torch.Tensor, groups: torch.Tensor) -> torch.Tenso
 
 def interpolate_pass(
     unet: UNet3D,
-    null_embedding: torch.Tensor,
+    param: Parameterisation,
+    cond: InterpolationConditioning,
     frames: torch.Tensor,
     skip_frames: int,
-    schedule: DiffusionSchedule,
-    guidance_scale: float,
+    schedule: Any,
     generator: torch.Generator | None = None,
-    sampler: Sampler = sample_ddpm,
     callback: StepCallback | None = None,
-    progress: bool = True,
-    desc: str = "interpolation",
-    percentile: float | None = 0.98,
-    residual: bool = False,
-    prediction: str = "v",
-    matched_time: bool = False,
 ) -> torch.Tensor:
-    """One pass: N latents -> 4N-3 latents, every neighbouring pair's three in-betweens in one batch.
-
-    ``residual``: the model denoises the difference from the neighbours' linear blend (its
-    ``sampling.interpolation_residual``); the blend is added back here. ``prediction``: what the
-    network outputs (``sampling.interpolation_prediction``).
-    """
+    """One pass: N latents -> 4N-3 latents, every neighbouring pair's three in-betweens in one batch;
+    ``skip_frames`` is the code the interpolation U-Net gets for the pass (3, then 1)."""
     left, right = frames[:-1].float(), frames[1:].float()
-    denoise = interpolation_denoiser(unet, null_embedding, left, right, skip_frames, guidance_scale)
-    noise = randn((left.shape[0], 3 * frames.shape[1], *frames.shape[2:]), generator, frames.device)
-    groups = sampler(
-        denoise,
-        noise,
-        schedule,
-        prediction,
-        generator=generator,
-        percentile=percentile,
-        callback=callback,
-        desc=desc,
-        disable=not progress,
-        matched_time=matched_time,
-    )
-    if residual:
-        groups = groups + blend_neighbours(left, right)
-    return scatter_frames(frames.float(), groups)
+    denoise = param.denoiser(interpolation_model(unet, cond, left, right, skip_frames), schedule)
+    noise = schedule.noise((left.shape[0], 3 * frames.shape[1], *frames.shape[2:]), generator, frames.device)
+    groups = run_sampler(denoise, schedule.start(noise), schedule, generator, callback)
+    return scatter_frames(frames.float(), param.finish(groups, blend_neighbours(left, right)))
 
 
 def decode_latents(
@@ -241,10 +208,30 @@ def decode_latents(
 
     if chunk_size < 1:
         raise ValueError(f"decode_chunk_size: must be >= 1, got {chunk_size}")
-    dtype = next(movq.parameters()).dtype
+    dtype = network_dtype(movq)
     layout = memory_format_of(movq.decoder)  # channels-last on CPU (faster there); see acceleration.py
     chunks = []
     for chunk in tqdm(latents.split(chunk_size), desc="decoding", disable=not progress, leave=False):
         chunk = chunk.to(dtype).contiguous(memory_format=layout)
         chunks.append(movq.decode(chunk).float().add(1.0).div(2.0).clamp(0.0, 1.0).contiguous())
     return torch.cat(chunks)
+
+
+def progress_bar(desc: str, enabled: bool, callback: StepCallback | None = None) -> StepCallback | None:
+    """A step callback that also draws a progress bar named ``desc`` (when ``enabled``)."""
+    if not enabled:
+        return callback
+    from tqdm.auto import tqdm
+
+    bar: list[Any] = []
+
+    def report(step: int, total: int) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, desc=desc, leave=False))
+        bar[0].update(1)
+        if step >= total:
+            bar[0].close()
+        if callback is not None:
+            callback(step, total)
+
+    return report

@@ -1,59 +1,38 @@
 """The Kandinsky Video 1.1 stages: first frame, keyframes on the first frame, interpolation passes.
 
 Each stage lays out the network rows as the reference sampler does (its ``BaseDiffusion``), wraps the
-network into a guided denoiser (:mod:`fusionframes.diffusion.branches`) and runs the one scheduled DDPM
-loop (:func:`fusionframes.diffusion.scheduled_ddpm.sample_scheduled`). Noise is drawn from the caller's
+network into a guided model (:mod:`fusionframes.diffusion.guidance`), lets the 1.1 parameterisation
+(diffusers' DDPM schedule, :class:`~fusionframes.diffusion.parameterisation.ScheduledParameterisation`)
+turn it into a denoiser and runs the one ancestral loop
+(:func:`fusionframes.diffusion.sampling.sample_ddpm`). Noise is drawn from the caller's
 generator in the reference's order: the initial latent, then (keyframes) the uniform noise of the
 first-frame augmentation, then one Gaussian per step whose timestep is above 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from fusionframes.diffusion.branches import Denoiser, cond_uncond, guided_branches, text_image
-from fusionframes.diffusion.scheduled_ddpm import ScheduledSteps, gaussian, sample_scheduled, uniform
+from fusionframes.diffusion.guidance import Model, guided, text_image
+from fusionframes.diffusion.parameterisation import ScheduledParameterisation
+from fusionframes.diffusion.sampling import StepCallback, sample_ddpm
+from fusionframes.diffusion.scheduled_ddpm import ScheduledSteps, uniform
+from fusionframes.pipelines.stages import TextBranches
 
-StepCallback = Callable[[int, int], None]
 
-
-@dataclass(frozen=True)
-class TextBranches:
-    """The prompt's context and what the unconditional rows see instead (the null embedding, or a
-    negative prompt's context), each ``[1, L, D]`` with a ``[1, L]`` mask; both have the same L."""
-
-    context: torch.Tensor
-    mask: torch.Tensor
-    uncond_context: torch.Tensor
-    uncond_mask: torch.Tensor
-
-    @classmethod
-    def with_null(
-        cls, context: torch.Tensor, mask: torch.Tensor, null_embedding: torch.Tensor
-    ) -> TextBranches:
-        """The reference's unconditional context: the null embedding in slot 0, zeros after, same length."""
-        uncond = torch.zeros_like(context)
-        uncond[:, 0] = null_embedding.to(context)
-        uncond_mask = torch.zeros_like(mask)
-        uncond_mask[:, 0] = 1
-        return cls(context, mask, uncond, uncond_mask)
-
-    def to(self, device: torch.device | str) -> TextBranches:
-        return TextBranches(
-            *(t.to(device) for t in (self.context, self.mask, self.uncond_context, self.uncond_mask))
-        )
-
-    def rows(self, pattern: str, repeat: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context and bool mask for blocks of ``repeat`` rows, ``pattern`` one letter per block:
-        ``c`` the prompt, ``u`` the unconditional context."""
-        blocks = {"c": (self.context, self.mask), "u": (self.uncond_context, self.uncond_mask)}
-        contexts = [blocks[k][0].expand(repeat, -1, -1) for k in pattern]
-        masks = [blocks[k][1].expand(repeat, -1) for k in pattern]
-        return torch.cat(contexts).to(dtype), torch.cat(masks).bool()
+def sample_11(
+    model: Model,
+    x: torch.Tensor,
+    schedule: ScheduledSteps,
+    generator: torch.Generator | None,
+    callback: StepCallback | None,
+) -> torch.Tensor:
+    """The one ancestral loop with the 1.1 parameterisation of ``schedule``'s settings."""
+    denoise = ScheduledParameterisation(schedule.settings).denoiser(model, schedule)
+    return sample_ddpm(denoise, schedule.start(x), schedule, generator, callback)
 
 
 @dataclass(frozen=True)
@@ -76,10 +55,10 @@ def score_tensor(value: float, rows: int, device: torch.device) -> torch.Tensor:
     return torch.full((rows,), value, dtype=dtype, device=device)
 
 
-def first_frame_denoiser(
+def first_frame_model(
     unet: nn.Module, text: TextBranches, latent_channels: int, guidance_weight: float
-) -> Denoiser:
-    """Guided denoiser of the first frame in the keyframe U-Net's image mode: two rows (it switches to
+) -> Model:
+    """Guided model of the first frame in the keyframe U-Net's image mode: two rows (it switches to
     its image input layer at two rows or fewer), no temporal inputs, zeros in the condition and mask
     channels; ``(w + 1) * cond - w * uncond``."""
     dtype = _dtype(unet)
@@ -90,7 +69,7 @@ def first_frame_denoiser(
         rows = torch.cat([x.repeat(2, 1, 1, 1), empty], dim=1).to(dtype)
         return unet(rows, time.repeat(2).to(dtype), context, mask)
 
-    return guided_branches(run_all, cond_uncond(guidance_weight))
+    return guided(run_all, guidance_weight)
 
 
 def generate_first_frame(
@@ -102,22 +81,22 @@ def generate_first_frame(
     generator: torch.Generator | None = None,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
-    """The first frame ``[1, C, h, w]`` from pure noise (see :func:`first_frame_denoiser`)."""
-    x = gaussian((1, *latent_shape), generator, text.context.device)
-    denoise = first_frame_denoiser(unet, text, latent_shape[0], guidance_weight)
-    return sample_scheduled(denoise, x, schedule, generator, callback)
+    """The first frame ``[1, C, h, w]`` from pure noise (see :func:`first_frame_model`)."""
+    x = schedule.noise((1, *latent_shape), generator, text.context.device)
+    model = first_frame_model(unet, text, latent_shape[0], guidance_weight)
+    return sample_11(model, x, schedule, generator, callback)
 
 
-def keyframe_denoiser_11(
+def keyframe_model_11(
     unet: nn.Module,
     text: TextBranches,
     noised_first: torch.Tensor,
     num_frames: int,
     controls: KeyframeControls,
-) -> Denoiser:
-    """Guided denoiser of N keyframes conditioned on the (already noised) first-frame latent
+) -> Model:
+    """Guided model of N keyframes conditioned on the (already noised) first-frame latent
     ``[C, h, w]``: three blocks of N rows (prompt + image, unconditional text + image, unconditional
-    text and no image), combined with :func:`~fusionframes.diffusion.branches.text_image`."""
+    text and no image), combined with :func:`~fusionframes.diffusion.guidance.text_image`."""
     device = text.context.device
     dtype = _dtype(unet)
     condition = torch.zeros(num_frames, *noised_first.shape, device=device)
@@ -144,7 +123,7 @@ def keyframe_denoiser_11(
             motion_score=motion,
         )
 
-    return guided_branches(run_all, text_image(controls.prompt_weight, controls.image_weight))
+    return guided(run_all, text_image(controls.prompt_weight, controls.image_weight))
 
 
 def generate_keyframes_11(
@@ -161,17 +140,17 @@ def generate_keyframes_11(
     ``[C, h, w]``, noise-augmented to ``controls.noise_augmentation`` with uniform noise drawn right
     after the initial latent (as released)."""
     device = text.context.device
-    x = gaussian((num_frames, *first_frame.shape), generator, device)
+    x = schedule.noise((num_frames, *first_frame.shape), generator, device)
     augmentation = uniform(tuple(first_frame.shape), generator, device)
     noised = schedule.add_noise(first_frame.float().to(device), augmentation, controls.noise_augmentation)
-    denoise = keyframe_denoiser_11(unet, text, noised, num_frames, controls)
-    return sample_scheduled(denoise, x, schedule, generator, callback)
+    model = keyframe_model_11(unet, text, noised, num_frames, controls)
+    return sample_11(model, x, schedule, generator, callback)
 
 
-def interpolation_denoiser_11(
+def interpolation_model_11(
     unet: nn.Module, text: TextBranches, frames: torch.Tensor, skip_frames: int, guidance_weight: float
-) -> Denoiser:
-    """Guided denoiser of the in-betweens of each neighbouring pair of ``frames`` ``[N, C, h, w]``.
+) -> Model:
+    """Guided model of the in-betweens of each neighbouring pair of ``frames`` ``[N, C, h, w]``.
 
     The unconditional half sees the unconditional text, zero keyframes and a temporal mask of 0 (no
     temporal mixing across its groups); the perturbation time is 0 as in the released sampler.
@@ -200,7 +179,7 @@ def interpolation_denoiser_11(
             temporal_mask=temporal_mask.to(dtype),
         )
 
-    return guided_branches(run_all, cond_uncond(guidance_weight))
+    return guided(run_all, guidance_weight)
 
 
 def interpolate_groups_11(
@@ -215,6 +194,6 @@ def interpolate_groups_11(
 ) -> torch.Tensor:
     """Three in-between latents for each neighbouring pair of ``frames``: ``[N - 1, 3C, h, w]``."""
     c, h, w = frames.shape[1:]
-    x = gaussian((frames.shape[0] - 1, 3 * c, h, w), generator, frames.device)
-    denoise = interpolation_denoiser_11(unet, text, frames, skip_frames, guidance_weight)
-    return sample_scheduled(denoise, x, schedule, generator, callback)
+    x = schedule.noise((frames.shape[0] - 1, 3 * c, h, w), generator, frames.device)
+    model = interpolation_model_11(unet, text, frames, skip_frames, guidance_weight)
+    return sample_11(model, x, schedule, generator, callback)

@@ -12,15 +12,16 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
 
 from fusionframes.components import ModelComponents
 from fusionframes.config import ModelConfig, check_layout_prior_strength
-from fusionframes.diffusion.samplers import SAMPLERS, check_clamp_support
-from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.diffusion.parameterisation import Parameterisation
+from fusionframes.diffusion.samplers import check_clamp_support, check_scheduler
+from fusionframes.diffusion.sampling import denoise_steps
 from fusionframes.layout_prior.start import keyframe_start
 from fusionframes.lora.pipeline import LoraMixin
 from fusionframes.pipelines.acceleration import (
@@ -38,7 +39,22 @@ from fusionframes.pipelines.builtin11 import (
     image_name,
 )
 from fusionframes.pipelines.offload import Placement, validate_offload
-from fusionframes.pipelines.stages import generate_keyframes, interpolate_pass
+from fusionframes.pipelines.outputs import (
+    Delivery,
+    PlayableOutput,
+    ProgressCallback,
+    delivered,
+    split_delivery,
+)
+from fusionframes.pipelines.stages import (
+    InterpolationConditioning,
+    KeyframeConditioning,
+    Start,
+    TextBranches,
+    generate_keyframes,
+    interpolate_pass,
+    progress_bar,
+)
 from fusionframes.runtime import (
     check_finite,
     finite_number,
@@ -54,10 +70,15 @@ logger = logging.getLogger(__name__)
 
 FPS_PASSES = {"low": 0, "medium": 1, "high": 2}
 PASS_SKIP_FRAMES = (3, 1)  # the skip-frames code the interpolation U-Net gets in pass 1 and pass 2
-OUTPUT_TYPES = ("pil", "np", "pt")
 MIN_SIZE, MAX_SIZE = 64, 2048
 
-ProgressCallback = Callable[[str, int, int], None]
+
+def video_frames(num_keyframes: int, fps: str) -> int:
+    """N, 4N-3 or 16N-15 frames from N keyframes for fps low, medium, high."""
+    n = num_keyframes
+    for _ in range(FPS_PASSES[fps]):
+        n = 4 * n - 3
+    return n
 
 
 class GenerationCancelled(RuntimeError):
@@ -88,11 +109,7 @@ class GenerationSettings:
 
     @property
     def num_frames(self) -> int:
-        """N, 4N-3 or 16N-15 frames for fps low, medium, high."""
-        n = self.num_keyframes
-        for _ in range(FPS_PASSES[self.fps]):
-            n = 4 * n - 3
-        return n
+        return video_frames(self.num_keyframes, self.fps)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +130,17 @@ def validate_size(value: Any, name: str, multiple: int) -> int:
             f"{name}: {value} is not allowed; use a multiple of {multiple} between {MIN_SIZE} and {MAX_SIZE}"
         )
     return value
+
+
+def resolve_seed(seed: Any, draw: bool) -> int | None:
+    """A checked seed; without one a seed is drawn at random (``draw``) so the result can be re-made."""
+    if seed is None and draw:
+        seed = secrets.randbelow(2**31)
+    if seed is not None:
+        seed = _int(seed, "seed")
+        if not 0 <= seed < 2**63:
+            raise ValueError(f"seed: must be between 0 and 2**63 - 1, got {seed}")
+    return seed
 
 
 def validate_settings(
@@ -160,22 +188,16 @@ def validate_settings(
     interp_steps = _int(interp_steps if interp_steps is not None else steps, "interpolation_steps")
     if interp_steps < 1:
         raise ValueError(f"interpolation_steps: must be >= 1, got {interp_steps}")
-    scheduler = scheduler or defaults.scheduler
-    if scheduler not in SAMPLERS:
-        raise ValueError(f"scheduler: unknown {scheduler!r}; allowed: {', '.join(SAMPLERS)}")
-    check_clamp_support(scheduler, defaults.thresholding)
+    scheduler = check_scheduler(scheduler or defaults.scheduler)
+    for unet in (config.keyframe_unet, config.interpolation_unet):
+        check_clamp_support(scheduler, unet.training.thresholding)
     keyframes = _int(
         num_keyframes if num_keyframes is not None else config.keyframe_unet.num_frames, "num_keyframes"
     )
     if keyframes < 2:
         raise ValueError(f"num_keyframes: must be >= 2, got {keyframes}")
     strength = layout_prior_strength if layout_prior_strength is not None else defaults.layout_prior_strength
-    if seed is None and draw_seed:
-        seed = secrets.randbelow(2**31)
-    if seed is not None:
-        seed = _int(seed, "seed")
-        if not 0 <= seed < 2**63:
-            raise ValueError(f"seed: must be between 0 and 2**63 - 1, got {seed}")
+    seed = resolve_seed(seed, draw_seed)
     return GenerationSettings(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -208,7 +230,7 @@ def validate_settings(
 
 
 @dataclass
-class VideoOutput:
+class VideoOutput(PlayableOutput):
     """Frames plus what is needed to play and reproduce them."""
 
     frames: Any  # list[PIL.Image] | np.ndarray [T, H, W, 3] uint8 | torch.Tensor [T, 3, H, W] in [0, 1]
@@ -217,24 +239,15 @@ class VideoOutput:
     settings: GenerationSettings
     timings: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def duration(self) -> float:
-        return len(self.frames) / self.fps
 
-    def metadata(self) -> dict[str, Any]:
-        return {**self.settings.to_dict(), "playback_fps": self.fps, "generator": "fusionframes"}
-
-    def save(self, path: str | Path) -> Path:
-        from fusionframes.io.video import write_video
-
-        return write_video(self.frames, path, fps=self.fps, metadata=self.metadata())
-
-
-def to_output_type(video: torch.Tensor, output_type: str):
-    """``[T, 3, H, W]`` float in [0, 1] -> the requested representation."""
+def to_output_type(video: torch.Tensor, output_type: str, rounded: bool = True):
+    """``[T, 3, H, W]`` float in [0, 1] -> the requested representation. 8-bit frames are rounded, or
+    (``rounded`` False) truncated like torchvision's ``ToPILImage`` on float input, as 1.1's reference
+    makes its frames."""
     if output_type == "pt":
         return video.cpu()
-    array = (video.permute(0, 2, 3, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
+    scaled = video.permute(0, 2, 3, 1).cpu().numpy() * 255.0
+    array = (scaled.round() if rounded else scaled).astype(np.uint8)
     if output_type == "np":
         return array
     from PIL import Image
@@ -411,51 +424,23 @@ class TextToVideoPipeline(LoraMixin):
         self,
         prompt: str,
         negative_prompt: str | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        fps: str | None = None,
-        num_inference_steps: int | None = None,
-        guidance_scale: float | None = None,
-        interpolation_guidance_scale: float | None = None,
-        seed: int | None = None,
+        *,
         generator: torch.Generator | None = None,
-        output_type: str = "pil",
-        interpolation_steps: int | None = None,
-        num_keyframes: int | None = None,
-        scheduler: str | None = None,
-        decode_chunk_size: int = 4,
-        callback: ProgressCallback | None = None,
-        progress: bool = True,
-        layout_prior_strength: float | None = None,
+        **options: Any,
     ) -> VideoOutput:
-        """Generate one video. ``generator`` wins over ``seed``; with neither, a random seed is drawn
-        and recorded in ``output.settings.seed`` so the result can be reproduced.
-
-        ``layout_prior_strength`` (models with a layout prior): how much of the keyframe sampling runs
-        from the prior's layout, in (0, 1]; default from the model, 1 ignores the prior."""
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type: unknown {output_type!r}; allowed: {', '.join(OUTPUT_TYPES)}")
+        """Generate one video; ``options`` are those of :func:`validate_settings` (width, height, fps,
+        num_inference_steps, guidance_scale, seed, scheduler, ...), each defaulting to the model's.
+        ``generator`` wins over ``seed``; with neither, a random seed is drawn and recorded in
+        ``output.settings.seed`` so the result can be reproduced. ``layout_prior_strength`` (models with
+        a layout prior): how much of the keyframe sampling runs from the prior's layout, in (0, 1].
+        ``output_type``, ``callback`` and ``progress``: see :class:`~.outputs.Delivery`."""
+        delivery = split_delivery(options)
         settings = validate_settings(
-            self.config,
-            prompt,
-            negative_prompt,
-            width,
-            height,
-            fps,
-            num_inference_steps,
-            interpolation_steps,
-            guidance_scale,
-            interpolation_guidance_scale,
-            seed,
-            num_keyframes,
-            scheduler,
-            decode_chunk_size,
-            draw_seed=generator is None,
-            layout_prior_strength=layout_prior_strength,
+            self.config, prompt, negative_prompt, draw_seed=generator is None, **options
         )
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(settings.seed)
-        return self.generate(settings, generator, output_type, callback, progress)
+        return self.generate(settings, generator, **delivery)
 
     @torch.no_grad()
     def keyframe_layout(
@@ -465,100 +450,116 @@ class TextToVideoPipeline(LoraMixin):
         a model without a prior (see :mod:`fusionframes.layout_prior.start`)."""
         return keyframe_start(self.components.layout_prior, context, mask, num_frames, latent_shape)
 
+    def parameterisations(self) -> tuple[Parameterisation, Parameterisation]:
+        """(keyframe, interpolation): how each U-Net was trained, as its sampling parameterisation."""
+        return (
+            Parameterisation(self.config.keyframe_unet.training),
+            Parameterisation(self.config.interpolation_unet.training),
+        )
+
     @torch.no_grad()
-    def generate(
+    def video_latents(
         self,
         settings: GenerationSettings,
         generator: torch.Generator,
-        output_type: str = "pil",
         callback: ProgressCallback | None = None,
         progress: bool = True,
+        *,
+        anchor: torch.Tensor | None = None,
+        timings: dict[str, float] | None = None,
         image: Any = None,
-    ) -> VideoOutput:
-        """``image`` (a PIL image or path; models with an image-to-video U-Net): the first frame the
-        keyframes continue (see :mod:`fusionframes.pipelines.builtin11`)."""
+    ) -> torch.Tensor:
+        """The text -> keyframes -> interpolation chain every 1.0-layout video takes (text-to-video,
+        image-to-video with a built-in 1.1 part, movie scenes): latents ``[T, C, h, w]``. ``anchor``: a
+        clean latent the first keyframe is pinned to (a movie scene continuing the previous one);
+        ``image`` (a PIL image or path; models with an image-to-video U-Net): the first frame the
+        keyframes continue (see :mod:`fusionframes.pipelines.builtin11`); otherwise keyframe sampling
+        starts from the model's layout prior, if it has one. ``timings`` collects each stage's seconds."""
         import time
 
-        timings: dict[str, float] = {}
+        timings = {} if timings is None else timings
+
+        def report(stage: str, total: int) -> Callable[[int, int], None] | None:
+            if callback is None:
+                return progress_bar(stage, progress)
+            callback(stage, 0, total)
+            return progress_bar(stage, progress, lambda step, steps: callback(stage, step, steps))
+
         start = time.perf_counter()
         self.warn_unknown_words(settings.prompt)
-        context, mask, uncond, uncond_mask = self.encode_prompts(settings.prompt, settings.negative_prompt)
+        text = TextBranches(*self.encode_prompts(settings.prompt, settings.negative_prompt))
         timings["text"] = time.perf_counter() - start
-
-        def report(stage: str) -> Callable[[int, int], None] | None:
-            if callback is None:
-                return None
-            return lambda step, total: callback(stage, step, total)
-
-        if callback is not None:
-            callback("keyframes", 0, settings.num_inference_steps)
+        keyframe_param, interpolation_param = self.parameterisations()
         factor = self.config.movq.scale_factor
         latent_shape = (
             self.config.keyframe_unet.num_channels,
             settings.height // factor,
             settings.width // factor,
         )
-        sampler = SAMPLERS[settings.scheduler]
+        n, steps = settings.num_keyframes, settings.num_inference_steps
         start = time.perf_counter()
-        unet, first = self.components.keyframe_unet, None
-        layout = self.keyframe_layout(context, mask, settings.num_keyframes, latent_shape)
+        unet, first, init = self.components.keyframe_unet, None, None
         strength = settings.layout_prior_strength
         if image is not None:
-            first = image_latent(self.components, image, settings.width, settings.height).to(context.device)
+            first = image_latent(self.components, image, settings.width, settings.height)
+            first = first.to(text.context.device)
             unet = image_keyframe_unet(self.components, first, generator)
-            layout, strength = first.expand(settings.num_keyframes, -1, -1, -1), settings.image_strength
+            init, strength = first.expand(n, -1, -1, -1), settings.image_strength
+        elif anchor is None:
+            init = self.keyframe_layout(text.context, text.mask, n, latent_shape)
+        run = denoise_steps(strength, steps) if init is not None else None
         latents = generate_keyframes(
             unet,
-            context,
-            mask,
-            uncond,
-            uncond_mask,
-            latent_shape,
-            settings.num_keyframes,
-            DiffusionSchedule.cosine(settings.num_inference_steps),
-            settings.guidance_scale,
+            keyframe_param,
+            KeyframeConditioning(text, settings.guidance_scale),
+            (n, *latent_shape),
+            keyframe_param.schedule(steps, run, settings.scheduler),
             generator,
-            sampler,
-            report("keyframes"),
-            progress,
-            percentile=self.config.sampling.thresholding,
-            noise_sharing=self.config.sampling.frame_noise_sharing,
-            skip_terminal=self.config.sampling.skip_terminal_step,
-            matched_time=self.config.sampling.matched_timesteps,
-            layout=layout,
-            layout_strength=strength,
+            report("keyframes", steps),
+            Start(init=init, anchor=anchor.to(self.device) if anchor is not None else None),
         )
         if first is not None:
             latents[0] = first.to(latents)  # the video starts on the given image
         check_finite(latents, "keyframes")
         timings["keyframes"] = time.perf_counter() - start
 
-        interp_schedule = DiffusionSchedule.cosine(settings.interpolation_steps)
+        cond = InterpolationConditioning(
+            self.components.interpolation_null, settings.interpolation_guidance_scale
+        )
+        schedule = interpolation_param.schedule(settings.interpolation_steps, None, settings.scheduler)
         for index in range(FPS_PASSES[settings.fps]):
             stage = f"interpolation {index + 1}"
-            if callback is not None:
-                callback(stage, 0, settings.interpolation_steps)
             start = time.perf_counter()
             latents = interpolate_pass(
                 self.components.interpolation_unet,
-                self.components.interpolation_null,
+                interpolation_param,
+                cond,
                 latents,
                 PASS_SKIP_FRAMES[index],
-                interp_schedule,
-                settings.interpolation_guidance_scale,
+                schedule,
                 generator,
-                sampler,
-                report(stage),
-                progress,
-                desc=stage,
-                percentile=self.config.sampling.thresholding,
-                residual=self.config.sampling.interpolation_residual,
-                prediction=self.config.sampling.interpolation_prediction,
-                matched_time=self.config.sampling.matched_timesteps,
+                report(stage, settings.interpolation_steps),
             )
             check_finite(latents, stage)
             timings[stage] = time.perf_counter() - start
+        return latents
 
+    @torch.no_grad()
+    def generate(
+        self,
+        settings: GenerationSettings,
+        generator: torch.Generator,
+        *,
+        image: Any = None,
+        **delivery: Unpack[Delivery],
+    ) -> VideoOutput:
+        """One video for validated ``settings``: :meth:`video_latents`, then decoding (the image MoVQ
+        in chunks, or the temporal one: ``settings.decoder``). ``image``: see :meth:`video_latents`."""
+        import time
+
+        output_type, callback, progress = delivered(delivery)
+        timings: dict[str, float] = {}
+        latents = self.video_latents(settings, generator, callback, progress, timings=timings, image=image)
         if callback is not None:
             callback("decoding", 0, 1)
         start = time.perf_counter()

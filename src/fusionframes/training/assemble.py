@@ -64,16 +64,15 @@ def assemble_model(
             "interpolation: its MoVQ differs from the keyframe model's; train both stages from the same "
             "MoVQ model folder (init_from)"
         )
-    if key.config.interpolation_unet != interp.config.interpolation_unet:
+    plain = [dataclasses.replace(c.config.interpolation_unet, trained_with=None) for c in (key, interp)]
+    if plain[0] != plain[1]:
         raise ValueError("interpolation: its U-Net config differs from the keyframe model folder's")
     # from_dict names unknown keys and checks the types of the overrides
-    # each network brings how it was trained to be sampled; ``sampling`` overrides the rest
-    trained = {
-        "interpolation_residual": interp.config.sampling.interpolation_residual,
-        "interpolation_prediction": interp.config.sampling.interpolation_prediction,
-    }
-    defaults = SamplingDefaults.from_dict({**key.config.sampling.to_dict(), **trained, **(sampling or {})})
-    key.config = dataclasses.replace(key.config, sampling=defaults)
+    # each network brings how it was trained (its trained_with); ``sampling`` overrides the defaults
+    defaults = SamplingDefaults.from_dict({**key.config.sampling.to_dict(), **(sampling or {})})
+    key.config = dataclasses.replace(
+        key.config, interpolation_unet=interp.config.interpolation_unet, sampling=defaults
+    )
     if movq is not None:
         tuned = load_model_folder(movq).movq
         if not _same_weights(key.movq, tuned, ("encoder.", "quant_conv.")):

@@ -33,19 +33,29 @@ def export_model(
 ) -> None:
     """Write ``components`` (with ``objective``'s current weights in place) as a model folder.
 
-    The folder records how its trained network expects to be sampled (noise sharing, prediction,
-    residual) and the size and keyframe count it was trained at.
+    The trained U-Net's folder records how it expects to be sampled (its ``trained_with``: noise
+    sharing, interpolation prediction, residual) and the size and keyframe count it was trained at.
     """
-    sampling = components.config.sampling
+    config = components.config
     if isinstance(objective, KeyframeObjective):
         components.keyframe_null = objective.text.null_embedding.detach().clone()
-        sampling = dataclasses.replace(sampling, frame_noise_sharing=objective.noise_sharing)
+        trained = dataclasses.replace(
+            config.keyframe_unet.training, frame_noise_sharing=objective.noise_sharing
+        )
+        config = dataclasses.replace(
+            config, keyframe_unet=dataclasses.replace(config.keyframe_unet, trained_with=trained)
+        )
     if isinstance(objective, InterpolationObjective):
         components.interpolation_null = objective.null_embedding.detach().clone()
-        sampling = dataclasses.replace(
-            sampling, interpolation_residual=objective.residual, interpolation_prediction=objective.prediction
+        trained = dataclasses.replace(
+            config.interpolation_unet.training,
+            interpolation_residual=objective.residual,
+            prediction=objective.prediction,
         )
-    components.config = stage.exported_config(dataclasses.replace(components.config, sampling=sampling))
+        config = dataclasses.replace(
+            config, interpolation_unet=dataclasses.replace(config.interpolation_unet, trained_with=trained)
+        )
+    components.config = stage.exported_config(config)
     text_dir = None
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(objective, KeyframeObjective) and stage.cfg.text_encoder is None:

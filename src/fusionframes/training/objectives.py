@@ -7,6 +7,7 @@ cosine schedule and time scaling as inference, so a trained model samples with t
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,9 @@ from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.models import MoVQ, UNet3D
 from fusionframes.pipelines.stages import blend_neighbours, temporal_positions
 from fusionframes.text.conditioning import TextProjection, project_text
+
+if TYPE_CHECKING:
+    from fusionframes.training.config import TrainConfig
 
 
 def _uniform(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -105,6 +109,17 @@ class TextEncoding(nn.Module):
         return context, mask
 
 
+def keyframe_options(cfg: TrainConfig) -> dict[str, Any]:
+    """:class:`KeyframeObjective`'s options from a training config (after the U-Net and text)."""
+    return {
+        "steps": cfg.diffusion_steps,
+        "text_dropout": cfg.text_dropout,
+        "noise_sharing": cfg.frame_noise_sharing,
+        "snr_gamma": cfg.snr_gamma,
+        "noisy_weight_max": cfg.noisy_weight_max,
+    }
+
+
 class KeyframeObjective(nn.Module):
     """Epsilon prediction on F keyframe latents per video, with text dropout to the null embedding.
 
@@ -113,6 +128,8 @@ class KeyframeObjective(nn.Module):
     ``snr_gamma``: weight each video's loss by :func:`min_snr_epsilon_weights` (None = plain mean).
     ``noisy_weight_max``: also weight it by :func:`noisy_epsilon_weights` (None = off).
     """
+
+    trains_text = True  # whether gradients reach the text encoding (its projection, null embedding)
 
     def __init__(
         self,
@@ -141,30 +158,52 @@ class KeyframeObjective(nn.Module):
         generator: torch.Generator,
     ) -> torch.Tensor:
         """``latents`` ``[B, F, C, h, w]``; token ids ``[B, L]``."""
-        b, f = latents.shape[:2]
-        device = latents.device
-        context, mask = self.text(input_ids, attention_mask)
-        dropped = _uniform(b, generator, device) < self.text_dropout
+        b = latents.shape[0]
+        with nullcontext() if self.trains_text else torch.no_grad():
+            context, mask = self.text(input_ids, attention_mask)
+        dropped = _uniform(b, generator, latents.device) < self.text_dropout
         context, mask = self.text.drop(context, mask, dropped)
-        t = _timesteps(b, self.schedule.num_steps, generator, device)
-        noise = _normal(tuple(latents.shape), generator, device)
-        if self.noise_sharing > 0:  # the same mix as sampling's video_noise, one common draw per video
-            common = _normal((b, 1, *latents.shape[2:]), generator, device)
-            noise = mix_shared_noise(noise, common, self.noise_sharing)
-        x0 = latents.flatten(0, 1)
-        frame_t = t.repeat_interleave(f)
-        x_t = self.schedule.add_noise(x0, noise.flatten(0, 1), frame_t)
+        return self.denoising_loss(latents, context, mask, generator)
+
+    def denoising_loss(
+        self, latents: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The loss of the text-conditioned latents (what a subclass adds conditions to)."""
+        b, f = latents.shape[:2]
+        t, noise, x_t = self.noised(latents, generator)
         # One memory layout whatever the latents arrived in (a batch can come out channels-last): the CPU
         # kernels round differently per layout, and runs must replay bit for bit
-        out = self.unet(
-            x_t.contiguous(),
-            frame_t * self.schedule.time_scale,
+        out = self.unet(x_t.contiguous(), *self.unet_inputs(t, context, mask, f), num_frames=f)
+        return self.weighted_loss(out, noise, t, b)
+
+    def noised(
+        self, latents: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-video timesteps ``t`` ``[B]``, the noise ``[B * F, C, h, w]`` (a share common to each
+        video's frames: the same mix as sampling's video_noise, one common draw per video) and the
+        noised latents x_t, drawn in this order from ``generator`` (the image-to-video stage's too)."""
+        b, f = latents.shape[:2]
+        device = latents.device
+        t = _timesteps(b, self.schedule.num_steps, generator, device)
+        noise = _normal(tuple(latents.shape), generator, device)
+        if self.noise_sharing > 0:
+            common = _normal((b, 1, *latents.shape[2:]), generator, device)
+            noise = mix_shared_noise(noise, common, self.noise_sharing)
+        noise = noise.flatten(0, 1)
+        return t, noise, self.schedule.add_noise(latents.flatten(0, 1), noise, t.repeat_interleave(f))
+
+    def unet_inputs(
+        self, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, num_frames: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The U-Net's time, text and frame-position inputs for B videos of ``num_frames`` rows each,
+        from per-video timesteps ``t`` and text ``[B, L, D]``."""
+        f = num_frames
+        return (
+            t.repeat_interleave(f) * self.schedule.time_scale,
             context.repeat_interleave(f, 0),
             mask.repeat_interleave(f, 0).bool(),
-            temporal_positions(f, device).repeat(b),
-            num_frames=f,
+            temporal_positions(f, t.device).repeat(t.shape[0]),
         )
-        return self.weighted_loss(out, noise.flatten(0, 1), t, b)
 
     def weighted_loss(self, out: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, b: int) -> torch.Tensor:
         """The epsilon loss of the U-Net's output ``out`` for rows noised with ``noise`` at the per-video

@@ -28,6 +28,7 @@ from fusionframes.training.objectives import (
     KeyframeObjective,
     MoVQObjective,
     TextEncoding,
+    keyframe_options,
 )
 from fusionframes.training.setup import load_text_encoder
 from fusionframes.training.world import World
@@ -217,16 +218,7 @@ def _stage_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.
     text = TextEncoding(encoder, components.projection, components.keyframe_null)
     if cfg.first_frame_condition:
         return build_objective11(cfg, components, text), tokenizer
-    objective = KeyframeObjective(
-        components.keyframe_unet,
-        text,
-        cfg.diffusion_steps,
-        cfg.text_dropout,
-        cfg.frame_noise_sharing,
-        cfg.snr_gamma,
-        cfg.noisy_weight_max,
-    )
-    return objective, tokenizer
+    return KeyframeObjective(components.keyframe_unet, text, **keyframe_options(cfg)), tokenizer
 
 
 @dataclass(frozen=True)

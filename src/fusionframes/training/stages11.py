@@ -30,10 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionframes.components import ModelComponents
-from fusionframes.diffusion.sampling import mix_shared_noise
 from fusionframes.models import MoVQ, UNet3D, build_unet
 from fusionframes.pipelines.builtin11 import first_frame_inputs
-from fusionframes.pipelines.stages import temporal_positions
 from fusionframes.training.config import TrainConfig
 from fusionframes.training.objectives import (
     KeyframeObjective,
@@ -41,6 +39,7 @@ from fusionframes.training.objectives import (
     _normal,
     _timesteps,
     _uniform,
+    keyframe_options,
 )
 from fusionframes.training.stages import KeyframeStage, Stage
 
@@ -180,55 +179,32 @@ class ImageKeyframeObjective(KeyframeObjective):
     dropped to zeros with probability ``image_dropout``."""
 
     def __init__(self, unet: UNet3D, text: TextEncoding, cfg: TrainConfig) -> None:
-        super().__init__(
-            unet,
-            text,
-            cfg.diffusion_steps,
-            cfg.text_dropout,
-            cfg.frame_noise_sharing,
-            cfg.snr_gamma,
-            cfg.noisy_weight_max,
-        )
+        super().__init__(unet, text, **keyframe_options(cfg))
         self.image_dropout = cfg.image_dropout
         self.augmentation_max = cfg.noise_augmentation_max
         text.null_embedding.requires_grad_(False)  # shared with the text-to-video U-Net: kept as shipped
 
-    def forward(
-        self,
-        latents: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        generator: torch.Generator,
+    trains_text = False  # the text encoding is the text-to-video U-Net's, kept as shipped
+
+    def denoising_loss(
+        self, latents: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
         b, f = latents.shape[:2]
         device = latents.device
-        with torch.no_grad():
-            context, mask = self.text(input_ids, attention_mask)
-        context, mask = self.text.drop(context, mask, _uniform(b, generator, device) < self.text_dropout)
         keep = _uniform(b, generator, device) >= self.image_dropout
         level = _timesteps(b, self.augmentation_max + 1, generator, device)
         first = self.schedule.add_noise(
             latents[:, 0], _normal(tuple(latents[:, 0].shape), generator, device), level
         )
         extra = first_frame_inputs(first, f, keep)
-        t = _timesteps(b, self.schedule.num_steps, generator, device)
-        noise = _normal(tuple(latents.shape), generator, device)
-        if self.noise_sharing > 0:
-            common = _normal((b, 1, *latents.shape[2:]), generator, device)
-            noise = mix_shared_noise(noise, common, self.noise_sharing)
-        x0 = latents.flatten(0, 1)
-        frame_t = t.repeat_interleave(f)
-        x_t = self.schedule.add_noise(x0, noise.flatten(0, 1), frame_t)
+        t, noise, x_t = self.noised(latents, generator)
         out = self.unet(
             torch.cat([x_t, extra], dim=1).contiguous(),
-            frame_t * self.schedule.time_scale,
-            context.repeat_interleave(f, 0),
-            mask.repeat_interleave(f, 0).bool(),
-            temporal_positions(f, device).repeat(b),
+            *self.unet_inputs(t, context, mask, f),
             num_frames=f,
             noise_aug_time=(level * self.schedule.time_scale).repeat_interleave(f),
         )
-        return self.weighted_loss(out, noise.flatten(0, 1), t, b)
+        return self.weighted_loss(out, noise, t, b)
 
 
 @dataclass
