@@ -428,8 +428,9 @@ def test_lora_with_gradient_checkpointing_and_bfloat16(tiny_model_dir, clips, tm
 
 @pytest.mark.slow
 def test_torchrun_lora_ranks_identical_and_resume_exact(tiny_model_dir, clips, tmp_path) -> None:
-    """Two gloo ranks: the live adapter tensors agree bit for bit; a run cut at step 2 and resumed should
-    replay the uninterrupted run's losses exactly (not yet: an expected failure, see docs/training.md)."""
+    """Two gloo ranks: the live adapter tensors agree bit for bit; a run cut at step 2 and resumed replays
+    the uninterrupted run's losses (within 1e-5 relative, as the full-training resume tests). It did not
+    while peft drew lora_A from the unseeded global generator: the cut run started from another adapter."""
     script = tmp_path / "ddp.py"
     script.write_text(
         "import sys, json, torch, torch.distributed as dist\n"
@@ -463,7 +464,9 @@ def test_torchrun_lora_ranks_identical_and_resume_exact(tiny_model_dir, clips, t
         "assert torch.equal(gathered[0], gathered[1]), 'ranks differ'\n"
         "a = [l for _, l in whole['history'][2:]]\n"
         "b = [l for _, l in resumed['history']]\n"
-        "print('RESUME_EXACT' if len(a) == len(b) == 2 and a == b else f'RESUME_DIFFERS {a} {b}')\n"
+        # the tolerance of the full-training resume tests (gloo's reduction order can move one ulp)
+        "same = len(a) == len(b) == 2 and all(abs(x - y) <= 1e-5 * abs(x) for x, y in zip(a, b))\n"
+        "print('RESUME_EXACT' if same else f'RESUME_DIFFERS {a} {b}')\n"
         "print('LORA_DDP_OK', dist.get_rank())\n"
         "dist.barrier(); dist.destroy_process_group()\n" + EXIT_WITHOUT_FINALIZING
     )
@@ -480,8 +483,7 @@ def test_torchrun_lora_ranks_identical_and_resume_exact(tiny_model_dir, clips, t
     assert result.stdout.count("LORA_DDP_OK") == 2
     with open(tmp_path / "cut" / "loss.csv") as handle:
         assert [int(r["step"]) for r in csv.DictReader(handle)] == [0, 1, 2, 3]
-    if result.stdout.count("RESUME_EXACT") != 2:  # measured 2026-12-02: losses differ by ~0.3% after resume
-        pytest.xfail("a resumed two-rank LoRA run does not yet replay the uninterrupted run's losses exactly")
+    assert result.stdout.count("RESUME_EXACT") == 2, result.stdout[-2000:]
 
 
 # --- pipelines and the synthetic world ------------------------------------------------------------

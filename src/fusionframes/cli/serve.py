@@ -87,8 +87,29 @@ def configure_serve(p: argparse.ArgumentParser) -> None:
         default=1024,
         help="largest width or height a job may ask for",
     )
+    add_lora_dir_option(p)
     p.add_argument("--access-log", action="store_true", help="log every request (tokens are redacted)")
     p.set_defaults(handler=run_serve)
+
+
+def add_lora_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--lora-dir",
+        default=None,
+        metavar="DIR",
+        help="the folder jobs may take LoRA adapters from (job parameter lora, paths relative to it); "
+        "default: jobs take no adapters",
+    )
+
+
+def lora_dir(args: argparse.Namespace) -> Path | None:
+    """``--lora-dir``, checked before the model is loaded."""
+    if args.lora_dir is None:
+        return None
+    folder = Path(args.lora_dir).expanduser()
+    if not folder.is_dir():
+        raise UsageError(f"lora-dir: {folder} is not a folder")
+    return folder
 
 
 NAME_CHARS = re.compile(r"[A-Za-z0-9._@-]{1,64}")
@@ -189,6 +210,7 @@ def is_loopback(host: str) -> bool:
 def check_options(args: argparse.Namespace) -> None:
     """Refuse unsafe or impossible settings before anything heavy is imported."""
     check_store(args)
+    lora_dir(args)
     if args.quota_mb is not None and not args.quota_mb > 0:
         raise UsageError(f"quota-mb: must be a finite number > 0, got {args.quota_mb:g}")
     if args.token is not None and not TOKEN_CHARS.fullmatch(args.token):
@@ -298,8 +320,14 @@ def run_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         quota_bytes=round(args.quota_mb * 2**20) if args.quota_mb is not None else None,
         limits=Limits(max_frames=args.max_frames, max_size=args.max_size),
+        lora_dir=lora_dir(args),
     )
-    app = create_app(config, model_config=model_config, store=store)
+    try:
+        app = create_app(config, model_config=model_config, store=store)
+    except ValueError as error:  # --lora-dir: the served model's networks could not be hashed
+        sock.close()
+        store.close()
+        raise UsageError(str(error)) from None
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     hint = "?token=<your token>" if args.token or args.users else ""
     port = sock.getsockname()[1]
@@ -344,6 +372,7 @@ def configure_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=options.bounded_int(1), default=None, help="CPU threads per job")
     p.add_argument("--max-frames", type=options.bounded_int(1), default=2000, help="frames one job may make")
     p.add_argument("--max-size", type=options.bounded_int(64), default=1024, help="largest width or height")
+    add_lora_dir_option(p)
     p.set_defaults(handler=run_worker)
 
 
@@ -353,10 +382,12 @@ def run_worker(args: argparse.Namespace) -> int:
     import threading
 
     check_store(args)
+    adapters_dir = lora_dir(args)
     store = open_shared_store(args, None)
     try:
         from fusionframes.io.checkpoints import model_config_for
         from fusionframes.runtime import resolve_device, resolve_dtype
+        from fusionframes.serve.adapters import AdapterRoot
         from fusionframes.serve.worker import Limits, WorkerPool
 
         model_config = model_config_for(args.model)
@@ -371,6 +402,9 @@ def run_worker(args: argparse.Namespace) -> int:
             args.workers,
             None,
             args.threads,
+            # the API process checked each job's adapters against the model; this one checks them again
+            # against its own networks when it attaches them, so it needs no hashes of its own
+            adapters=AdapterRoot.open(adapters_dir, args.model, hashes={}) if adapters_dir else None,
         )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

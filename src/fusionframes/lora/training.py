@@ -30,14 +30,20 @@ def lora_spec(cfg: TrainConfig) -> LoraSpec:
 
 def attach_training_adapter(objective: nn.Module, cfg: TrainConfig) -> None:
     """Freeze the whole objective (U-Net, text encoder, projection, null embeddings) and add a fresh
-    adapter to its U-Net; only the adapter's tensors then require gradients. The adapter starts as zero
-    (peft's B = 0), so step 0 computes exactly the base model's loss."""
+    adapter to its U-Net; only the adapter's tensors then require gradients. The adapter's update starts
+    as zero (peft's B = 0), so step 0 computes exactly the base model's loss; its A is drawn from
+    ``cfg.seed``, so every run of one config starts from the same adapter."""
     unet = objective.unet
     names = resolve_targets(unet, cfg.lora_targets)  # before any work: a bad pattern lists the layers
     objective.lora_base_hash = weights_hash(unet)  # type: ignore[assignment]
     for param in objective.parameters():
         param.requires_grad_(False)
-    attach(unet, lora_config(lora_spec(cfg), names), TRAINING_ADAPTER)
+    # peft draws lora_A (Kaiming-uniform) from the global generator, which nothing seeds for a run that
+    # starts from a model folder: seed it from the run's seed, so an interrupted run and the uninterrupted
+    # one start from the same adapter (and resume replays its losses), without disturbing the generator.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        attach(unet, lora_config(lora_spec(cfg), names), TRAINING_ADAPTER)
 
 
 def trainable_state(objective: nn.Module) -> dict[str, torch.Tensor]:

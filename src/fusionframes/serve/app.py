@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from fusionframes import __version__
+from fusionframes.serve.adapters import AdapterRoot
 from fusionframes.serve.context import Context, ServeConfig
 from fusionframes.serve.guard import HEALTH_PATH, MAX_BODY_BYTES, Guard
 from fusionframes.serve.health import info
@@ -107,6 +108,7 @@ def create_app(
 
         model_config = model_config_for(config.model)
     inputs = model_inputs(model_config)
+    adapters = AdapterRoot.open(config.lora_dir, config.model) if config.lora_dir is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -127,9 +129,10 @@ def create_app(
             config.workers,
             pool_loader,
             config.threads,
+            adapters=adapters,
         )
         app.state.context = Context(
-            config, model_config, store, pool, mode_availability(model_config, name), name, inputs
+            config, model_config, store, pool, mode_availability(model_config, name), name, inputs, adapters
         )
         pool.start()
         try:

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi import Path as PathParam
 from fastapi.security import HTTPBearer
 
+from fusionframes.serve.adapters import AdapterRoot
 from fusionframes.serve.schemas import ErrorDetail
 from fusionframes.serve.store import (
     JOB_ID_PATTERN,
@@ -35,6 +36,7 @@ class ServeConfig:
     max_queue: int = 100
     quota_bytes: int | None = None
     limits: Limits = field(default_factory=Limits)
+    lora_dir: Path | None = None  # the folder jobs may take LoRA adapters from (None: no adapters)
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Context:
     modes: dict[str, tuple[bool, str | None]]
     model_name: str = "builtin"
     inputs: tuple[str, ...] = ()  # what the model's pipeline takes beyond a prompt (runners.model_inputs)
+    adapters: AdapterRoot | None = None  # the --lora-dir folder and the served model's base hashes
     owner: str | None = None  # per request: the user whose token it carries (None: admin, no tokens)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Response, Security
 
 from fusionframes import __version__
+from fusionframes.serve.adapters import LORA_NOTE, MAX_LORAS
 from fusionframes.serve.context import ERRORS, Context, Ctx, bearer
 from fusionframes.serve.parameters import inputs_info
 from fusionframes.serve.schemas import (
@@ -42,6 +43,9 @@ def models(ctx: Ctx) -> ModelsInfo:
         "num_keyframes": config.keyframe_unet.num_frames,
         "defaults": asdict(config.sampling),
         **inputs_info(ctx.inputs),  # inputs: what its pipeline takes beyond a prompt; notes: what not
+        "lora": {"enabled": False, "note": LORA_NOTE}
+        if ctx.adapters is None
+        else {"enabled": True, "adapters": ctx.adapters.listing(), "max_per_job": MAX_LORAS},
     }
     return ModelsInfo(
         current=current,

@@ -9,7 +9,8 @@ Three layers, in this order, each naming the field it refuses (422):
 3. the mode's runner (:func:`fusionframes.serve.runners.prepare`): sizes, frame counts and every
    option against the model's config, the same code a worker runs before it renders.
 
-A new job parameter that depends on the model (say, adapters) adds its check to :func:`check_request`.
+A new job parameter that depends on the model adds its check to :func:`check_request`, as ``lora``
+(adapters, :mod:`fusionframes.serve.adapters`) does.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fusionframes.pipelines.kandinsky11 import MOTION_MAX, MOTION_SCORES
+from fusionframes.serve.adapters import AdapterRoot, check_lora
 
 MAX_IMAGE_BYTES = 8 * 2**20  # an uploaded image file (PNG, JPEG, WebP, ...)
 MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are refused before they are decoded (decompression bombs)
@@ -42,9 +44,16 @@ class CheckedRequest:
 
 
 def check_request(
-    mode: str, params: dict[str, Any], inputs: tuple[str, ...], model_name: str
+    mode: str,
+    params: dict[str, Any],
+    inputs: tuple[str, ...],
+    model_name: str,
+    adapters: AdapterRoot | None = None,
 ) -> CheckedRequest:
-    """Refuse what the served model cannot take (``ValueError("field: ...")``); decode the image."""
+    """Refuse what the served model cannot take (``ValueError("field: ...")``); decode the image; read
+    and check the adapters of ``lora`` (``adapters``: the server's ``--lora-dir``, None: none offered)."""
+    if params.get("lora") is not None:
+        params = {**params, "lora": check_lora(params["lora"], adapters, model_name)}
     motion = params.get("motion")
     if mode == "t2v" and motion is not None and "motion" not in inputs:
         raise ValueError(

@@ -133,7 +133,7 @@ def queue_job(body: JobRequest, ctx: Context, idempotency_key: str | None = None
         raise problem
     params = body.model_dump(exclude_none=True, exclude={"mode", "format"})
     try:
-        checked = check_request(body.mode, params, ctx.inputs, ctx.model_name)
+        checked = check_request(body.mode, params, ctx.inputs, ctx.model_name, ctx.adapters)
         prepared = prepare(ctx.model_config, body.mode, checked.params, ctx.config.limits)
     except (ValueError, TypeError) as error:
         raise field_error(error, params) from None

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from fusionframes.serve.adapters import MAX_LORAS
 from fusionframes.serve.parameters import MAX_IMAGE_TEXT, MOTION_MAX
 
 MAX_PROMPT = 2000
@@ -19,6 +20,17 @@ FpsNumber = Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)]
 Scale = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)]
 Short = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class LoraEntry(BaseModel):
+    """One adapter of a job's ``lora``: a folder under the server's ``--lora-dir`` and its scale."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    path: Short = Field(description="adapter folder, relative to the server's --lora-dir")
+    scale: Annotated[float, Field(allow_inf_nan=False)] = Field(
+        1.0, description="multiplies the adapter's update (1 = as trained, 0 = the base model)"
+    )
 
 
 class JobRequest(BaseModel):
@@ -114,6 +126,11 @@ class JobRequest(BaseModel):
     scene_mode: Literal["t2v", "animate"] | None = Field(None, description="movie: how scenes are made")
     transition: Literal["cut", "crossfade", "continue"] | None = Field(None, description="movie: scene joins")
     crossfade_frames: int | None = Field(None, ge=1, le=1000, description="movie: frames per crossfade")
+    lora: Annotated[list[Short | LoraEntry], Field(min_length=1, max_length=MAX_LORAS)] | None = Field(
+        None,
+        description="LoRA adapters for this job only, on servers started with --lora-dir (GET /api/models: "
+        "current.lora): 'PATH' or 'PATH:SCALE' or {path, scale}, PATH relative to that folder",
+    )
 
 
 class StageProgress(BaseModel):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fusionframes.serve.adapters import AdapterRoot, attached
 from fusionframes.serve.runners import (  # noqa: F401 - also offered here
     MODES,
     RUNNERS,
@@ -105,8 +106,10 @@ class WorkerPool:
         count: int = 1,
         loader: Callable[[], Any] | None = None,
         threads: int | None = None,
+        adapters: AdapterRoot | None = None,
     ) -> None:
         self.store = store
+        self.adapters = adapters  # where a job's ``lora`` folders are (None: jobs take no adapters)
         self.config = config
         self.limits = limits
         self.loader = loader or (lambda: Pipelines(model, device, dtype, threads))
@@ -336,7 +339,8 @@ class WorkerPool:
                 prepared.inputs["image"] = self._input_image(job)
             progress = Progress(prepared.stages)
             self.store.set_progress(job.id, progress.snapshot(), persist=True)
-            output = RUNNERS[job.mode].run(pipes, prepared, self._callback(job, flag, progress))
+            with self._adapters(pipes, job):
+                output = RUNNERS[job.mode].run(pipes, prepared, self._callback(job, flag, progress))
             polled = self.store.cancel_poll is not None and self._tolerant(
                 self.store.cancel_requested, job.id
             )
@@ -373,6 +377,12 @@ class WorkerPool:
             with self._lock:
                 self._cancel.pop(job.id, None)
                 self._lost.discard(job.id)
+
+    def _adapters(self, pipes: Any, job: Job) -> Any:
+        """The job's ``lora`` adapters on this worker's networks for the job only (none: a no-op)."""
+        entries = job.params.get("lora")
+        components = pipes.t2v.lora_components if entries else None
+        return attached(components, entries, self.adapters)
 
     def _input_image(self, job: Job) -> Any:
         """The image a job was given, from the store (any host's worker reads it there)."""
