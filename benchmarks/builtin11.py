@@ -191,6 +191,8 @@ def run_i2v(args: argparse.Namespace) -> dict:
                 image=first if mode == "image" else None,
                 num_inference_steps=args.steps,
                 image_strength=args.strength if mode == "image" else 1.0,
+                image_start=args.start,
+                layout_prior_strength=args.layout_strength if mode == "image" else None,
             )
             out = pipe.generate(
                 settings,
@@ -221,6 +223,8 @@ def run_i2v(args: argparse.Namespace) -> dict:
         "clips": len(rows),
         "steps": args.steps,
         "image_strength": args.strength,
+        "image_start": args.start,
+        "layout_strength": args.layout_strength,
         "image": summary("image"),
         "text": summary("text"),
         "seconds": round(time.perf_counter() - started, 1),
@@ -241,6 +245,12 @@ def main() -> None:
     sub.choices["i2v"].add_argument("--num", type=int, default=24)
     sub.choices["i2v"].add_argument("--steps", type=int, default=None)
     sub.choices["i2v"].add_argument("--strength", type=float, default=1.0, help="image_strength")
+    sub.choices["i2v"].add_argument(
+        "--layout-strength", type=float, default=None, help="layout_prior_strength of the image runs"
+    )
+    sub.choices["i2v"].add_argument(
+        "--start", choices=("layout", "image"), default="layout", help="image_start (see pipelines.builtin11)"
+    )
     sub.choices["i2v"].add_argument("--rows", action="store_true", help="include every clip's row")
     args = parser.parse_args()
     torch.set_num_threads(1)

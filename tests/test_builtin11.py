@@ -14,7 +14,14 @@ from PIL import Image
 
 from fusionframes.io.checkpoints import BUILTIN_DIR, load_model_folder, write_model_folder
 from fusionframes.models.movq import decode_clip
-from fusionframes.pipelines.builtin11 import DECODE_OVERLAP, DECODE_WINDOW, decode_frames, first_frame_inputs
+from fusionframes.pipelines.builtin11 import (
+    DECODE_OVERLAP,
+    DECODE_WINDOW,
+    align_layout,
+    check_image_start,
+    decode_frames,
+    first_frame_inputs,
+)
 from fusionframes.pipelines.stages import temporal_positions
 from fusionframes.training.config import config_from_dict
 from fusionframes.training.loop import train
@@ -69,6 +76,27 @@ def test_grown_image_unet_keeps_the_built_in_extension() -> None:
         if key != "in_layer.weight":
             assert torch.equal(new_state[key], value), key
     assert torch.equal(new_state["in_layer.weight"][:, :4], old.state_dict()["in_layer.weight"])
+
+
+@pytest.mark.parametrize("start", [(9, 10), (0, 0), (13, 2)])
+def test_aligned_layout_keeps_the_track_and_takes_the_image_offset(start: tuple[int, int]) -> None:
+    """A square moving down one latent pixel a keyframe, on a flat background: moved so that keyframe 0
+    lies on the image's square, every keyframe keeps its step from the first (borders repeated)."""
+    layout = torch.full((3, 4, 16, 16), 0.3)
+    for f in range(3):
+        layout[f, :, 2 + f : 5 + f, 3:6] = 1.0
+    first = torch.full((4, 16, 16), 0.3)
+    first[:, start[0] : start[0] + 3, start[1] : start[1] + 3] = 1.0
+    moved = align_layout(layout, first)
+    corners = [(moved[f, 0] > 0.5).nonzero()[0].tolist() for f in range(3)]
+    assert corners == [[start[0] + f, start[1]] for f in range(3)]
+    assert moved.shape == layout.shape and torch.allclose(moved[:, :, 15, 15], torch.tensor(0.3))
+
+
+def test_image_start_names_what_is_allowed() -> None:
+    assert check_image_start("image") == "image"
+    with pytest.raises(ValueError, match="image_start: unknown 'prior'; allowed: layout, image"):
+        check_image_start("prior")
 
 
 def test_first_frame_inputs_mark_row_zero_only() -> None:

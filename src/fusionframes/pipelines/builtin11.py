@@ -6,10 +6,12 @@ The text-to-video pipeline calls in here at two points, so its own code stays on
 - keyframes: with an image, :func:`image_keyframe_unet` wraps the image-to-video U-Net so that it takes
   the text-to-video U-Net's call (noisy latents, time, text, frame positions) and adds the first-frame
   condition and mask channels and the augmentation level itself; both guidance branches see the image,
-  so the guidance scale stays the prompt's. Sampling starts from the image held still in every
-  keyframe, redrawn at ``image_strength`` (1: from pure noise; the layout prior draws from the text
-  alone and would place the object elsewhere), and frame 0 of the result is the image's own latent
-  (as 1.1's ``keep_first_frame``).
+  so the guidance scale stays the prompt's. With ``image_start`` ``layout`` (the default, for a model
+  with a layout prior) sampling starts from the prior's drawing for the text moved onto the image's
+  object (:func:`align_layout`), redrawn at ``layout_prior_strength`` as text-to-video is: the built-in
+  U-Net draws shapes from that drawing, not from a start held still. With ``image`` (or no prior) it
+  starts from the image held still in every keyframe, redrawn at ``image_strength`` (1: pure noise).
+  Frame 0 of the result is the image's own latent (as 1.1's ``keep_first_frame``).
 - decoding: :func:`decode_frames` with ``decoder`` ``"video"`` decodes the clip with the temporal MoVQ
   in overlapping windows (:func:`fusionframes.models.movq.decode_clip`), ``"image"`` frame by frame.
 """
@@ -142,6 +144,42 @@ def image_keyframe_unet(
     noised = schedule.add_noise(first[None], noise[None], level)[0]
     condition = torch.cat([noised, torch.ones_like(noised[:1])])
     return ConditionedKeyframes(unet, condition, NOISE_AUGMENTATION)
+
+
+IMAGE_STARTS = ("layout", "image")
+
+
+def check_image_start(image_start: str) -> str:
+    """Where image-to-video keyframe sampling starts: ``layout`` (the layout prior's drawing, moved onto
+    the image's object) or ``image`` (the image held still in every keyframe)."""
+    if image_start not in IMAGE_STARTS:
+        raise ValueError(f"image_start: unknown {image_start!r}; allowed: {', '.join(IMAGE_STARTS)}")
+    return image_start
+
+
+def _foreground(latent: torch.Tensor) -> torch.Tensor:
+    """``latent`` ``[C, h, w]`` less its per-channel median: what differs from the background."""
+    return latent - latent.flatten(1).median(dim=1).values[:, None, None]
+
+
+def align_layout(layout: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """``layout`` ``[F, C, h, w]`` moved by the whole-latent-pixel offset that lays its first keyframe
+    best over ``first`` ``[C, h, w]`` (the largest cross-correlation of what differs from each one's
+    background); edges are filled by repeating the border. The prior draws where the text puts an
+    object and how it moves; the image says where it starts, so the track is kept and only its offset
+    taken from the image."""
+    _, _, h, w = layout.shape
+    source, target = _foreground(layout[0].float()), _foreground(first.float())
+    size = (2 * h, 2 * w)  # zero-padded: a linear, not circular, correlation
+    spectrum = torch.fft.rfft2(target, s=size) * torch.fft.rfft2(source, s=size).conj()
+    correlation = torch.fft.irfft2(spectrum, s=size).sum(0)
+    index = int(correlation.argmax())
+    dy, dx = index // size[1], index % size[1]
+    dy, dx = (dy - size[0] if dy >= h else dy), (dx - size[1] if dx >= w else dx)
+    edges = (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0))
+    padded = torch.nn.functional.pad(layout, edges, mode="replicate")
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[:, :, top : top + h, left : left + w].contiguous()
 
 
 def decode_frames(

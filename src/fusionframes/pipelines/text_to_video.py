@@ -32,7 +32,9 @@ from fusionframes.pipelines.acceleration import (
 )
 from fusionframes.pipelines.branch_split import split_branches as split_guidance_branches
 from fusionframes.pipelines.builtin11 import (
+    align_layout,
     check_decoder,
+    check_image_start,
     decode_frames,
     image_keyframe_unet,
     image_latent,
@@ -106,6 +108,8 @@ class GenerationSettings:
     decoder: str = "image"  # "video": the temporal MoVQ (models with one; see pipelines.builtin11)
     image: str | None = None  # the first frame's file, for image-to-video (recorded, not read again)
     image_strength: float = 1.0  # with an image: keyframes start from it held still, redrawn at this
+    image_start: str = "layout"  # with an image and a layout prior: "layout" (the prior's drawing moved
+    # onto the image's object, redrawn at layout_prior_strength) or "image" (held still, image_strength)
 
     @property
     def num_frames(self) -> int:
@@ -163,6 +167,7 @@ def validate_settings(
     decoder: str | None = None,
     image: Any = None,
     image_strength: float = 1.0,
+    image_start: str = "layout",
 ) -> GenerationSettings:
     """Check every option against ``config`` and fill the gaps from the model's sampling defaults.
 
@@ -226,6 +231,7 @@ def validate_settings(
         decoder=check_decoder(config, decoder),
         image=image_name(config, image),
         image_strength=check_layout_prior_strength(finite_number(image_strength, "image_strength")),
+        image_start=check_image_start(image_start),
     )
 
 
@@ -504,7 +510,11 @@ class TextToVideoPipeline(LoraMixin):
             first = image_latent(self.components, image, settings.width, settings.height)
             first = first.to(text.context.device)
             unet = image_keyframe_unet(self.components, first, generator)
-            init, strength = first.expand(n, -1, -1, -1), settings.image_strength
+            layout = self.keyframe_layout(text.context, text.mask, n, latent_shape)
+            if settings.image_start == "layout" and layout is not None:
+                init = align_layout(layout.to(first.device), first)
+            else:
+                init, strength = first.expand(n, -1, -1, -1), settings.image_strength
         elif anchor is None:
             init = self.keyframe_layout(text.context, text.mask, n, latent_shape)
         run = denoise_steps(strength, steps) if init is not None else None
