@@ -539,3 +539,22 @@ def test_new_colour_is_opt_in_and_scored() -> None:
     assert name_colour(np.array(COLOURS["pink"], np.float32))[0] == "pink"
     with pytest.raises(ValueError, match=r"new_colour_share: must be a probability in \[0, 1\)"):
         make_sample(0, 0, 32, 5, new_colour_share=1.0)
+
+
+def test_new_shape_is_opt_in_drawn_and_scored() -> None:
+    from fusionframes.evaluation.analysis import analyse_clip
+    from fusionframes.synthetic import ObjectSpec, Scene, make_sample, parse_prompt, render_clip
+
+    for index in range(8):  # the default data (the built-in model's) is drawn exactly as before
+        assert make_sample(0, index, 32, 5)[1] == make_sample(0, index, 32, 5, new_shape_share=0.0)[1]
+        assert "oval" not in make_sample(0, index, 32, 5)[1]
+    assert any("oval" in make_sample(0, i, 32, 5, new_shape_share=0.5)[1] for i in range(8))
+    assert parse_prompt("two ovals, a red one rising and a blue one falling")["objects"][1]["shape"] == "oval"
+    # the evaluator tells an oval from every built-in shape, and follows it turning
+    for shape in ("circle", "square", "triangle", "star", "oval"):
+        scene = Scene([ObjectSpec("red", shape, "rotating" if shape != "circle" else "still")], "gray")
+        track = analyse_clip(render_clip(scene, 96, 9)).objects[0]
+        assert track.shape == shape
+        assert track.motion == ("still" if shape == "circle" else "rotating")
+    with pytest.raises(ValueError, match=r"new_shape_share: must be a probability in \[0, 1\]"):
+        make_sample(0, 0, 32, 5, new_shape_share=1.5)

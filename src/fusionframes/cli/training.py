@@ -34,6 +34,13 @@ def configure_data(p: argparse.ArgumentParser) -> None:
         help="probability (0-1, below 1) that an object takes a colour outside the built-in vocabulary "
         "(pink), for teaching an adapter a new word; default 0",
     )
+    synth.add_argument(
+        "--new-shape-share",
+        type=float,
+        default=0.0,
+        help="probability (0-1) that an object takes a shape outside the built-in vocabulary (oval), for "
+        "teaching an adapter a new word; default 0",
+    )
     synth.set_defaults(handler=run_data_synth)
 
 
@@ -57,6 +64,7 @@ def run_data_synth(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         path_jitter=args.path_jitter,
         new_colour_share=args.new_colour_share,
+        new_shape_share=args.new_shape_share,
     )
     print(f"wrote {args.videos} clips in {len(shards)} shard(s) to {out}")
     return 0

@@ -19,6 +19,7 @@ from fusionframes.synthetic.render import ground_truth, render_clip, render_fram
 from fusionframes.synthetic.scenes import sample_scene, scene_from_spec
 from fusionframes.synthetic.shards import clip_rng, make_sample, write_shards
 from fusionframes.synthetic.world import (
+    ALL_SHAPES,
     BACKGROUNDS,
     COLOURS,
     DIRECTIONS,
@@ -26,6 +27,7 @@ from fusionframes.synthetic.world import (
     MIN_CONTRAST,
     MOTIONS,
     NEW_COLOURS,
+    NEW_SHAPES,
     PALETTE,
     PAN_SHIFT,
     PANS,
@@ -48,11 +50,13 @@ __all__ = [
     "MIN_CONTRAST",
     "MOTIONS",
     "NEW_COLOURS",
+    "NEW_SHAPES",
     "PALETTE",
     "PANS",
     "PAN_SHIFT",
     "ROTATION_DEG",
     "SHAPES",
+    "ALL_SHAPES",
     "SPEEDS",
     "TRAVEL",
     "ObjectSpec",

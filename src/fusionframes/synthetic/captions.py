@@ -25,7 +25,7 @@ MOTION_PHRASES: dict[str, tuple[str, ...]] = {
     "bouncing": ("bouncing", "bouncing up and down"),
     "still": ("standing still", "resting"),
 }
-PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars"}
+PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars", "oval": "ovals"}
 
 
 def article(word: str) -> str:

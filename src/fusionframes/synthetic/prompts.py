@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from fusionframes.synthetic.captions import PLURAL
-from fusionframes.synthetic.world import BACKGROUNDS, COLOURS, SHAPES
+from fusionframes.synthetic.world import ALL_SHAPES, BACKGROUNDS, COLOURS
 
 _SPEED_WORDS = {
     "slowly": "slowly",
@@ -71,7 +71,7 @@ def _parse_motion(rest: str) -> tuple[str, str | None] | None:
 
 _COLOURS_RE = "|".join(COLOURS)
 _SIZES_RE = "|".join(_SIZE_ALIASES)
-_SHAPES_RE = "|".join(SHAPES)
+_SHAPES_RE = "|".join(ALL_SHAPES)
 _OBJECT_RE = re.compile(
     rf"^(?:(?:a|an|the|one) )?(?:({_SIZES_RE}) )?({_COLOURS_RE}) (?:({_SIZES_RE}) )?({_SHAPES_RE})\b(.*)$"
 )

@@ -14,6 +14,7 @@ from fusionframes.synthetic.motion import object_state, pan_offset
 from fusionframes.synthetic.world import (
     BACKGROUNDS,
     COLOURS,
+    OVAL_AXES,
     SHAPE_EXTENT,
     STAR_RADII,
     SUPERSAMPLE,
@@ -27,7 +28,7 @@ from fusionframes.synthetic.world import (
 def shape_outline(
     shape: str, cx: float, cy: float, radius: float, angle_deg: float
 ) -> list[tuple[float, float]]:
-    """Polygon vertices of a square, triangle or star (pixels); rotation clockwise on screen."""
+    """Polygon vertices of a square, triangle, star or oval (pixels); rotation clockwise on screen."""
     a0 = math.radians(angle_deg) - math.pi / 2
     if shape == "square":
         r, corners = radius * SHAPE_EXTENT["square"], [a0 + math.pi / 4 + k * math.pi / 2 for k in range(4)]
@@ -44,7 +45,14 @@ def shape_outline(
             (cx + r * math.cos(a0 + k * math.pi / 5), cy + r * math.sin(a0 + k * math.pi / 5))
             for k, r in enumerate(radii)
         ]
-    raise ValueError(f"shape: no outline for {shape!r}; allowed: square, triangle, star")
+    if shape == "oval":
+        turn, (a, b) = math.radians(angle_deg), (radius * OVAL_AXES[0], radius * OVAL_AXES[1])
+        points = [(a * math.cos(t), b * math.sin(t)) for t in (k * math.pi / 32 for k in range(64))]
+        return [
+            (cx + x * math.cos(turn) - y * math.sin(turn), cy + x * math.sin(turn) + y * math.cos(turn))
+            for x, y in points
+        ]
+    raise ValueError(f"shape: no outline for {shape!r}; allowed: square, triangle, star, oval")
 
 
 def object_geometry(

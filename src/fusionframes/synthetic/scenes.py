@@ -11,6 +11,7 @@ from fusionframes.synthetic.world import (
     BACKGROUNDS,
     MOTIONS,
     NEW_COLOURS,
+    NEW_SHAPES,
     PALETTE,
     PANS,
     SHAPES,
@@ -28,13 +29,18 @@ STACKED_MOTIONS = ("moving left", "moving right", *STATIC_MOTIONS)
 
 
 def _draw_object(
-    rng: np.random.Generator, motions: tuple[str, ...], max_size: float, new_colour_share: float = 0.0
+    rng: np.random.Generator,
+    motions: tuple[str, ...],
+    max_size: float,
+    new_colour_share: float = 0.0,
+    new_shape_share: float = 0.0,
 ) -> ObjectSpec:
-    shape = str(rng.choice(SHAPES))
+    # no extra draw at share 0, so the default data (the built-in model's) is drawn exactly as before
+    new_shape = new_shape_share > 0 and rng.random() < new_shape_share
+    shape = str(rng.choice(NEW_SHAPES if new_shape else SHAPES))
     motion = str(rng.choice(motions))
     if shape == "circle" and motion == "rotating":  # a turning circle looks still: never captioned
         motion = "still"
-    # no extra draw at share 0, so the default data (the built-in model's) is drawn exactly as before
     new = new_colour_share > 0 and rng.random() < new_colour_share
     return ObjectSpec(
         colour=str(rng.choice(tuple(NEW_COLOURS if new else PALETTE))),
@@ -64,6 +70,7 @@ def sample_scene(
     two_objects: float = 0.3,
     path_jitter: float | None = None,
     new_colour_share: float = 0.0,
+    new_shape_share: float = 0.0,
 ) -> Scene:
     """Draw one scene that obeys the contrast rule and keeps objects in frame.
 
@@ -74,19 +81,21 @@ def sample_scene(
     position only the noise decides (docs/synthetic_world.md). None places paths anywhere they fit.
     ``new_colour_share``: the probability that an object takes one of ``NEW_COLOURS`` (colours outside
     the built-in vocabulary, for teaching an adapter a new word); 0 draws the palette only.
+    ``new_shape_share``: the same for ``NEW_SHAPES``; 0 draws the built-in shapes only.
     """
     if not 0.0 <= two_objects <= 1.0:
         raise ValueError(f"two_objects: must be a probability in [0, 1], got {two_objects}")
     check_new_colour_share(new_colour_share)
+    check_new_shape_share(new_shape_share)
     check_path_jitter(path_jitter)
     while True:
         if rng.random() < two_objects:
             motions = SIDE_BY_SIDE_MOTIONS if rng.random() < 0.5 else STACKED_MOTIONS
-            objects = [_draw_object(rng, motions, 0.22, new_colour_share) for _ in range(2)]
+            objects = [_draw_object(rng, motions, 0.22, new_colour_share, new_shape_share) for _ in range(2)]
             if objects[0].colour == objects[1].colour:
                 continue
         else:
-            objects = [_draw_object(rng, MOTIONS, SIZE_RANGE[1], new_colour_share)]
+            objects = [_draw_object(rng, MOTIONS, SIZE_RANGE[1], new_colour_share, new_shape_share)]
         background = str(rng.choice(tuple(BACKGROUNDS)))
         gradient = bool(rng.random() < 0.3)
         pan = None
@@ -105,6 +114,11 @@ def check_new_colour_share(share: float) -> None:
     # below 1: two objects never share a colour, and there is one new colour to draw
     if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0.0 <= share < 1.0:
         raise ValueError(f"new_colour_share: must be a probability in [0, 1), got {share!r}")
+
+
+def check_new_shape_share(share: float) -> None:
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0.0 <= share <= 1.0:
+        raise ValueError(f"new_shape_share: must be a probability in [0, 1], got {share!r}")
 
 
 def check_path_jitter(path_jitter: float | None) -> None:

@@ -17,8 +17,13 @@ from fusionframes.io.atomic import atomic_write, check_writable_folder
 from fusionframes.synthetic.captions import caption
 from fusionframes.synthetic.mp4 import encode_mp4
 from fusionframes.synthetic.render import check_clip_args, ground_truth, render_clip
-from fusionframes.synthetic.scenes import check_new_colour_share, check_path_jitter, sample_scene
-from fusionframes.synthetic.world import BACKGROUNDS, HELD_OUT, NEW_COLOURS, PALETTE
+from fusionframes.synthetic.scenes import (
+    check_new_colour_share,
+    check_new_shape_share,
+    check_path_jitter,
+    sample_scene,
+)
+from fusionframes.synthetic.world import BACKGROUNDS, HELD_OUT, NEW_COLOURS, NEW_SHAPES, PALETTE
 
 
 def clip_rng(seed: int, index: int) -> np.random.Generator:
@@ -33,10 +38,13 @@ def make_sample(
     frames: int = 16,
     path_jitter: float | None = None,
     new_colour_share: float = 0.0,
+    new_shape_share: float = 0.0,
 ) -> tuple[np.ndarray, str, dict]:
     """(frames, caption, ground truth) of training clip ``index`` (never a held-out triple)."""
     rng = clip_rng(seed, index)
-    scene = sample_scene(rng, path_jitter=path_jitter, new_colour_share=new_colour_share)
+    scene = sample_scene(
+        rng, path_jitter=path_jitter, new_colour_share=new_colour_share, new_shape_share=new_shape_share
+    )
     text = caption(scene, rng)
     truth = ground_truth(scene, size, frames)
     truth["caption"] = text
@@ -59,12 +67,19 @@ class ShardClips:
     fps: int
     path_jitter: float | None
     new_colour_share: float = 0.0
+    new_shape_share: float = 0.0
 
     def write_tar(self, tmp: Path) -> None:
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             for index in self.indices:
                 clip, text, truth = make_sample(
-                    self.seed, index, self.size, self.frames, self.path_jitter, self.new_colour_share
+                    self.seed,
+                    index,
+                    self.size,
+                    self.frames,
+                    self.path_jitter,
+                    self.new_colour_share,
+                    self.new_shape_share,
                 )
                 for ext, data in (
                     ("mp4", encode_mp4(clip, self.fps)),
@@ -86,6 +101,7 @@ def write_shards(
     fps: int = 8,
     path_jitter: float | None = None,
     new_colour_share: float = 0.0,
+    new_shape_share: float = 0.0,
 ) -> list[Path]:
     """Write ``videos`` clips as WebDataset tars ``shard-000000.tar``... plus ``manifest.json``.
 
@@ -102,6 +118,7 @@ def write_shards(
     _check_positive("seed", seed, 0)
     check_path_jitter(path_jitter)
     check_new_colour_share(new_colour_share)
+    check_new_shape_share(new_shape_share)
     out = Path(out_dir)
     check_writable_folder(out, "out")
     created = not out.exists()
@@ -112,7 +129,10 @@ def write_shards(
             path = out / f"shard-{number:06d}.tar"
             indices = range(first, min(videos, first + shard_size))
             atomic_write(
-                path, ShardClips(seed, indices, size, frames, fps, path_jitter, new_colour_share).write_tar
+                path,
+                ShardClips(
+                    seed, indices, size, frames, fps, path_jitter, new_colour_share, new_shape_share
+                ).write_tar,
             )
             shards.append(path)
     except BaseException:
@@ -138,6 +158,7 @@ def write_shards(
             if new_colour_share
             else {}
         ),
+        **({"new_shape_share": new_shape_share, "new_shapes": list(NEW_SHAPES)} if new_shape_share else {}),
         "backgrounds": {k: list(v) for k, v in BACKGROUNDS.items()},
     }
     text = json.dumps(manifest, indent=2, sort_keys=True)
