@@ -249,7 +249,10 @@ def main() -> None:
         "--layout-strength", type=float, default=None, help="layout_prior_strength of the image runs"
     )
     sub.choices["i2v"].add_argument(
-        "--start", choices=("layout", "image"), default="layout", help="image_start (see pipelines.builtin11)"
+        "--start",
+        choices=("objects", "layout", "image"),
+        default="layout",
+        help="image_start (see pipelines.builtin11)",
     )
     sub.choices["i2v"].add_argument("--rows", action="store_true", help="include every clip's row")
     args = parser.parse_args()

@@ -95,7 +95,7 @@ def test_aligned_layout_keeps_the_track_and_takes_the_image_offset(start: tuple[
 
 def test_image_start_names_what_is_allowed() -> None:
     assert check_image_start("image") == "image"
-    with pytest.raises(ValueError, match="image_start: unknown 'prior'; allowed: layout, image"):
+    with pytest.raises(ValueError, match="image_start: unknown 'prior'; allowed: objects, layout, image"):
         check_image_start("prior")
 
 
@@ -208,3 +208,32 @@ def test_generate_image_keeps_a_synthetic_first_frame(tmp_path: Path) -> None:
     frame0 = np.asarray(Image.open(sorted(out.glob("*.png"))[0]).convert("RGB"))
     mse = float(np.mean((frame0.astype(np.float64) - first.astype(np.float64)) ** 2))
     assert 10 * math.log10(255**2 / mse) >= 25.0
+
+
+def test_image_objects_reads_a_synthetic_first_frame() -> None:
+    from fusionframes.pipelines.builtin11 import image_objects
+    from fusionframes.synthetic import render_clip, sample_scene
+
+    scene = sample_scene(np.random.default_rng([2026, 12, 3]))
+    first = Image.fromarray(render_clip(scene, 128, 29)[0])
+    seen = sorted(image_objects(first, 128, 128), key=lambda o: o.colour)
+    truth = sorted(scene.objects, key=lambda o: o.colour)
+    assert [(o.colour, o.shape) for o in seen] == [(o.colour, o.shape) for o in truth]
+    assert image_objects(Image.new("RGB", (128, 128), (128, 128, 128)), 128, 128) == []
+
+
+@pytest.mark.parametrize("place", [(0.25, 0.7), (0.75, 0.3)])
+def test_objects_start_draws_the_seen_object_where_the_image_has_it(place: tuple[float, float]) -> None:
+    """The built-in prior's start for a one-object prompt, given an object seen at ``place``: keyframe 0's
+    foreground (the latent less its background) peaks within two latent pixels of that place."""
+    from fusionframes.layout_prior.start import SeenObject, objects_start
+    from fusionframes.pipelines.text_to_video import TextToVideoPipeline
+
+    pipe = TextToVideoPipeline.from_pretrained(None)
+    context, mask, _, _ = pipe.encode_prompts("a red square moving right, gray background", None)
+    seen = [SeenObject("red", "square", place[0], place[1], 0.12)]
+    start = objects_start(pipe.components.layout_prior, context, mask, 4, (4, 16, 16), seen)
+    assert start.shape == (4, 4, 16, 16)
+    foreground = (start[0] - start[0].flatten(1).median(dim=1).values[:, None, None]).abs().sum(0)
+    row, col = divmod(int(foreground.argmax()), 16)
+    assert abs(col + 0.5 - place[0] * 16) <= 2 and abs(row + 0.5 - place[1] * 16) <= 2, (row, col)

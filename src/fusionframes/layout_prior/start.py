@@ -9,10 +9,13 @@ makes that layout at the size and keyframe count of the video asked for; the pip
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from fusionframes.layout_prior.model import LayoutPrior
+from fusionframes.layout_prior.model import LayoutPrior, one_hot_labels, tracks_from_logits
 
 
 @torch.no_grad()
@@ -31,12 +34,21 @@ def keyframe_start(
     object is along its path."""
     if prior is None:
         return None
-    channels, height, width = latent_shape
-    if channels != prior.config.latent_channels:
+    _check_channels(prior, latent_shape)
+    return _resample(prior(context[:1].float(), mask[:1])[0].float(), num_frames, latent_shape)
+
+
+def _check_channels(prior: LayoutPrior, latent_shape: tuple[int, int, int]) -> None:
+    if latent_shape[0] != prior.config.latent_channels:
         raise ValueError(
-            f"latent_shape: {channels} channels, but the layout prior makes {prior.config.latent_channels}"
+            f"latent_shape: {latent_shape[0]} channels, but the layout prior makes "
+            f"{prior.config.latent_channels}"
         )
-    frames = prior(context[:1].float(), mask[:1])[0].float()  # [F, C, h, w]
+
+
+def _resample(frames: torch.Tensor, num_frames: int, latent_shape: tuple[int, int, int]) -> torch.Tensor:
+    """A layout ``[F, C, h, w]`` at the prior's size and count -> ``num_frames`` at ``latent_shape``."""
+    channels, height, width = latent_shape
     if frames.shape[-2:] != (height, width):
         frames = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
     if frames.shape[0] != num_frames:
@@ -44,3 +56,69 @@ def keyframe_start(
         flat = F.interpolate(flat, size=num_frames, mode="linear", align_corners=True)
         frames = flat.reshape(channels, height, width, num_frames).permute(3, 0, 1, 2)
     return frames.contiguous()
+
+
+@dataclass(frozen=True)
+class SeenObject:
+    """An object found in a first frame: its colour and shape names, its centre (fractions of the
+    frame's width and height) and its nominal radius (a fraction of the frame's smaller side)."""
+
+    colour: str
+    shape: str
+    x: float
+    y: float
+    radius: float
+
+
+@torch.no_grad()
+def objects_start(
+    prior: LayoutPrior,
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    num_frames: int,
+    latent_shape: tuple[int, int, int],
+    objects: list[SeenObject],
+) -> torch.Tensor:
+    """The prior's layout for the prompt with its objects taken from a first frame: each object of
+    ``objects`` (up to the prior's slots) keeps the track the text gives the slot of its colour (or the
+    next unused slot), shifted to start at the object's centre and scaled to start at its radius, and is
+    drawn with its own colour and shape labels where the prior knows them.
+
+    Why: where the prior's own drawing is wrong (a shape read wrongly from the words, two objects
+    swapped) the image says what is there; the text still says how things move."""
+    _check_channels(prior, latent_shape)
+    c = prior.config
+    if prior.tracker is None or not c.object_labels:
+        raise ValueError("objects: this layout prior has no labelled object slots")
+    context, mask = context[:1].float(), mask[:1]
+    raw, label_logits = prior.object_logits(context, mask)
+    predicted = one_hot_labels(label_logits, c.object_labels)[0]  # [S, L]
+    tracks = tracks_from_logits(raw)[0].clone()  # [F, S, 5]
+    names = list(c.object_labels)
+    colour_of = [
+        next(
+            (n.split(":", 1)[1] for n, v in zip(names, row, strict=True) if v and n.startswith("colour:")),
+            None,
+        )
+        for row in predicted.tolist()
+    ]
+    out_tracks = torch.zeros_like(tracks)
+    labels = torch.zeros_like(predicted)
+    free = list(range(c.object_slots))
+    for obj in objects[: c.object_slots]:
+        slot = next((s for s in free if colour_of[s] == obj.colour), free[0])
+        free.remove(slot)
+        track = tracks[:, slot]
+        start = torch.tensor([obj.x * 2 - 1, obj.y * 2 - 1, math.log(max(obj.radius, 1e-3) * 2)])
+        moved = track.clone()
+        moved[:, 0] = 1.0
+        moved[:, 1:4] = track[:, 1:4] - track[:1, 1:4] + start.to(track.dtype)
+        out_tracks[:, slot] = moved
+        labels[slot] = predicted[slot]
+        for key, value in (("colour", obj.colour), ("shape", obj.shape)):
+            if f"{key}:{value}" in names:
+                group = [i for i, n in enumerate(names) if n.startswith(f"{key}:")]
+                labels[slot, group] = 0.0
+                labels[slot, names.index(f"{key}:{value}")] = 1.0
+    drawn = prior.draw(context, mask, out_tracks[None], labels[None])[0].float()
+    return _resample(drawn, num_frames, latent_shape)

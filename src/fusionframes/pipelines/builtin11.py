@@ -6,11 +6,14 @@ The text-to-video pipeline calls in here at two points, so its own code stays on
 - keyframes: with an image, :func:`image_keyframe_unet` wraps the image-to-video U-Net so that it takes
   the text-to-video U-Net's call (noisy latents, time, text, frame positions) and adds the first-frame
   condition and mask channels and the augmentation level itself; both guidance branches see the image,
-  so the guidance scale stays the prompt's. With ``image_start`` ``layout`` (the default, for a model
-  with a layout prior) sampling starts from the prior's drawing for the text moved onto the image's
-  object (:func:`align_layout`), redrawn at ``layout_prior_strength`` as text-to-video is: the built-in
-  U-Net draws shapes from that drawing, not from a start held still. With ``image`` (or no prior) it
-  starts from the image held still in every keyframe, redrawn at ``image_strength`` (1: pure noise).
+  so the guidance scale stays the prompt's. For a model with a layout prior, ``image_start``
+  ``objects`` (the default) has the prior draw the objects the analyser finds in the image (their
+  colour, shape, place and size) along the tracks the text gives
+  (:func:`fusionframes.layout_prior.start.objects_start`); ``layout`` (also the fallback when no
+  object is found) moves the prior's drawing for the text onto the image's
+  object (:func:`align_layout`). Both are redrawn at ``layout_prior_strength`` as text-to-video is: the
+  built-in U-Net draws shapes from the prior's drawing, not from a start held still. With ``image`` (or
+  no prior) it starts from the image held still in every keyframe, redrawn at ``image_strength``.
   Frame 0 of the result is the image's own latent (as 1.1's ``keep_first_frame``).
 - decoding: :func:`decode_frames` with ``decoder`` ``"video"`` decodes the clip with the temporal MoVQ
   in overlapping windows (:func:`fusionframes.models.movq.decode_clip`), ``"image"`` frame by frame.
@@ -18,17 +21,20 @@ The text-to-video pipeline calls in here at two points, so its own code stays on
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from fusionframes.components import ModelComponents
 from fusionframes.config import ModelConfig
 from fusionframes.diffusion.schedule import DiffusionSchedule
+from fusionframes.layout_prior.start import SeenObject
 from fusionframes.models.movq import decode_clip
-from fusionframes.pipelines.first_frame import check_image, encode_image
+from fusionframes.pipelines.first_frame import check_image, encode_image, fit_for_encoding
 
 DECODERS = ("image", "video")
 # The temporal MoVQ decodes windows of this many frames sharing DECODE_OVERLAP frames with the next one
@@ -146,15 +152,35 @@ def image_keyframe_unet(
     return ConditionedKeyframes(unet, condition, NOISE_AUGMENTATION)
 
 
-IMAGE_STARTS = ("layout", "image")
+IMAGE_STARTS = ("objects", "layout", "image")
 
 
 def check_image_start(image_start: str) -> str:
-    """Where image-to-video keyframe sampling starts: ``layout`` (the layout prior's drawing, moved onto
-    the image's object) or ``image`` (the image held still in every keyframe)."""
+    """Where image-to-video keyframe sampling starts: ``objects`` (the layout prior drawing the image's
+    objects, found by the synthetic world's analyser, along the text's tracks), ``layout`` (the prior's
+    drawing for the text, moved onto the image's object) or ``image`` (the image held still in every
+    keyframe)."""
     if image_start not in IMAGE_STARTS:
         raise ValueError(f"image_start: unknown {image_start!r}; allowed: {', '.join(IMAGE_STARTS)}")
     return image_start
+
+
+def image_objects(image: Any, width: int, height: int) -> list[SeenObject]:
+    """The objects of a first frame as the synthetic world's analyser sees them (colour, shape, centre,
+    and the radius their area implies for that shape), in the image as the video takes it (covered and
+    centre-cropped); none for an image outside that world."""
+    from fusionframes.evaluation.analysis import analyse_clip
+    from fusionframes.synthetic.render import unit_area
+
+    picture = np.asarray(fit_for_encoding(check_image(image).convert("RGB"), width, height))
+    found = []
+    for track in analyse_clip(np.stack([picture, picture])).objects:  # a still two-frame clip
+        if track.shape == "unknown" or not track.areas[0] > 0:
+            continue
+        radius = math.sqrt(float(track.areas[0]) / unit_area(track.shape)) / min(width, height)
+        x, y = track.centroids[0]
+        found.append(SeenObject(track.colour, track.shape, float(x) / width, float(y) / height, radius))
+    return found
 
 
 def _foreground(latent: torch.Tensor) -> torch.Tensor:

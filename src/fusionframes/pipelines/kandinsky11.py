@@ -253,8 +253,6 @@ def validate_settings_11(
     return settings, image
 
 
-
-
 def config_11_for(model: str | Path | None) -> ModelConfig | None:
     """The config of a 1.1 model named by ``model`` without loading weights; None when ``model`` is
     not a 1.1 model (or not a model: the 1.0 path then reports that)."""

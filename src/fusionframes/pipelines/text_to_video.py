@@ -22,7 +22,7 @@ from fusionframes.config import ModelConfig, check_layout_prior_strength
 from fusionframes.diffusion.parameterisation import Parameterisation
 from fusionframes.diffusion.samplers import check_clamp_support, check_scheduler
 from fusionframes.diffusion.sampling import denoise_steps
-from fusionframes.layout_prior.start import keyframe_start
+from fusionframes.layout_prior.start import keyframe_start, objects_start
 from fusionframes.lora.pipeline import LoraMixin
 from fusionframes.pipelines.acceleration import (
     compile_components,
@@ -39,6 +39,7 @@ from fusionframes.pipelines.builtin11 import (
     image_keyframe_unet,
     image_latent,
     image_name,
+    image_objects,
 )
 from fusionframes.pipelines.offload import Placement, validate_offload
 from fusionframes.pipelines.outputs import (
@@ -108,8 +109,9 @@ class GenerationSettings:
     decoder: str = "image"  # "video": the temporal MoVQ (models with one; see pipelines.builtin11)
     image: str | None = None  # the first frame's file, for image-to-video (recorded, not read again)
     image_strength: float = 1.0  # with an image: keyframes start from it held still, redrawn at this
-    image_start: str = "layout"  # with an image and a layout prior: "layout" (the prior's drawing moved
-    # onto the image's object, redrawn at layout_prior_strength) or "image" (held still, image_strength)
+    image_start: str = "objects"  # with an image and a layout prior: "objects" (the prior's tracks started
+    # at the image's objects, drawn with their colour and shape; "layout" where none is found), "layout"
+    # (the prior's drawing moved onto the image), or "image" (held still, redrawn at image_strength)
 
     @property
     def num_frames(self) -> int:
@@ -167,7 +169,7 @@ def validate_settings(
     decoder: str | None = None,
     image: Any = None,
     image_strength: float = 1.0,
-    image_start: str = "layout",
+    image_start: str = "objects",
 ) -> GenerationSettings:
     """Check every option against ``config`` and fill the gaps from the model's sampling defaults.
 
@@ -511,7 +513,15 @@ class TextToVideoPipeline(LoraMixin):
             first = first.to(text.context.device)
             unet = image_keyframe_unet(self.components, first, generator)
             layout = self.keyframe_layout(text.context, text.mask, n, latent_shape)
-            if settings.image_start == "layout" and layout is not None:
+            seen = (
+                image_objects(image, settings.width, settings.height)
+                if settings.image_start == "objects"
+                else []
+            )
+            if seen and layout is not None:
+                prior = self.components.layout_prior
+                init = objects_start(prior, text.context, text.mask, n, latent_shape, seen).to(first.device)
+            elif settings.image_start in ("objects", "layout") and layout is not None:
                 init = align_layout(layout.to(first.device), first)
             else:
                 init, strength = first.expand(n, -1, -1, -1), settings.image_strength

@@ -55,6 +55,15 @@ def shape_outline(
     raise ValueError(f"shape: no outline for {shape!r}; allowed: square, triangle, star, oval")
 
 
+def unit_area(shape: str) -> float:
+    """Area of ``shape`` drawn at radius 1 (the shoelace formula over its outline; pi for a circle)."""
+    if shape == "circle":
+        return math.pi
+    points = shape_outline(shape, 0.0, 0.0, 1.0, 0.0)
+    pairs = zip(points, points[1:] + points[:1], strict=True)
+    return 0.5 * abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in pairs))
+
+
 def object_geometry(
     scene: Scene, obj: ObjectSpec, size: int, tau: float
 ) -> tuple[float, float, float, float]:
