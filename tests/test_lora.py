@@ -31,6 +31,7 @@ from fusionframes.lora.pipeline import (
     merge_loras,
     parse_lora_argument,
     set_lora_scale,
+    split_scale,
     unload_lora,
 )
 from fusionframes.training.config import config_from_dict
@@ -558,3 +559,11 @@ def test_new_shape_is_opt_in_drawn_and_scored() -> None:
         assert track.motion == ("still" if shape == "circle" else "rotating")
     with pytest.raises(ValueError, match=r"new_shape_share: must be a probability in \[0, 1\]"):
         make_sample(0, 0, 32, 5, new_shape_share=1.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [("a/b", ("a/b", None)), ("a/b:0.5", ("a/b", "0.5")), ("c:d:2", ("c:d", "2")), (":3", (":3", None))],
+)
+def test_split_scale_takes_the_last_colon(text: str, want: tuple) -> None:
+    assert split_scale(text) == want

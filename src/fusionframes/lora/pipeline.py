@@ -130,11 +130,19 @@ class LoraRequest:
     scale: float
 
 
-def parse_lora_argument(text: str) -> LoraRequest:
-    """``PATH`` or ``PATH:SCALE``: the folder is read and checked now, before any model is loaded."""
-    path, scale = text, 1.0
+def split_scale(text: str) -> tuple[str, str | None]:
+    """``"PATH:SCALE"`` -> ``("PATH", "SCALE")``; ``"PATH"`` (or ``":X"``) -> ``(text, None)``. Only the last
+    colon counts, so a path may hold colons; callers decide what a tail that is not a number means."""
     head, sep, tail = text.rpartition(":")
-    if sep and head:
+    return (head, tail) if sep and head else (text, None)
+
+
+def parse_lora_argument(text: str) -> LoraRequest:
+    """``PATH`` or ``PATH:SCALE``: the folder is read and checked now, before any model is loaded. A tail
+    that is not a number is part of the path (a folder may be named ``style:v2``)."""
+    path, scale = text, 1.0
+    head, tail = split_scale(text)
+    if tail is not None:
         try:
             value = float(tail)
         except ValueError:

@@ -103,14 +103,15 @@ def entry_of(value: Any) -> tuple[str, float]:
         if not isinstance(path, str) or not path:
             raise ValueError("lora: each object needs a 'path' string")
     elif isinstance(value, str):
-        path, scale = value, 1.0
-        head, sep, tail = value.rpartition(":")
-        if sep and head:
+        from fusionframes.lora.pipeline import split_scale
+
+        path, tail = split_scale(value)  # a job's tail must be a number (no folder names with colons)
+        scale = 1.0
+        if tail is not None:
             try:
                 scale = float(tail)
             except ValueError:
                 raise ValueError(f"lora: the scale of {value!r} must be a number, got {tail!r}") from None
-            path = head
     else:
         raise ValueError(f"lora: each entry is 'PATH[:SCALE]' or {{path, scale}}, got {type(value).__name__}")
     if not path:
