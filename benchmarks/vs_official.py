@@ -83,14 +83,15 @@ def bench_config():
     )
 
 
-def random_components():
-    """``bench_config`` with random weights, zero-initialised layers included (seeded)."""
+def random_components(config=None, name: str = "bench"):
+    """``config`` (default ``bench_config``) with random weights, zero-initialised layers included
+    (seeded)."""
     import torch
 
     from fusionframes.components import build_components
 
     torch.manual_seed(0)
-    parts = build_components(bench_config(), "none", name="bench")
+    parts = build_components(config or bench_config(), "none", name=name)
     for net in (parts.keyframe_unet, parts.interpolation_unet):
         with torch.no_grad():  # zero-initialised layers (temporal outputs, AdaGN) would hide their cost
             for p in net.parameters():

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from fusionframes import TextToVideoPipeline
 from fusionframes.io.checkpoints import load_model_folder
-from fusionframes.parallel import BranchParallel, branch_blocks, distribute_branches
+from fusionframes.parallel import BranchParallel, SequentialBranches, branch_blocks, distribute_branches
 
 RUN = {
     "prompt": "a red circle moving right on a gray background",
@@ -51,32 +51,6 @@ def test_branch_blocks_are_contiguous_and_cover_every_branch() -> None:
         branch_blocks(0, 2)
 
 
-class OneBranchAtATime(torch.nn.Module):
-    """One process computing what the two ranks compute: each guidance branch in its own network call."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, x, *args, **kwargs):
-        batch, rows = x.shape[0], x.shape[0] // 2
-
-        def cut(value, part):
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
-                return value[part]
-            return value
-
-        parts = (slice(0, rows), slice(rows, batch))
-        return torch.cat(
-            [
-                self.module(
-                    cut(x, p), *(cut(a, p) for a in args), **{k: cut(v, p) for k, v in kwargs.items()}
-                )
-                for p in parts
-            ]
-        )
-
-
 def _one_process(model_dir: Path, split: bool) -> torch.Tensor:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the ranks: a thread count can change the order of float sums
@@ -84,7 +58,7 @@ def _one_process(model_dir: Path, split: bool) -> torch.Tensor:
         pipe = _pipe(model_dir)
         if split:
             for name in ("keyframe_unet", "interpolation_unet"):
-                setattr(pipe.components, name, OneBranchAtATime(getattr(pipe.components, name)))
+                setattr(pipe.components, name, SequentialBranches(getattr(pipe.components, name)))
         return pipe(**RUN).frames
     finally:
         torch.set_num_threads(threads)
@@ -130,7 +104,7 @@ def test_one_branch_per_call_matches_the_batched_call(tiny_model_dir: Path) -> N
     positions = temporal_positions(n).repeat(2)
     with torch.no_grad():
         both = unet(x, time, context, mask, positions, num_frames=n)
-        apart = OneBranchAtATime(unet)(x, time, context, mask, positions, num_frames=n)
+        apart = SequentialBranches(unet)(x, time, context, mask, positions, num_frames=n)
     assert (both - apart).abs().max() <= 1e-5
 
 

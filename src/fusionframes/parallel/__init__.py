@@ -1,5 +1,10 @@
 """One video on several processes (one per device): see :mod:`fusionframes.parallel.branches`."""
 
-from fusionframes.parallel.branches import BranchParallel, branch_blocks, distribute_branches
+from fusionframes.parallel.branches import (
+    BranchParallel,
+    SequentialBranches,
+    branch_blocks,
+    distribute_branches,
+)
 
-__all__ = ["BranchParallel", "branch_blocks", "distribute_branches"]
+__all__ = ["BranchParallel", "SequentialBranches", "branch_blocks", "distribute_branches"]

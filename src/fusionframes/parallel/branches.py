@@ -88,6 +88,47 @@ class BranchParallel(nn.Module):
         return torch.cat([g[: len(b) * rows] for g, b in zip(gathered, self.blocks, strict=True)])
 
 
+class SequentialBranches(nn.Module):
+    """``module`` called once per guidance branch on one device, the branches' outputs concatenated.
+
+    This is what a :class:`BranchParallel` run computes, on one process: the check that a multi-device
+    video is the one-device video of the same network calls (bit-identical on CPU). The batched call
+    can differ from it in the last float32 bits, since CPU kernels pick their blocking by batch size.
+    """
+
+    def __init__(self, module: nn.Module, branches: int = 2) -> None:
+        super().__init__()
+        self.module = module
+        self.branches = branches
+
+    @property
+    def config(self):
+        return self.module.config
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        batch = x.shape[0]
+        if batch % self.branches:
+            raise ValueError(
+                f"SequentialBranches: batch of {batch} rows is not {self.branches} equal branches"
+            )
+        rows = batch // self.branches
+
+        def cut(value: Any, part: slice) -> Any:
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
+                return value[part]
+            return value
+
+        parts = [slice(b * rows, (b + 1) * rows) for b in range(self.branches)]
+        return torch.cat(
+            [
+                self.module(
+                    cut(x, p), *(cut(a, p) for a in args), **{k: cut(v, p) for k, v in kwargs.items()}
+                )
+                for p in parts
+            ]
+        )
+
+
 def distribute_branches(pipe: Any, group: Any = None) -> Any:
     """Split the guidance branches of ``pipe``'s keyframe and interpolation U-Nets across ``group``'s
     ranks (in place; returns ``pipe``). Every rank must run the same call with the same seed."""
