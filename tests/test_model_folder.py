@@ -154,3 +154,29 @@ def test_convert_config_that_is_not_json(tmp_path: Path, capsys) -> None:
     bad.write_text("{oops")
     assert cli.main(["convert", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "is not valid JSON" in capsys.readouterr().err
+
+
+def test_meta_build_skips_initialisers_and_restores_them() -> None:
+    """Loaders build on meta with torch.nn.init's initialisers skipped (every weight comes from the file),
+    and put them back afterwards, also when the build fails."""
+    import subprocess
+    import sys
+
+    import torch
+    from torch import nn
+
+    from fusionframes.components import INITIALISERS, initialisers_skipped
+
+    before = {name: getattr(nn.init, name) for name in INITIALISERS}
+    with pytest.raises(RuntimeError, match="inside"), initialisers_skipped():
+        assert torch.equal(nn.init.normal_(torch.zeros(3)), torch.zeros(3))  # left as it was
+        raise RuntimeError("inside")
+    assert {name: getattr(nn.init, name) for name in INITIALISERS} == before
+    # In a fresh process, loading the built-in model no longer pulls in torch's compiler stack (which
+    # the meta-device initialisers imported through Python decompositions).
+    code = (
+        "import sys; from fusionframes.io.checkpoints import load_model; load_model(None); "
+        "print('torch._dynamo' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -77,18 +79,69 @@ class ModelComponents:
         return self
 
 
+# torch.nn.init's in-place initialisers: every layer's constructor calls some of them.
+INITIALISERS = (
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "eye_",
+    "dirac_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
+    "sparse_",
+)
+
+
+@contextmanager
+def initialisers_skipped() -> Iterator[None]:
+    """Layers built inside keep their parameters as allocated, uninitialised.
+
+    For networks whose every weight a checkpoint then replaces. On the meta device the initialisers
+    compute nothing, yet torch runs them through Python decompositions, and the first of those imports
+    torch's compiler stack: about a second of a small model's start-up spent on numbers no one keeps.
+    """
+    saved = {name: getattr(nn.init, name) for name in INITIALISERS}
+    for name in INITIALISERS:
+        setattr(nn.init, name, _unchanged)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
+
+
+def _unchanged(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    return tensor
+
+
+def random_null(dim: int) -> torch.Tensor:
+    """A fresh null (unconditional) text embedding; on the meta device, only its shape."""
+    if torch.empty(0).device.type == "meta":
+        return torch.empty(dim)
+    return torch.randn(dim) * 0.02
+
+
 def build_components(
     config: ModelConfig, text_encoder: str | Path, name: str = "unnamed", device: str | torch.device = "cpu"
 ) -> ModelComponents:
-    """Fresh (randomly initialised) networks for ``config``; ``device='meta'`` allocates nothing."""
-    with torch.device(device):
+    """Fresh (randomly initialised) networks for ``config``; ``device='meta'`` allocates nothing and
+    initialises nothing (for loaders, which fill every weight)."""
+    with (
+        torch.device(device),
+        initialisers_skipped() if torch.device(device).type == "meta" else nullcontext(),
+    ):
         return ModelComponents(
             config=config,
             keyframe_unet=build_unet(config.keyframe_unet),
-            keyframe_null=torch.randn(config.keyframe_unet.context_dim or config.text.context_dim) * 0.02,
+            keyframe_null=random_null(config.keyframe_unet.context_dim or config.text.context_dim),
             interpolation_unet=build_unet(config.interpolation_unet),
-            interpolation_null=torch.randn(config.interpolation_unet.context_dim or config.text.context_dim)
-            * 0.02,
+            interpolation_null=random_null(config.interpolation_unet.context_dim or config.text.context_dim),
             movq=MoVQ(config.movq),
             projection=TextProjection(config.text.encoder_dim, config.text.context_dim),
             text_encoder=text_encoder,

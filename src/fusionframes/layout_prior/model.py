@@ -183,7 +183,7 @@ class _TokenReader(nn.Module):
     def __init__(self, context_dim: int, queries: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(context_dim)
-        self.queries = nn.Parameter(torch.randn(queries, context_dim) * 0.1)
+        self.queries = nn.Parameter(nn.init.normal_(torch.empty(queries, context_dim), std=0.1))
         self.keys = nn.Linear(context_dim, context_dim)
         self.order = nn.Parameter(torch.zeros(queries))  # zeros: no pull to either end
 
@@ -284,7 +284,7 @@ class LayoutPrior(nn.Module):
         # Labels, when the data has them, say what each slot looks like; otherwise a code from the caption.
         self.slot_codes = nn.Linear(hidden, slots * SLOT_CODE_DIM) if slots and not labels else None
         self.sprites = ObjectSprites(labels) if labels else None
-        self.frame_embed = nn.Parameter(torch.randn(config.num_frames, hidden) * 0.02)
+        self.frame_embed = nn.Parameter(nn.init.normal_(torch.empty(config.num_frames, hidden), std=0.02))
         self.seed = nn.Linear(hidden, config.num_frames * channels[0] * self.seed_height * self.seed_width)
         extra = [slots * (4 + (labels or SLOT_CODE_DIM))] * len(channels)
         if labels:  # the sprites only on the latent grid, where the outlines are drawn
