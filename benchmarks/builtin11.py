@@ -251,8 +251,8 @@ def main() -> None:
     sub.choices["i2v"].add_argument(
         "--start",
         choices=("objects", "layout", "image"),
-        default="layout",
-        help="image_start (see pipelines.builtin11)",
+        default="objects",
+        help="image_start (see pipelines.builtin11; default: the pipeline's, objects)",
     )
     sub.choices["i2v"].add_argument("--rows", action="store_true", help="include every clip's row")
     args = parser.parse_args()
