@@ -237,3 +237,20 @@ def test_objects_start_draws_the_seen_object_where_the_image_has_it(place: tuple
     foreground = (start[0] - start[0].flatten(1).median(dim=1).values[:, None, None]).abs().sum(0)
     row, col = divmod(int(foreground.argmax()), 16)
     assert abs(col + 0.5 - place[0] * 16) <= 2 and abs(row + 0.5 - place[1] * 16) <= 2, (row, col)
+
+
+def test_only_a_prior_with_labelled_slots_draws_seen_objects() -> None:
+    """The objects start needs labelled object slots; without them the pipeline takes the layout start
+    (``draws_objects`` decides which) instead of failing after the text is encoded."""
+    from fusionframes.config import LayoutPriorConfig
+    from fusionframes.io.checkpoints import load_model
+    from fusionframes.layout_prior.model import LayoutPrior
+    from fusionframes.layout_prior.start import SeenObject, draws_objects, objects_start
+
+    small = dict(context_dim=6, hidden_dim=8, num_frames=4, latent_height=4, latent_width=4, channels=(16, 8))
+    unlabelled = LayoutPrior(LayoutPriorConfig(**small))
+    assert draws_objects(load_model(None).layout_prior)
+    assert not draws_objects(None) and not draws_objects(unlabelled)
+    seen = [SeenObject("red", "square", 0.5, 0.5, 0.1)]
+    with pytest.raises(ValueError, match="no labelled object slots"):
+        objects_start(unlabelled, torch.zeros(1, 3, 6), torch.ones(1, 3), 4, (4, 4, 4), seen)

@@ -122,7 +122,7 @@ def _unchanged(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
 
 def random_null(dim: int) -> torch.Tensor:
     """A fresh null (unconditional) text embedding; on the meta device, only its shape."""
-    if torch.empty(0).device.type == "meta":
+    if torch.get_default_device().type == "meta":
         return torch.empty(dim)
     return torch.randn(dim) * 0.02
 

@@ -70,6 +70,11 @@ class SeenObject:
     radius: float
 
 
+def draws_objects(prior: LayoutPrior | None) -> bool:
+    """Whether ``prior`` can draw given objects (:func:`objects_start`): it has labelled object slots."""
+    return prior is not None and prior.tracker is not None and bool(prior.config.object_labels)
+
+
 @torch.no_grad()
 def objects_start(
     prior: LayoutPrior,
@@ -88,7 +93,7 @@ def objects_start(
     swapped) the image says what is there; the text still says how things move."""
     _check_channels(prior, latent_shape)
     c = prior.config
-    if prior.tracker is None or not c.object_labels:
+    if not draws_objects(prior):
         raise ValueError("objects: this layout prior has no labelled object slots")
     context, mask = context[:1].float(), mask[:1]
     raw, label_logits = prior.object_logits(context, mask)

@@ -40,6 +40,28 @@ def branch_blocks(branches: int, world_size: int) -> list[range]:
     return out
 
 
+def rows_per_branch(who: str, batch: int, branches: int) -> int:
+    """Rows of one guidance branch in a batch of ``branches`` equal blocks; an unequal batch is an error."""
+    if batch % branches:
+        raise ValueError(f"{who}: batch of {batch} rows is not {branches} equal branches")
+    return batch // branches
+
+
+def call_on_rows(
+    module: nn.Module, part: slice, x: torch.Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> torch.Tensor:
+    """``module`` on rows ``part`` of the batch: every tensor argument whose first dimension is the
+    batch size is cut to them; other arguments (frame and group counts, scalars) pass unchanged."""
+    batch = x.shape[0]
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
+            return value[part]
+        return value
+
+    return module(cut(x), *map(cut, args), **{k: cut(v) for k, v in kwargs.items()})
+
+
 class BranchParallel(nn.Module):
     """``module`` whose batch of ``branches`` equal blocks is split across the ranks of ``group``.
 
@@ -68,19 +90,9 @@ class BranchParallel(nn.Module):
         return self.module.config
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        batch = x.shape[0]
-        if batch % self.branches:
-            raise ValueError(f"BranchParallel: batch of {batch} rows is not {self.branches} equal branches")
-        rows = batch // self.branches
+        rows = rows_per_branch("BranchParallel", x.shape[0], self.branches)
         mine = self.blocks[self.rank]
-        part = slice(mine.start * rows, mine.stop * rows)
-
-        def cut(value: Any) -> Any:
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
-                return value[part]
-            return value
-
-        out = self.module(cut(x), *map(cut, args), **{k: cut(v) for k, v in kwargs.items()})
+        out = call_on_rows(self.module, slice(mine.start * rows, mine.stop * rows), x, args, kwargs)
         most = max(len(b) for b in self.blocks) * rows  # all_gather needs equal sizes: pad the short ones
         padded = torch.cat([out, out.new_zeros((most - out.shape[0], *out.shape[1:]))])
         gathered = [torch.empty_like(padded) for _ in self.blocks]
@@ -106,27 +118,9 @@ class SequentialBranches(nn.Module):
         return self.module.config
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        batch = x.shape[0]
-        if batch % self.branches:
-            raise ValueError(
-                f"SequentialBranches: batch of {batch} rows is not {self.branches} equal branches"
-            )
-        rows = batch // self.branches
-
-        def cut(value: Any, part: slice) -> Any:
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
-                return value[part]
-            return value
-
+        rows = rows_per_branch("SequentialBranches", x.shape[0], self.branches)
         parts = [slice(b * rows, (b + 1) * rows) for b in range(self.branches)]
-        return torch.cat(
-            [
-                self.module(
-                    cut(x, p), *(cut(a, p) for a in args), **{k: cut(v, p) for k, v in kwargs.items()}
-                )
-                for p in parts
-            ]
-        )
+        return torch.cat([call_on_rows(self.module, part, x, args, kwargs) for part in parts])
 
 
 def distribute_branches(pipe: Any, group: Any = None) -> Any:

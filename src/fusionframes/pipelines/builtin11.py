@@ -10,9 +10,10 @@ The text-to-video pipeline calls in here at two points, so its own code stays on
   ``objects`` (the default) has the prior draw the objects the analyser finds in the image (their
   colour, shape, place and size) along the tracks the text gives
   (:func:`fusionframes.layout_prior.start.objects_start`); ``layout`` (also the fallback when no
-  object is found) moves the prior's drawing for the text onto the image's
-  object (:func:`align_layout`). Both are redrawn at ``layout_prior_strength`` as text-to-video is: the
-  built-in U-Net draws shapes from the prior's drawing, not from a start held still. With ``image`` (or
+  object is found, or the prior has no labelled object slots) moves the prior's drawing for the text
+  onto the image's object (:func:`align_layout`). Both are redrawn at ``layout_prior_strength`` as
+  text-to-video is: the built-in U-Net draws shapes from the prior's drawing, not from a start held
+  still. With ``image`` (or
   no prior) it starts from the image held still in every keyframe, redrawn at ``image_strength``.
   Frame 0 of the result is the image's own latent (as 1.1's ``keep_first_frame``).
 - decoding: :func:`decode_frames` with ``decoder`` ``"video"`` decodes the clip with the temporal MoVQ

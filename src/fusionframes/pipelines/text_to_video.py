@@ -22,7 +22,7 @@ from fusionframes.config import ModelConfig, check_layout_prior_strength
 from fusionframes.diffusion.parameterisation import Parameterisation
 from fusionframes.diffusion.samplers import check_clamp_support, check_scheduler
 from fusionframes.diffusion.sampling import denoise_steps
-from fusionframes.layout_prior.start import keyframe_start, objects_start
+from fusionframes.layout_prior.start import draws_objects, keyframe_start, objects_start
 from fusionframes.lora.pipeline import LoraMixin
 from fusionframes.pipelines.acceleration import (
     compile_components,
@@ -110,7 +110,8 @@ class GenerationSettings:
     image: str | None = None  # the first frame's file, for image-to-video (recorded, not read again)
     image_strength: float = 1.0  # with an image: keyframes start from it held still, redrawn at this
     image_start: str = "objects"  # with an image and a layout prior: "objects" (the prior's tracks started
-    # at the image's objects, drawn with their colour and shape; "layout" where none is found), "layout"
+    # at the image's objects, drawn with their colour and shape; "layout" where none is found or the prior
+    # has no labelled object slots), "layout"
     # (the prior's drawing moved onto the image), or "image" (held still, redrawn at image_strength)
 
     @property
@@ -512,16 +513,16 @@ class TextToVideoPipeline(LoraMixin):
             first = image_latent(self.components, image, settings.width, settings.height)
             first = first.to(text.context.device)
             unet = image_keyframe_unet(self.components, first, generator)
-            layout = self.keyframe_layout(text.context, text.mask, n, latent_shape)
+            prior = self.components.layout_prior
             seen = (
                 image_objects(image, settings.width, settings.height)
-                if settings.image_start == "objects"
+                if settings.image_start == "objects" and draws_objects(prior)
                 else []
             )
-            if seen and layout is not None:
-                prior = self.components.layout_prior
+            if seen:
                 init = objects_start(prior, text.context, text.mask, n, latent_shape, seen).to(first.device)
-            elif settings.image_start in ("objects", "layout") and layout is not None:
+            elif settings.image_start in ("objects", "layout") and prior is not None:
+                layout = self.keyframe_layout(text.context, text.mask, n, latent_shape)
                 init = align_layout(layout.to(first.device), first)
             else:
                 init, strength = first.expand(n, -1, -1, -1), settings.image_strength
