@@ -3,6 +3,7 @@
     python benchmarks/builtin11.py decoder --model DIR [--clips 24]      # temporal vs image decoder
     python benchmarks/builtin11.py t2v --model DIR [--num 12]            # generated videos decoded both ways
     python benchmarks/builtin11.py i2v --model DIR [--num 24]            # image-to-video vs text-only
+    python benchmarks/builtin11.py roundtrip --model DIR [--num 24]      # the image MoVQ's ceiling
 
 ``decoder``: held-out synthetic clips (scenes drawn from their own seed stream, never a training clip)
 are encoded by the image MoVQ and the same latents decoded by both decoders: PSNR and SSIM per frame,
@@ -12,6 +13,8 @@ left out of it) and the evaluator's smoothness. ``t2v``: the text-to-video path'
 evaluator's default prompts) decoded both ways, each scored by the evaluator. ``i2v``: the first frame of
 a held-out synthetic clip and its caption, generated with the image and, on the same prompt and seed,
 text only: first decoded frame PSNR against the image, colour and shape kept, motion direction.
+``roundtrip``: the i2v benchmark's held-out clips themselves, encoded and decoded by the image MoVQ and
+scored like the generated ones: what any latent model with this decoder can at best reach.
 Prints one JSON object.
 """
 
@@ -232,10 +235,34 @@ def run_i2v(args: argparse.Namespace) -> dict:
     }
 
 
+def run_roundtrip(args: argparse.Namespace) -> dict:
+    """The i2v clips' ground truth through the image MoVQ (encode, decode), scored by the evaluator."""
+    from fusionframes.pipelines.builtin11 import decode_frames
+
+    pipe = load(args.model)
+    rows = []
+    started = time.perf_counter()
+    for i in range(args.num):
+        scene, prompt = held_out_scene(args.seed + 1, i)
+        truth = render_clip(scene, 128, 29)
+        pixels = torch.from_numpy(truth).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        with torch.no_grad():
+            latents = pipe.components.movq.encode(pixels)
+        frames = to_uint8(decode_frames(pipe.components, latents, "image", 4, False))
+        scored = score_frames(scene_spec(scene), frames, list(range(0, 29, 4)))["scores"]
+        rows.append({"prompt": prompt, "colour_shape": bool(scored["colour"] and scored["shape"])})
+    return {
+        "clips": len(rows),
+        "colour_shape_kept_pct": round(100.0 * sum(r["colour_shape"] for r in rows) / len(rows), 1),
+        "lost": [r["prompt"] for r in rows if not r["colour_shape"]],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    for name in ("decoder", "t2v", "i2v"):
+    for name in ("decoder", "t2v", "i2v", "roundtrip"):
         p = sub.add_parser(name)
         p.add_argument("--model", default="builtin")
         p.add_argument("--seed", type=int, default=0)
@@ -243,6 +270,7 @@ def main() -> None:
     sub.choices["decoder"].add_argument("--frames", type=int, default=29)
     sub.choices["t2v"].add_argument("--num", type=int, default=12)
     sub.choices["i2v"].add_argument("--num", type=int, default=24)
+    sub.choices["roundtrip"].add_argument("--num", type=int, default=24)
     sub.choices["i2v"].add_argument("--steps", type=int, default=None)
     sub.choices["i2v"].add_argument("--strength", type=float, default=1.0, help="image_strength")
     sub.choices["i2v"].add_argument(
@@ -250,14 +278,15 @@ def main() -> None:
     )
     sub.choices["i2v"].add_argument(
         "--start",
-        choices=("objects", "layout", "image"),
+        choices=("objects", "moved", "layout", "image"),
         default="objects",
         help="image_start (see pipelines.builtin11; default: the pipeline's, objects)",
     )
     sub.choices["i2v"].add_argument("--rows", action="store_true", help="include every clip's row")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    result = {"decoder": run_decoder, "t2v": run_t2v, "i2v": run_i2v}[args.what](args)
+    runs = {"decoder": run_decoder, "t2v": run_t2v, "i2v": run_i2v, "roundtrip": run_roundtrip}
+    result = runs[args.what](args)
     result["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     print(json.dumps(result, indent=2))
 

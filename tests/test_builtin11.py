@@ -95,7 +95,8 @@ def test_aligned_layout_keeps_the_track_and_takes_the_image_offset(start: tuple[
 
 def test_image_start_names_what_is_allowed() -> None:
     assert check_image_start("image") == "image"
-    with pytest.raises(ValueError, match="image_start: unknown 'prior'; allowed: objects, layout, image"):
+    allowed = "objects, moved, layout, image"
+    with pytest.raises(ValueError, match=f"image_start: unknown .prior.; allowed: {allowed}"):
         check_image_start("prior")
 
 

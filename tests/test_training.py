@@ -727,3 +727,39 @@ def test_latent_cache_is_reused_only_for_the_same_frames(tmp_path) -> None:
     fresh = cached_latents(path, encoder, moved, torch.device("cpu"), False, 2)
     assert encoder.calls == 2 and not torch.equal(fresh[0], first[0])
     assert torch.equal(fresh[0], encoder.encode(video.flip(-1)[::2].float()).detach())
+
+
+def test_object_weights_mark_objects_and_their_rims_only() -> None:
+    from fusionframes.training.objectives import object_weights
+
+    frames = torch.full((1, 3, 32, 32), -0.2)
+    frames[:, :, 10:13, 20:23] = torch.tensor([0.9, -0.9, -0.9]).view(1, 3, 1, 1)  # a small red square
+    weights = object_weights(frames, 4.0)
+    assert weights.shape == (1, 1, 32, 32)
+    on = weights[0, 0] == 5.0
+    assert on[8:15, 18:25].all() and on.sum() == 49  # the square grown by two pixels
+    assert (weights[0, 0][~on] == 1.0).all()
+
+
+def test_movq_objective_without_object_weight_is_plain_l1_plus_mse(tiny_model_dir: Path) -> None:
+    from fusionframes.training.objectives import MoVQObjective
+
+    movq = load_model_folder(tiny_model_dir).movq
+    frames = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    gen = torch.Generator()
+    plain = MoVQObjective(movq, 0.01)(frames, gen)
+    with torch.no_grad():
+        latents = movq.encode(frames)
+        recon = movq.decode(latents)
+    want = (
+        torch.nn.functional.l1_loss(recon, frames)
+        + torch.nn.functional.mse_loss(recon, frames)
+        + 0.01 * (latents.pow(2).mean() - 1) ** 2
+    )
+    torch.testing.assert_close(plain, want)
+    square = torch.full((1, 3, 32, 32), -0.2)
+    square[:, :, 10:14, 20:24] = 0.8  # on a flat frame the weights differ, so the losses do
+    weighted = MoVQObjective(movq, 0.01, object_weight=4.0)(square, gen)
+    assert torch.isfinite(weighted) and not torch.equal(weighted, MoVQObjective(movq, 0.01)(square, gen))
+    with pytest.raises(ValueError, match="movq_object_weight: must be a number >= 0"):
+        config_from_dict({"stage": "movq", "movq_object_weight": -1})

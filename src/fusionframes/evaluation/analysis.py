@@ -342,15 +342,23 @@ class _Measure:
     core_rgb: np.ndarray  # [N, 3] pixels the object covers (almost) fully
 
 
-def _measure(frame: np.ndarray, rows: np.ndarray, component: np.ndarray, k: int) -> _Measure:
-    """Centroid, area, shape harmonics and core colour of one component, from its sub-pixel coverage."""
+def _local_coverage(
+    frame: np.ndarray, rows: np.ndarray, component: np.ndarray, k: int
+) -> tuple[np.ndarray, int, int, int, int]:
+    """Sub-pixel coverage of one component by colour ``k`` in the window around it (the component grown
+    by two pixels, so its anti-aliased rim counts) and the window's bounds (y0, y1, x0, x1)."""
     ys, xs = np.nonzero(component)
     y0, y1 = max(ys.min() - 3, 0), min(ys.max() + 4, component.shape[0])
     x0, x1 = max(xs.min() - 3, 0), min(xs.max() + 4, component.shape[1])
     near = ndimage.binary_dilation(component[y0:y1, x0:x1], structure=_EIGHT, iterations=2)
+    local = np.where(near, coverage(frame[y0:y1, x0:x1], rows[y0:y1], k), 0.0)
+    return np.where(local >= 0.15, local, 0.0), y0, y1, x0, x1  # faint texture / noise off the object
+
+
+def _measure(frame: np.ndarray, rows: np.ndarray, component: np.ndarray, k: int) -> _Measure:
+    """Centroid, area, shape harmonics and core colour of one component, from its sub-pixel coverage."""
+    local, y0, y1, x0, x1 = _local_coverage(frame, rows, component, k)
     window = frame[y0:y1, x0:x1]
-    local = np.where(near, coverage(window, rows[y0:y1], k), 0.0)
-    local = np.where(local >= 0.15, local, 0.0)  # faint texture / noise off the object
     area = float(local.sum())
     cx = float(local.sum(0) @ np.arange(x0, x1) / area)
     cy = float(local.sum(1) @ np.arange(y0, y1) / area)
@@ -445,6 +453,38 @@ def analyse_clip(frames: np.ndarray) -> ClipAnalysis:
         significant = [sum(1 for a in frame if a >= 0.2 * frame[0]) for frame in areas if frame]
         count += max(1, int(round(float(np.median(significant)))))
     return ClipAnalysis(height, width, steps, background, gradient, distance, objects, count)
+
+
+@dataclass
+class ObjectMatte:
+    """One object of a still frame as a soft matte: what pixels it covers and with what colour."""
+
+    colour: str  # palette name
+    rgb: np.ndarray  # [3] median colour of the pixels it covers (almost) fully
+    coverage: np.ndarray  # [H, W] float32 in 0..1, zero off the object
+
+
+def object_mattes(frame: np.ndarray) -> tuple[np.ndarray, list[ObjectMatte]]:
+    """The background rows ``[H, 3]`` of one frame ``[H, W, 3]`` (uint8) and, for every palette colour,
+    its largest object as a matte (the sub-pixel coverage the analyser measures shapes from), largest
+    first. Why: a first frame's objects can then be lifted off the background and moved as they look,
+    anti-aliased rims included, instead of being redrawn from labels."""
+    frames = check_frames(np.stack([frame, frame]))
+    height, width = frames.shape[1:3]
+    rows = estimate_background(frames)
+    label = unmix(frames[:1], rows)[0]
+    components = drop_fringes(_components(label, max(8.0, MIN_AREA * height * width)))
+    mattes, seen = [], set()
+    for component in components:  # largest first
+        if component.colour in seen:
+            continue
+        seen.add(component.colour)
+        local, y0, y1, x0, x1 = _local_coverage(frame, rows, component.mask, component.colour)
+        full = np.zeros((height, width), np.float32)
+        full[y0:y1, x0:x1] = local
+        core = frame[y0:y1, x0:x1][local >= min(0.85, float(local.max()))].astype(np.float64)
+        mattes.append(ObjectMatte(COLOUR_NAMES[component.colour], np.median(core, axis=0), full))
+    return rows, mattes
 
 
 def smoothness_px(

@@ -75,28 +75,30 @@ def draws_objects(prior: LayoutPrior | None) -> bool:
     return prior is not None and prior.tracker is not None and bool(prior.config.object_labels)
 
 
-@torch.no_grad()
-def objects_start(
-    prior: LayoutPrior,
-    context: torch.Tensor,
-    mask: torch.Tensor,
-    num_frames: int,
-    latent_shape: tuple[int, int, int],
-    objects: list[SeenObject],
-) -> torch.Tensor:
-    """The prior's layout for the prompt with its objects taken from a first frame: each object of
-    ``objects`` (up to the prior's slots) keeps the track the text gives the slot of its colour (or the
-    next unused slot), shifted to start at the object's centre and scaled to start at its radius, and is
-    drawn with its own colour and shape labels where the prior knows them.
+@dataclass(frozen=True)
+class ObjectPlan:
+    """The prior's plan for the objects of a first frame: tracks ``[F, S, 5]`` (absent slots all zero),
+    one-hot labels ``[S, L]`` and the slot each given object was put in."""
 
-    Why: where the prior's own drawing is wrong (a shape read wrongly from the words, two objects
+    tracks: torch.Tensor
+    labels: torch.Tensor
+    slots: tuple[int, ...]
+
+
+@torch.no_grad()
+def plan_objects(
+    prior: LayoutPrior, context: torch.Tensor, mask: torch.Tensor, objects: list[SeenObject]
+) -> ObjectPlan:
+    """Each object of ``objects`` (up to the prior's slots) keeps the track the text gives the slot of
+    its colour (or the next unused slot), shifted to start at the object's centre and scaled to start at
+    its radius, and is labelled with its own colour and shape where the prior knows them.
+
+    Why: where the prior's own reading is wrong (a shape read wrongly from the words, two objects
     swapped) the image says what is there; the text still says how things move."""
-    _check_channels(prior, latent_shape)
     c = prior.config
     if not draws_objects(prior):
         raise ValueError("objects: this layout prior has no labelled object slots")
-    context, mask = context[:1].float(), mask[:1]
-    raw, label_logits = prior.object_logits(context, mask)
+    raw, label_logits = prior.object_logits(context[:1].float(), mask[:1])
     predicted = one_hot_labels(label_logits, c.object_labels)[0]  # [S, L]
     tracks = tracks_from_logits(raw)[0].clone()  # [F, S, 5]
     names = list(c.object_labels)
@@ -109,10 +111,11 @@ def objects_start(
     ]
     out_tracks = torch.zeros_like(tracks)
     labels = torch.zeros_like(predicted)
-    free = list(range(c.object_slots))
+    free, slots = list(range(c.object_slots)), []
     for obj in objects[: c.object_slots]:
         slot = next((s for s in free if colour_of[s] == obj.colour), free[0])
         free.remove(slot)
+        slots.append(slot)
         track = tracks[:, slot]
         start = torch.tensor([obj.x * 2 - 1, obj.y * 2 - 1, math.log(max(obj.radius, 1e-3) * 2)])
         moved = track.clone()
@@ -125,5 +128,21 @@ def objects_start(
                 group = [i for i, n in enumerate(names) if n.startswith(f"{key}:")]
                 labels[slot, group] = 0.0
                 labels[slot, names.index(f"{key}:{value}")] = 1.0
-    drawn = prior.draw(context, mask, out_tracks[None], labels[None])[0].float()
+    return ObjectPlan(out_tracks, labels, tuple(slots))
+
+
+@torch.no_grad()
+def objects_start(
+    prior: LayoutPrior,
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    num_frames: int,
+    latent_shape: tuple[int, int, int],
+    objects: list[SeenObject],
+) -> torch.Tensor:
+    """The prior's layout for the prompt with its objects taken from a first frame
+    (:func:`plan_objects`), drawn by the prior's sprites."""
+    _check_channels(prior, latent_shape)
+    plan = plan_objects(prior, context, mask, objects)
+    drawn = prior.draw(context[:1].float(), mask[:1], plan.tracks[None], plan.labels[None])[0].float()
     return _resample(drawn, num_frames, latent_shape)

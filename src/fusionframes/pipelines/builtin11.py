@@ -35,7 +35,7 @@ from fusionframes.config import ModelConfig
 from fusionframes.diffusion.schedule import DiffusionSchedule
 from fusionframes.layout_prior.start import SeenObject
 from fusionframes.models.movq import decode_clip
-from fusionframes.pipelines.first_frame import check_image, encode_image, fit_for_encoding
+from fusionframes.pipelines.first_frame import check_image, encode_image, fitted_picture
 
 DECODERS = ("image", "video")
 # The temporal MoVQ decodes windows of this many frames sharing DECODE_OVERLAP frames with the next one
@@ -153,12 +153,14 @@ def image_keyframe_unet(
     return ConditionedKeyframes(unet, condition, NOISE_AUGMENTATION)
 
 
-IMAGE_STARTS = ("objects", "layout", "image")
+IMAGE_STARTS = ("objects", "moved", "layout", "image")
 
 
 def check_image_start(image_start: str) -> str:
     """Where image-to-video keyframe sampling starts: ``objects`` (the layout prior drawing the image's
-    objects, found by the synthetic world's analyser, along the text's tracks), ``layout`` (the prior's
+    objects, found by the synthetic world's analyser, along the text's tracks), ``moved`` (the image's
+    own objects lifted off it and moved along those tracks, :mod:`fusionframes.pipelines.moved_objects`),
+    ``layout`` (the prior's
     drawing for the text, moved onto the image's object) or ``image`` (the image held still in every
     keyframe)."""
     if image_start not in IMAGE_STARTS:
@@ -173,7 +175,7 @@ def image_objects(image: Any, width: int, height: int) -> list[SeenObject]:
     from fusionframes.evaluation.analysis import analyse_clip
     from fusionframes.synthetic.render import unit_area
 
-    picture = np.asarray(fit_for_encoding(check_image(image).convert("RGB"), width, height))
+    picture = fitted_picture(image, width, height)
     found = []
     for track in analyse_clip(np.stack([picture, picture])).objects:  # a still two-frame clip
         if track.shape == "unknown" or not track.areas[0] > 0:

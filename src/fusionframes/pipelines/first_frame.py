@@ -89,6 +89,11 @@ def fit_for_encoding(image: Image.Image, width: int, height: int) -> Image.Image
     return image.crop(((w - width) / 2, (h - height) / 2, (w + width) / 2, (h + height) / 2))
 
 
+def fitted_picture(image: Any, width: int, height: int) -> np.ndarray:
+    """The image as the video takes it (:func:`fit_for_encoding`), uint8 ``[height, width, 3]``."""
+    return np.asarray(fit_for_encoding(check_image(image).convert("RGB"), width, height))
+
+
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> ``[3, H, W]`` in [-1, 1] (torchvision's ToTensor, then 2x - 1)."""
     array = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())

@@ -41,6 +41,8 @@ from fusionframes.pipelines.builtin11 import (
     image_name,
     image_objects,
 )
+from fusionframes.pipelines.first_frame import fitted_picture
+from fusionframes.pipelines.moved_objects import moved_start
 from fusionframes.pipelines.offload import Placement, validate_offload
 from fusionframes.pipelines.outputs import (
     Delivery,
@@ -516,12 +518,17 @@ class TextToVideoPipeline(LoraMixin):
             prior = self.components.layout_prior
             seen = (
                 image_objects(image, settings.width, settings.height)
-                if settings.image_start == "objects" and draws_objects(prior)
+                if settings.image_start in ("objects", "moved") and draws_objects(prior)
                 else []
             )
-            if seen:
+            if seen and settings.image_start == "moved":
+                picture = fitted_picture(image, settings.width, settings.height)
+                init = moved_start(prior, self.components.movq, text.context, text.mask, picture, seen, n)
+            if init is not None:
+                init = init.to(first.device)
+            elif seen:
                 init = objects_start(prior, text.context, text.mask, n, latent_shape, seen).to(first.device)
-            elif settings.image_start in ("objects", "layout") and prior is not None:
+            elif settings.image_start != "image" and prior is not None:
                 layout = self.keyframe_layout(text.context, text.mask, n, latent_shape)
                 init = align_layout(layout.to(first.device), first)
             else:

@@ -111,6 +111,10 @@ class TrainConfig:
     lora_alpha: float | None = None
     lora_targets: str = "attention"  # attention | attention+temporal | all-linear | a regular expression
     movq_latent_weight: float = 0.01  # keeps MoVQ latents near unit scale for the diffusion models
+    # movq: extra weight of the pixels on and around objects (those off their row's median colour, grown
+    # by two pixels) in the reconstruction loss; 0 = every pixel alike. Small objects' outlines are a few
+    # pixels of a frame that is mostly background, so a plain mean barely sees a star's points
+    movq_object_weight: float = 0.0
 
     # bookkeeping
     seed: int = 0
@@ -216,6 +220,8 @@ class TrainConfig:
         """The 1.1 stage keys (video_decoder, first_frame_condition) and their settings."""
         check = _Checker()
         check.positive("video_clip_frames", self.video_clip_frames)
+        if not (isinstance(self.movq_object_weight, (int, float)) and 0 <= self.movq_object_weight < 1e6):
+            raise ValueError(f"movq_object_weight: must be a number >= 0, got {self.movq_object_weight!r}")
         if isinstance(self.video_crop, bool) or self.video_crop < 0:
             raise ValueError(f"video_crop: must be an integer >= 0, got {self.video_crop!r}")
         if self.video_decoder and self.stage != "movq":

@@ -203,7 +203,7 @@ def _stage_objective(cfg: TrainConfig, components: ModelComponents) -> tuple[nn.
     if cfg.video_decoder:
         return build_objective11(cfg, components, None), None
     if cfg.stage == "movq":
-        return MoVQObjective(components.movq, cfg.movq_latent_weight), None
+        return MoVQObjective(components.movq, cfg.movq_latent_weight, cfg.movq_object_weight), None
     if cfg.stage == "interpolation":
         return InterpolationObjective(
             components.interpolation_unet,
