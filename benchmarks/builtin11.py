@@ -279,8 +279,8 @@ def main() -> None:
     sub.choices["i2v"].add_argument(
         "--start",
         choices=("objects", "moved", "layout", "image"),
-        default="objects",
-        help="image_start (see pipelines.builtin11; default: the pipeline's, objects)",
+        default="moved",
+        help="image_start (see pipelines.builtin11; default: the pipeline's, moved)",
     )
     sub.choices["i2v"].add_argument("--rows", action="store_true", help="include every clip's row")
     args = parser.parse_args()

@@ -121,6 +121,27 @@ def test_both_parts_save_and_load_strictly(tiny, tmp_path: Path) -> None:
             torch.testing.assert_close(a, b, msg=key)
 
 
+
+def test_add_parts_takes_a_fine_tuned_image_decoder_only_with_the_same_encoder(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from fusionframes.training.stages11 import add_parts
+
+    tuned = load_model_folder(tiny_model_dir)
+    with torch.no_grad():
+        for name, weight in tuned.movq.decoder.named_parameters():
+            weight.add_(0.01 * (1 + len(name) % 3))
+    tuned_dir = write_model_folder(tuned, tmp_path / "tuned", text_encoder_dir=Path(tuned.text_encoder))
+    out = load_model_folder(add_parts(tiny_model_dir, tmp_path / "out", image_decoder=tuned_dir))
+    torch.testing.assert_close(out.movq.state_dict(), tuned.movq.state_dict())
+    base = load_model_folder(tiny_model_dir)
+    torch.testing.assert_close(out.keyframe_unet.state_dict(), base.keyframe_unet.state_dict())
+    with torch.no_grad():
+        next(tuned.movq.encoder.parameters()).add_(0.01)
+    moved = write_model_folder(tuned, tmp_path / "moved", text_encoder_dir=Path(tuned.text_encoder))
+    with pytest.raises(ValueError, match="image_decoder: the MoVQ encoder of .* differs"):
+        add_parts(tiny_model_dir, tmp_path / "bad", image_decoder=moved)
+
 @pytest.mark.slow
 def test_video_decoder_and_image_stages_train(tiny_model_dir: Path, tmp_path: Path) -> None:
     from test_training import BASE, make_clips

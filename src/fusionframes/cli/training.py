@@ -268,18 +268,23 @@ def configure_add_parts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--video-movq", default=None, help="model folder of the temporal decoder's run")
     p.add_argument("--image-keyframes", default=None, help="model folder of the image-to-video run")
+    p.add_argument(
+        "--image-decoder",
+        default=None,
+        help="model folder of a `train movq` run with freeze_encoder: its image MoVQ replaces the model's",
+    )
     p.add_argument("--decoder", choices=["image", "video"], default=None, help="the default decoder")
     p.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
     p.set_defaults(handler=run_add_parts)
 
 
 def run_add_parts(args: argparse.Namespace) -> int:
-    for name in ("model", "video_movq", "image_keyframes"):
+    for name in ("model", "video_movq", "image_keyframes", "image_decoder"):
         value = getattr(args, name)
         if value is not None and not Path(value).is_dir():
             raise FileNotFoundError(f"{name.replace('_', '-')}: model folder not found: {value}")
-    if args.video_movq is None and args.image_keyframes is None and args.decoder is None:
-        raise UsageError("add-parts: give --video-movq, --image-keyframes or --decoder")
+    if all(getattr(args, n) is None for n in ("video_movq", "image_keyframes", "image_decoder", "decoder")):
+        raise UsageError("add-parts: give --video-movq, --image-keyframes, --image-decoder or --decoder")
     import torch
 
     from fusionframes.training.stages11 import add_parts
@@ -291,6 +296,7 @@ def run_add_parts(args: argparse.Namespace) -> int:
         args.image_keyframes,
         args.decoder,
         torch.float16 if args.half else torch.float32,
+        args.image_decoder,
     )
     print(f"wrote {path}")
     return 0

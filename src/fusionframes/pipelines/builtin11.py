@@ -7,14 +7,15 @@ The text-to-video pipeline calls in here at two points, so its own code stays on
   the text-to-video U-Net's call (noisy latents, time, text, frame positions) and adds the first-frame
   condition and mask channels and the augmentation level itself; both guidance branches see the image,
   so the guidance scale stays the prompt's. For a model with a layout prior, ``image_start``
-  ``objects`` (the default) has the prior draw the objects the analyser finds in the image (their
-  colour, shape, place and size) along the tracks the text gives
-  (:func:`fusionframes.layout_prior.start.objects_start`); ``layout`` (also the fallback when no
+  ``moved`` (the default) lifts the objects the analyser finds in the image off it and moves them, in
+  pixels, along the tracks the prior reads from the text (:mod:`fusionframes.pipelines.moved_objects`);
+  ``objects`` has the prior draw those objects (their colour, shape, place and size) along the same
+  tracks (:func:`fusionframes.layout_prior.start.objects_start`); ``layout`` (also the fallback when no
   object is found, or the prior has no labelled object slots) moves the prior's drawing for the text
-  onto the image's object (:func:`align_layout`). Both are redrawn at ``layout_prior_strength`` as
-  text-to-video is: the built-in U-Net draws shapes from the prior's drawing, not from a start held
-  still. With ``image`` (or
-  no prior) it starts from the image held still in every keyframe, redrawn at ``image_strength``.
+  onto the image's object (:func:`align_layout`). All three are redrawn at ``layout_prior_strength`` as
+  text-to-video is: the built-in U-Net draws shapes from the start it is given, not from a start held
+  still. With ``image`` (or no prior) it starts from the image held still in every keyframe, redrawn
+  at ``image_strength``.
   Frame 0 of the result is the image's own latent (as 1.1's ``keep_first_frame``).
 - decoding: :func:`decode_frames` with ``decoder`` ``"video"`` decodes the clip with the temporal MoVQ
   in overlapping windows (:func:`fusionframes.models.movq.decode_clip`), ``"image"`` frame by frame.
@@ -158,8 +159,9 @@ IMAGE_STARTS = ("objects", "moved", "layout", "image")
 
 def check_image_start(image_start: str) -> str:
     """Where image-to-video keyframe sampling starts: ``objects`` (the layout prior drawing the image's
-    objects, found by the synthetic world's analyser, along the text's tracks), ``moved`` (the image's
-    own objects lifted off it and moved along those tracks, :mod:`fusionframes.pipelines.moved_objects`),
+    objects, found by the synthetic world's analyser, along the text's tracks), ``moved`` (the default:
+    the image's own objects lifted off it and moved along those tracks,
+    :mod:`fusionframes.pipelines.moved_objects`),
     ``layout`` (the prior's
     drawing for the text, moved onto the image's object) or ``image`` (the image held still in every
     keyframe)."""

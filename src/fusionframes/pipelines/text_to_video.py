@@ -111,10 +111,10 @@ class GenerationSettings:
     decoder: str = "image"  # "video": the temporal MoVQ (models with one; see pipelines.builtin11)
     image: str | None = None  # the first frame's file, for image-to-video (recorded, not read again)
     image_strength: float = 1.0  # with an image: keyframes start from it held still, redrawn at this
-    image_start: str = "objects"  # with an image and a layout prior: "objects" (the prior's tracks started
-    # at the image's objects, drawn with their colour and shape; "layout" where none is found or the prior
-    # has no labelled object slots), "layout"
-    # (the prior's drawing moved onto the image), or "image" (held still, redrawn at image_strength)
+    image_start: str = "moved"  # with an image and a layout prior: "moved" (the image's own objects moved
+    # along the prior's tracks for the text), "objects" (the prior drawing the image's objects along those
+    # tracks), "layout" (the prior's drawing moved onto the image; also where no object is found or the
+    # prior has no labelled object slots) or "image" (held still, redrawn at image_strength)
 
     @property
     def num_frames(self) -> int:
@@ -172,7 +172,7 @@ def validate_settings(
     decoder: str | None = None,
     image: Any = None,
     image_strength: float = 1.0,
-    image_start: str = "objects",
+    image_start: str = "moved",
 ) -> GenerationSettings:
     """Check every option against ``config`` and fill the gaps from the model's sampling defaults.
 

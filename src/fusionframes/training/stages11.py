@@ -236,11 +236,14 @@ def add_parts(
     image_keyframes: str | Path | None = None,
     decoder: str | None = None,
     weights_dtype: torch.dtype = torch.float32,
+    image_decoder: str | Path | None = None,
 ) -> Path:
     """Write ``model`` with the temporal decoder of the ``video_movq`` run's model folder and/or the
     image-to-video U-Net of the ``image_keyframes`` one (each must have been made from ``model``: the
     same image MoVQ, and for the U-Net the same keyframe U-Net and text encoder); ``decoder`` sets the
-    default decoder (``sampling.decoder``)."""
+    default decoder (``sampling.decoder``). ``image_decoder``: take the image MoVQ of this model folder
+    instead, a decoder fine-tuned from ``model``'s with ``freeze_encoder`` (its encoder must be
+    ``model``'s, so every latent the networks were trained on stays valid)."""
     from fusionframes.io.checkpoints import (
         load_model_folder,
         read_manifest,
@@ -268,6 +271,16 @@ def add_parts(
                 raise ValueError(f"{name}: {source} was not trained from {model} (its {shared} differs)")
         setattr(base, name, getattr(run, name))
         base.config = dataclasses.replace(base.config, **{name: getattr(run.config, name)})
+    if image_decoder is not None:
+        from fusionframes.training.assemble import _same_weights
+
+        tuned = load_model_folder(image_decoder).movq
+        if not _same_weights(base.movq, tuned, ("encoder.", "quant_conv.")):
+            raise ValueError(
+                f"image_decoder: the MoVQ encoder of {image_decoder} differs from {model}'s; fine-tune "
+                "the decoder only (freeze_encoder: true)"
+            )
+        base.movq = tuned
     if decoder is not None:
         from fusionframes.pipelines.builtin11 import check_decoder
 
