@@ -16,7 +16,8 @@ from fusionframes.synthetic import BACKGROUNDS, PALETTE, SHAPES
 def test_builtin_folder_is_complete_and_small() -> None:
     manifest = json.loads((BUILTIN_DIR / MANIFEST).read_text())
     size = sum(f.stat().st_size for f in BUILTIN_DIR.rglob("*") if f.is_file())
-    assert size <= 40 * 2**20
+    # 1.0 parts about 31 MiB; the 1.1 parts (image-to-video U-Net, temporal decoder) about 15 MiB more
+    assert size <= 48 * 2**20
     words = set(manifest["vocabulary"])
     assert set(PALETTE) | set(BACKGROUNDS) | set(SHAPES) <= words
     assert manifest["parameters"] > 1_000_000 and manifest["description"]

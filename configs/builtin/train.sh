@@ -68,5 +68,16 @@ stage movq movq_video.yaml data/shapes-800 runs/movq_video builtin &
 stage keyframes keyframes_image.yaml data/shapes-800 runs/keyframes_image builtin &
 wait
 stage movq movq_video_full.yaml data/shapes-800 runs/movq_video_full builtin
+# Stages 1c and 1d: the image MoVQ's decoder again, encoder frozen, with the loss weighted towards objects
+# (small stars kept their points), then on the same clips plus clips with the opt-in colour pink.
+stage movq movq_small_objects.yaml data/shapes-800 runs/movq_small builtin
+[ -f data/pink/manifest.json ] || fusionframes data synth --out data/pink --videos 300 --frames 29 \
+    --size 128 --seed 7 --shard-size 300 --new-colour-share 0.5
+mkdir -p data/mixed
+ln -sf ../shapes-800/shard-000000.tar data/mixed/shapes-0.tar
+ln -sf ../shapes-800/shard-000001.tar data/mixed/shapes-1.tar
+ln -sf ../pink/shard-000000.tar data/mixed/pink-0.tar
+stage movq movq_colours.yaml data/mixed runs/movq_colours
+# The shipped built-in folder (src/fusionframes/builtin): both 1.1 parts and the 1d image decoder.
 fusionframes add-parts --model builtin --out builtin11 --video-movq runs/movq_video_full/model \
-    --image-keyframes runs/keyframes_image/model --decoder image --half
+    --image-keyframes runs/keyframes_image/model --image-decoder runs/movq_colours/model --decoder image --half
