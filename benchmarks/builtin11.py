@@ -80,6 +80,13 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
     return (video.clamp(0, 1) * 255.0).round().byte().permute(0, 2, 3, 1).numpy()
 
 
+def encode_truth(movq, truth: np.ndarray) -> torch.Tensor:
+    """Latents of a rendered clip ``[T, H, W, 3]`` (uint8) by the image MoVQ."""
+    pixels = torch.from_numpy(truth).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    with torch.no_grad():
+        return movq.encode(pixels)
+
+
 def load(model: str):
     from fusionframes.pipelines.text_to_video import TextToVideoPipeline
 
@@ -97,9 +104,7 @@ def run_decoder(args: argparse.Namespace) -> dict:
     for i in range(args.clips):
         scene, _ = held_out_scene(args.seed, i)
         truth = render_clip(scene, 128, args.frames)
-        pixels = torch.from_numpy(truth).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        with torch.no_grad():
-            latents = movq.encode(pixels)
+        latents = encode_truth(movq, truth)
         keyframes = list(range(0, args.frames, 4))
         for decoder in rows:
             frames = to_uint8(decode_frames(pipe.components, latents, decoder, 4, False))
@@ -244,10 +249,7 @@ def run_roundtrip(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     for i in range(args.num):
         scene, prompt = held_out_scene(args.seed + 1, i)
-        truth = render_clip(scene, 128, 29)
-        pixels = torch.from_numpy(truth).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        with torch.no_grad():
-            latents = pipe.components.movq.encode(pixels)
+        latents = encode_truth(pipe.components.movq, render_clip(scene, 128, 29))
         frames = to_uint8(decode_frames(pipe.components, latents, "image", 4, False))
         scored = score_frames(scene_spec(scene), frames, list(range(0, 29, 4)))["scores"]
         rows.append({"prompt": prompt, "colour_shape": bool(scored["colour"] and scored["shape"])})

@@ -48,14 +48,21 @@ def _check_channels(prior: LayoutPrior, latent_shape: tuple[int, int, int]) -> N
 
 def _resample(frames: torch.Tensor, num_frames: int, latent_shape: tuple[int, int, int]) -> torch.Tensor:
     """A layout ``[F, C, h, w]`` at the prior's size and count -> ``num_frames`` at ``latent_shape``."""
-    channels, height, width = latent_shape
+    _, height, width = latent_shape
     if frames.shape[-2:] != (height, width):
         frames = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
-    if frames.shape[0] != num_frames:
-        flat = frames.permute(1, 2, 3, 0).reshape(1, -1, frames.shape[0])
-        flat = F.interpolate(flat, size=num_frames, mode="linear", align_corners=True)
-        frames = flat.reshape(channels, height, width, num_frames).permute(3, 0, 1, 2)
-    return frames.contiguous()
+    return resample_in_time(frames, num_frames).contiguous()
+
+
+def resample_in_time(values: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """``values`` ``[F, ...]`` (per keyframe) at ``num_frames`` keyframes, linear between them, the first
+    and last kept; returned as is when the count already matches."""
+    if values.shape[0] == num_frames:
+        return values
+    rest = values.shape[1:]
+    flat = values.reshape(values.shape[0], -1).T[None]  # [1, N, F]
+    flat = F.interpolate(flat, size=num_frames, mode="linear", align_corners=True)
+    return flat[0].T.reshape(num_frames, *rest)
 
 
 @dataclass(frozen=True)

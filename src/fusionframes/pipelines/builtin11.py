@@ -171,13 +171,19 @@ def check_image_start(image_start: str) -> str:
 
 
 def image_objects(image: Any, width: int, height: int) -> list[SeenObject]:
-    """The objects of a first frame as the synthetic world's analyser sees them (colour, shape, centre,
-    and the radius their area implies for that shape), in the image as the video takes it (covered and
-    centre-cropped); none for an image outside that world."""
+    """The objects of a first frame as the synthetic world's analyser sees them, in the image as the
+    video takes it (covered and centre-cropped): :func:`picture_objects` of :func:`fitted_picture`."""
+    return picture_objects(fitted_picture(image, width, height))
+
+
+def picture_objects(picture: np.ndarray) -> list[SeenObject]:
+    """The objects of ``picture`` (uint8 ``[H, W, 3]``) as the synthetic world's analyser sees them
+    (colour, shape, centre, and the radius their area implies for that shape); none for a picture
+    outside that world."""
     from fusionframes.evaluation.analysis import analyse_clip
     from fusionframes.synthetic.render import unit_area
 
-    picture = fitted_picture(image, width, height)
+    height, width = picture.shape[:2]
     found = []
     for track in analyse_clip(np.stack([picture, picture])).objects:  # a still two-frame clip
         if track.shape == "unknown" or not track.areas[0] > 0:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from fusionframes.layout_prior.model import LayoutPrior
-from fusionframes.layout_prior.start import SeenObject, draws_objects, plan_objects
+from fusionframes.layout_prior.start import SeenObject, draws_objects, plan_objects, resample_in_time
 from fusionframes.models.movq import MoVQ
 
 
@@ -70,10 +70,7 @@ def resample_tracks(tracks: torch.Tensor, num_frames: int) -> torch.Tensor:
     where either neighbour has it)."""
     if tracks.shape[0] == num_frames:
         return tracks
-    frames, slots, fields = tracks.shape
-    flat = tracks.permute(1, 2, 0).reshape(1, slots * fields, frames)
-    out = F.interpolate(flat, size=num_frames, mode="linear", align_corners=True)
-    out = out.reshape(slots, fields, num_frames).permute(2, 0, 1).clone()
+    out = resample_in_time(tracks, num_frames).clone()
     out[..., 0] = (out[..., 0] > 0).to(out.dtype)
     return out
 

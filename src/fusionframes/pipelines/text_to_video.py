@@ -39,7 +39,7 @@ from fusionframes.pipelines.builtin11 import (
     image_keyframe_unet,
     image_latent,
     image_name,
-    image_objects,
+    picture_objects,
 )
 from fusionframes.pipelines.first_frame import fitted_picture
 from fusionframes.pipelines.moved_objects import moved_start
@@ -516,13 +516,11 @@ class TextToVideoPipeline(LoraMixin):
             first = first.to(text.context.device)
             unet = image_keyframe_unet(self.components, first, generator)
             prior = self.components.layout_prior
-            seen = (
-                image_objects(image, settings.width, settings.height)
-                if settings.image_start in ("objects", "moved") and draws_objects(prior)
-                else []
-            )
-            if seen and settings.image_start == "moved":
+            picture, seen = None, []
+            if settings.image_start in ("objects", "moved") and draws_objects(prior):
                 picture = fitted_picture(image, settings.width, settings.height)
+                seen = picture_objects(picture)
+            if seen and settings.image_start == "moved":
                 init = moved_start(prior, self.components.movq, text.context, text.mask, picture, seen, n)
             if init is not None:
                 init = init.to(first.device)
